@@ -1,0 +1,5 @@
+"""``python -m stainshift`` runs the command line."""
+
+from stainshift.cli.main import main
+
+raise SystemExit(main())

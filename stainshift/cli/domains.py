@@ -1,0 +1,164 @@
+"""``stainshift domains add|list|inspect|split``: name image folders and look at them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from stainshift.errors import ProjectError
+
+EXAMPLES = {
+    "add": "example: stainshift domains add clinic ../shared/data/pbc_barcelona --classes neutrophil,lymphocyte",
+    "list": "example: stainshift domains list",
+    "inspect": "example: stainshift domains inspect clinic --save-scale",
+    "split": "example: stainshift domains split hgtp --refresh --skip-bad",
+}
+
+
+def add_parser(sub, common: argparse.ArgumentParser) -> None:
+    group = sub.add_parser("domains", help="add, list, inspect and split image domains (hospitals)",
+                           description=__doc__, epilog="example: stainshift domains add hgtp data/jtsc_tecom")
+    actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, help_: str) -> argparse.ArgumentParser:
+        return actions.add_parser(name, parents=[common], help=help_, description=help_, epilog=EXAMPLES[name])
+
+    p = action("add", "name a folder of images (one subfolder per class) as a domain")
+    p.add_argument("name")
+    p.add_argument("path", help="folder with one subfolder of images per class")
+    p.add_argument("--masks", help="masks folder, same layout and file stems (default: PATH/masks if present)")
+    p.add_argument("--classes", help="comma-separated subset / order of classes")
+    p.add_argument("--cell-diameter", help="cell diameter in px, or 'auto' to estimate it")
+    p.add_argument("--split", help="train,val,test fractions for this domain, e.g. 0.4,0.2,0.4")
+    p.add_argument("--force", action="store_true", help="replace an existing domain of that name")
+    p.set_defaults(func=run_add)
+
+    p = action("list", "list the project's domains")
+    p.set_defaults(func=run_list)
+
+    p = action("inspect", "class counts, sizes, L*a*b* colour, cell diameter, unreadable files")
+    p.add_argument("name")
+    p.add_argument("--save-scale", action="store_true",
+                   help="write the estimated cell diameter into the project file as the domain's cell_diameter")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run_inspect)
+
+    p = action("split", "make (or show) the saved stratified train/val/test split")
+    p.add_argument("name")
+    p.add_argument("--refresh", action="store_true", help="re-split after the domain's files changed")
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out of the split, listing them")
+    p.set_defaults(func=run_split)
+
+
+def _number_or_auto(text: str | None) -> float | str | None:
+    if text is None or text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ProjectError(f"--cell-diameter {text!r}: give a number of pixels or 'auto'") from None
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from stainshift.data.domains import MASKS_FOLDER, scan_domain
+    from stainshift.project import (
+        DomainConfig,
+        load_or_new_project,
+        parse_cell_diameter,
+        parse_split,
+        save_project,
+        validate_name,
+    )
+
+    project = load_or_new_project(args.project)
+    name = validate_name(args.name)
+    if name in project.domains and not args.force:
+        raise ProjectError(f"domain '{name}' already exists in {project.file}; pass --force to replace it")
+    folder = Path(args.path).resolve()
+    if not folder.is_dir():
+        raise ProjectError(f"{args.path}: no such folder; give a folder with one subfolder of images per class")
+    masks = Path(args.masks).resolve() if args.masks else None
+    if masks is None and (folder / MASKS_FOLDER).is_dir():
+        masks = folder / MASKS_FOLDER
+    if masks is not None and not masks.is_dir():
+        raise ProjectError(f"{args.masks}: masks folder not found; give the folder holding <class>/<stem>.png masks")
+    rel = lambda p: os.path.relpath(p, project.root)  # noqa: E731 - paths stay portable with the project
+    diameter = args.cell_diameter
+    fractions = None
+    if args.split:
+        try:
+            fractions = [float(v) for v in args.split.split(",")]
+        except ValueError:
+            raise ProjectError(f"--split {args.split!r}: give train,val,test fractions such as 0.6,0.2,0.2") from None
+    domain = DomainConfig(
+        name=name, path=rel(folder), root=project.root, masks=rel(masks) if masks else None,
+        classes=tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
+        cell_diameter=parse_cell_diameter(_number_or_auto(diameter), "--cell-diameter"),
+        split=parse_split(fractions, "--split") if fractions else None,
+    )
+    samples = scan_domain(domain)  # fails now, with the reason, rather than at training time
+    save_project(project.with_domain(domain))
+    if not args.quiet:
+        labels = sorted({s.label for s in samples})
+        n_masks = sum(s.mask is not None for s in samples)
+        print(f"added domain '{name}': {len(samples)} images in {len(labels)} classes ({', '.join(labels)}), "
+              f"{n_masks} with masks -> {project.file}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from stainshift.data.domains import scan_domain
+    from stainshift.errors import StainshiftError
+    from stainshift.project import load_project
+
+    project = load_project(args.project)
+    if not project.domains:
+        print(f"no domains in {project.file}; add one with `stainshift domains add NAME PATH`")
+        return 0
+    print(f"{'name':<12} {'images':>7} {'classes':>7}  masks  path")
+    for name, domain in project.domains.items():
+        try:
+            samples = scan_domain(domain)
+            n, k = str(len(samples)), str(len({s.label for s in samples}))
+        except StainshiftError:
+            n, k = "missing", "-"
+        print(f"{name:<12} {n:>7} {k:>7}  {'yes' if domain.masks else 'no ':<5}  {domain.path}")
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from stainshift.data.inspect import inspect_domain
+    from stainshift.project import load_project, save_project
+
+    project = load_project(args.project)
+    report = inspect_domain(project, args.name, progress=not args.quiet)
+    print(json.dumps(dataclasses.asdict(report), indent=2) if args.json else report.to_text())
+    if args.save_scale and report.diameter.get("median"):
+        domain = dataclasses.replace(project.domain(args.name), cell_diameter=round(report.diameter["median"], 1))
+        save_project(project.with_domain(domain))
+        if not args.quiet:
+            print(f"saved cell_diameter = {domain.cell_diameter} for '{args.name}' in {project.file}")
+    if report.unreadable:
+        print(f"stainshift: {len(report.unreadable)} unreadable file(s) in '{args.name}' (listed above); fix or "
+              "remove them, or pass --skip-bad to `domains split`", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_split(args: argparse.Namespace) -> int:
+    from stainshift.data.splits import domain_split, split_file
+    from stainshift.project import load_project
+
+    project = load_project(args.project)
+    frame = domain_split(project, args.name, refresh=args.refresh, skip_bad=args.skip_bad, progress=not args.quiet)
+    if not args.quiet:
+        table = frame.groupby(["label", "split"], sort=False).size().unstack(fill_value=0)
+        table = table.reindex(columns=[c for c in ("train", "val", "test") if c in table.columns])
+        print(table.to_string())
+        print(f"split saved in {split_file(project, args.name)}")
+    return 0

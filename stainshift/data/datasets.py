@@ -1,0 +1,83 @@
+"""Torch datasets over a domain's saved split, with scale harmonization and a fixed crop size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from stainshift.data.domains import Sample
+from stainshift.data.io import read_image
+from stainshift.data.scale import scale_factor
+from stainshift.data.splits import samples_in
+from stainshift.errors import DataError
+from stainshift.project import Project
+
+
+def rescale(image: np.ndarray, factor: float) -> np.ndarray:
+    """Resize by ``factor`` (area filter when shrinking, bilinear when enlarging)."""
+    if abs(factor - 1.0) < 1e-3:
+        return image
+    h, w = image.shape[:2]
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Crop (or reflect-pad) the centre ``size`` x ``size`` window; the cell sits at the centre of these crops."""
+    h, w = image.shape[:2]
+    pad_y, pad_x = max(0, size - h), max(0, size - w)
+    if pad_y or pad_x:
+        image = cv2.copyMakeBorder(image, pad_y // 2, pad_y - pad_y // 2, pad_x // 2, pad_x - pad_x // 2,
+                                   cv2.BORDER_REFLECT_101)
+        h, w = image.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[top:top + size, left:left + size]
+
+
+def load_cell(path, scale: float = 1.0, size: int | None = None) -> np.ndarray:
+    """Read an image, rescale it by ``scale`` and centre-crop it to ``size`` (RGB uint8)."""
+    image = rescale(read_image(path), scale)
+    return center_crop(image, size) if size else image
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> 3xHxW float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+
+
+class CellDataset(Dataset):
+    """Labelled single-cell crops: ``(3xSxS float tensor in [0,1], class index)``."""
+
+    def __init__(self, samples: Sequence[Sample], classes: Sequence[str], size: int, scale: float = 1.0,
+                 augment: bool = False) -> None:
+        unknown = sorted({s.label for s in samples} - set(classes))
+        if unknown:
+            raise DataError(f"images labelled {unknown} are not among the classes {list(classes)}")
+        self.samples = list(samples)
+        self.classes = list(classes)
+        self.size, self.scale, self.augment = size, scale, augment
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        sample = self.samples[index]
+        image = load_cell(sample.path, self.scale, self.size)
+        if self.augment:  # flips and right-angle rotations: cells have no orientation
+            rng = np.random.default_rng(torch.randint(0, 2**31 - 1, ()).item())
+            image = np.rot90(image, k=int(rng.integers(4)))
+            if rng.random() < 0.5:
+                image = image[:, ::-1]
+        return to_tensor(image), self.classes.index(sample.label)
+
+
+def domain_dataset(project: Project, domain: str, split: str | None, size: int,
+                   classes: Sequence[str] | None = None, augment: bool = False) -> CellDataset:
+    """A :class:`CellDataset` over ``split`` of ``domain``, rescaled to the project's common cell diameter."""
+    samples = samples_in(project, domain, split)
+    classes = list(classes) if classes else list(dict.fromkeys(s.label for s in samples))
+    return CellDataset(samples, classes, size, scale_factor(project, domain), augment)
