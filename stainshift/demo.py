@@ -86,13 +86,16 @@ def build_demo_project(workdir: Path, diameters: dict[str, float] | None = None)
 
 
 def run_demo(workdir: str | Path = "stainshift-demo", quick: bool = False, progress: bool = True,
-             seed: int = 0) -> DemoSummary:
-    """Run the demo end to end in ``workdir``; returns (and writes ``summary.json``/``summary.md``) its summary."""
+             seed: int = 0, settings: DemoSettings | None = None) -> DemoSummary:
+    """Run the demo end to end in ``workdir``; returns (and writes ``summary.json``/``summary.md``) its summary.
+
+    ``settings`` overrides the quick/full preset (the tests use a tiny one).
+    """
     from stainshift.classify.baseline import per_class_accuracy, predict, train_baseline
 
     start = time.perf_counter()
     workdir = Path(workdir).resolve()
-    settings = DemoSettings.preset(quick, seed)
+    settings = settings or DemoSettings.preset(quick, seed)
     simulate(workdir / "data", hospitals=[TARGET, SOURCE], per_class=settings.per_class, size=settings.size,
              seed=seed, progress=progress)
     project = build_demo_project(workdir)

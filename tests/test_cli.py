@@ -75,7 +75,7 @@ def test_domains_add_list_split(project_dir, capsys):
 )
 def test_errors_are_one_line_with_exit_code_2(project_dir, capsys, argv, message):
     assert run(capsys, "domains", "add", "clinic", "data/clinic", "-q")[0] == 0
-    code, out, err = run(capsys, *argv)
+    code, _, err = run(capsys, *argv)
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
@@ -106,5 +106,5 @@ def test_split_with_corrupt_file_then_skip_bad(project_dir, capsys):
     bad.write_bytes(bad.read_bytes()[:100])
     code, _, err = run(capsys, "domains", "split", "hgtp")
     assert code == 2 and "cut.bmp" in err and "--skip-bad" in err and err.count("\n") == 1
-    code, out, err = run(capsys, "domains", "split", "hgtp", "--skip-bad")
+    code, _, err = run(capsys, "domains", "split", "hgtp", "--skip-bad")
     assert code == 0 and "cut.bmp" in err and "warning" in err

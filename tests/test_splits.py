@@ -76,7 +76,7 @@ def test_saved_split_is_reused_and_detects_changes(tmp_path):
     assert domain_split(project, "site").equals(first) and path.stat().st_mtime_ns == stamp
     assert [s.key for s in samples_in(project, "site", "test")] == first.loc[first.split == "test", "key"].tolist()
     make_domain(tmp_path / "site", {"a": 9})  # one new image in class a
-    with pytest.raises(DataError, match="1 new, 0 missing.*--refresh"):
+    with pytest.raises(DataError, match=r"1 new, 0 missing.*--refresh"):
         domain_split(project, "site")
     assert len(domain_split(project, "site", refresh=True)) == 17
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -62,6 +61,11 @@ def _number_or_auto(text: str | None) -> float | str | None:
         raise ProjectError(f"--cell-diameter {text!r}: give a number of pixels or 'auto'") from None
 
 
+def _portable(path: Path, root: Path) -> str:
+    """Relative to the project folder when inside it (the project can move), absolute otherwise."""
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
 def run_add(args: argparse.Namespace) -> int:
     from stainshift.data.domains import MASKS_FOLDER, scan_domain
     from stainshift.project import (
@@ -85,7 +89,6 @@ def run_add(args: argparse.Namespace) -> int:
         masks = folder / MASKS_FOLDER
     if masks is not None and not masks.is_dir():
         raise ProjectError(f"{args.masks}: masks folder not found; give the folder holding <class>/<stem>.png masks")
-    rel = lambda p: os.path.relpath(p, project.root)  # noqa: E731 - paths stay portable with the project
     diameter = args.cell_diameter
     fractions = None
     if args.split:
@@ -94,7 +97,8 @@ def run_add(args: argparse.Namespace) -> int:
         except ValueError:
             raise ProjectError(f"--split {args.split!r}: give train,val,test fractions such as 0.6,0.2,0.2") from None
     domain = DomainConfig(
-        name=name, path=rel(folder), root=project.root, masks=rel(masks) if masks else None,
+        name=name, path=_portable(folder, project.root), root=project.root,
+        masks=_portable(masks, project.root) if masks else None,
         classes=tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
         cell_diameter=parse_cell_diameter(_number_or_auto(diameter), "--cell-diameter"),
         split=parse_split(fractions, "--split") if fractions else None,

@@ -46,7 +46,7 @@ def load_cell(path, scale: float = 1.0, size: int | None = None) -> np.ndarray:
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> 3xHxW float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
 
 
 class CellDataset(Dataset):
@@ -81,3 +81,37 @@ def domain_dataset(project: Project, domain: str, split: str | None, size: int,
     samples = samples_in(project, domain, split)
     classes = list(classes) if classes else list(dict.fromkeys(s.label for s in samples))
     return CellDataset(samples, classes, size, scale_factor(project, domain), augment)
+
+
+def random_crop_flip(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``size`` x ``size`` window (reflect-padded if smaller), random flips and 90-degree turns."""
+    h, w = image.shape[:2]
+    if h < size or w < size:
+        image = center_crop(image, max(size, h, w))
+        h, w = image.shape[:2]
+    top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    crop = np.rot90(image[top:top + size, left:left + size], k=int(rng.integers(4)))
+    return crop[:, ::-1] if rng.random() < 0.5 else crop
+
+
+class UnpairedCrops(Dataset):
+    """One epoch of unpaired training pairs for a translation model.
+
+    ``plan`` lists ``(source index, target index, augmentation seed)``; every random choice comes from the plan, so
+    an epoch is the same whatever the number of DataLoader workers and whether training was resumed.
+    """
+
+    def __init__(self, src: Sequence[Sample], dst: Sequence[Sample], plan: Sequence[tuple[int, int, int]],
+                 crop: int, src_scale: float = 1.0, dst_scale: float = 1.0) -> None:
+        self.src, self.dst, self.plan = list(src), list(dst), list(plan)
+        self.crop, self.src_scale, self.dst_scale = crop, src_scale, dst_scale
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        i_src, i_dst, seed = self.plan[index]
+        rng = np.random.default_rng(seed)
+        src = random_crop_flip(load_cell(self.src[i_src].path, self.src_scale), self.crop, rng)
+        dst = random_crop_flip(load_cell(self.dst[i_dst].path, self.dst_scale), self.crop, rng)
+        return {"src": to_tensor(src), "dst": to_tensor(dst)}
