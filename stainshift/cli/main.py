@@ -6,10 +6,10 @@ import argparse
 import sys
 import warnings
 
-from stainshift.cli import demo, domains, simulate
+from stainshift.cli import demo, domains, harmonize, simulate, train
 from stainshift.errors import StainshiftError
 
-COMMAND_GROUPS = (demo, simulate, domains)
+COMMAND_GROUPS = (demo, simulate, domains, train, harmonize)
 
 
 def common_options() -> argparse.ArgumentParser:

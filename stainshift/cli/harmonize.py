@@ -1,0 +1,63 @@
+"""``stainshift harmonize``: translate a domain's (or a folder's) images to another domain's staining."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EXAMPLE = """examples:
+  stainshift harmonize --src hgtp --dst clinic --method reinhard
+  stainshift harmonize --src hgtp --dst clinic --method cyclegan --epoch 3
+  stainshift harmonize --src hgtp --dst clinic --method cyclegan --epoch best --input new_smears/ --out out/
+Output (default runs/<src>_to_<dst>/<method>/harmonized/) mirrors the input tree, same names, types and sizes,
+plus manifest.csv (input, output, method, epoch, checkpoint hash). Inputs are never overwritten."""
+
+
+METHODS = ("reinhard", "macenko", "histogram", "cyclegan", "colorization")  # = stainshift.harmonize.METHODS
+
+
+def _epoch(text: str) -> str | int:
+    if text in ("best", "last"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use best, last or an epoch number") from None
+
+
+def add_parser(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("harmonize", parents=[common], help="translate images to another domain's staining",
+                       description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--src", required=True, help="source domain")
+    p.add_argument("--dst", required=True, help="target domain")
+    p.add_argument("--method", default="cyclegan", choices=METHODS)  # kept in sync by a test
+    p.add_argument("--epoch", type=_epoch, default="best", help="best (needs `stainshift select`), last, or N")
+    p.add_argument("--run-id", help="which training run (default: the latest)")
+    p.add_argument("--input", type=Path, help="folder of images (default: the source domain's folder)")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/<src>_to_<dst>/<method>/harmonized)")
+    p.add_argument("--tile", type=int, default=512, help="images larger than this are translated in tiles")
+    p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (feathered)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from stainshift.harmonize import HarmonizeRequest, harmonize
+    from stainshift.project import load_project
+
+    request = HarmonizeRequest(src=args.src, dst=args.dst, method=args.method, epoch=args.epoch, input=args.input,
+                               out=args.out, run_id=args.run_id, tile=args.tile, overlap=args.overlap,
+                               batch_size=args.batch_size, device=args.device, skip_bad=args.skip_bad,
+                               progress=not args.quiet)
+    result = harmonize(load_project(args.project), request)
+    for reason in result.skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
+    if not args.quiet:
+        epoch = f" epoch {result.epoch}" if result.epoch is not None else ""
+        print(f"harmonized {result.n_images} images with {args.method}{epoch} -> {result.out_dir} "
+              f"(manifest: {result.manifest.name})")
+    return 0

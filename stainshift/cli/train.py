@@ -1,0 +1,63 @@
+"""``stainshift train cyclegan|colorization``: learn the translation from one domain's staining to another's."""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLE = """examples:
+  stainshift train cyclegan --src hgtp --dst clinic --preset cpu
+  stainshift train cyclegan --src hgtp --dst clinic --epochs 6 --keep-epochs 1,2,3,4,5,6 --balanced
+  stainshift train cyclegan --src hgtp --dst clinic --resume        # continue the latest run exactly
+  torchrun --nproc_per_node 2 -m stainshift train cyclegan --src hgtp --dst clinic   # data-parallel (gloo/NCCL)
+The run goes to runs/<src>_to_<dst>/<method>/<run_id>/ (config.json, last.pt, epochs/, samples/, manifest.json)."""
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated epoch numbers, e.g. 1,2,3,5,10") from None
+
+
+def add_parser(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("train", parents=[common], help="train a CycleGAN or ColorizationGAN between two domains",
+                       description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("method", choices=["cyclegan", "colorization"])
+    p.add_argument("--src", required=True, help="source domain (the hospital whose images get translated)")
+    p.add_argument("--dst", required=True, help="target domain (the staining to reproduce)")
+    p.add_argument("--preset", default="cpu", help="option preset: cpu (2 CPU cores) or paper (default: cpu)")
+    p.add_argument("--epochs", type=int, help="epochs at constant learning rate (preset default otherwise)")
+    p.add_argument("--epochs-decay", type=int, help="further epochs with linear learning-rate decay")
+    p.add_argument("--keep-epochs", type=_ints, help="epochs whose generator is kept, e.g. 1,2,3,5,10")
+    p.add_argument("--crop", type=int, help="training crop size in pixels")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--balanced", action="store_true", help="class-balanced sampling of both domains")
+    p.add_argument("--resume", action="store_true", help="continue the latest (or --run-id) run from its last.pt")
+    p.add_argument("--run-id", help="name of the run folder (default: <preset>-s<seed>-<time>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on GPU")
+    p.add_argument("--no-track", action="store_true", help="do not log to mlflow")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from stainshift.project import load_project
+    from stainshift.train.loop import TrainRequest, train
+
+    fields = {"epochs": args.epochs, "epochs_decay": args.epochs_decay, "keep_epochs": args.keep_epochs,
+              "crop_size": args.crop, "batch_size": args.batch_size}
+    request = TrainRequest(
+        src=args.src, dst=args.dst, method=args.method, preset=args.preset, seed=args.seed,
+        overrides={k: v for k, v in fields.items() if v is not None}, balanced=args.balanced, resume=args.resume,
+        run_id=args.run_id, num_workers=args.workers, device=args.device, amp=not args.no_amp,
+        progress=not args.quiet, track=not args.no_track,
+    )
+    result = train(load_project(args.project), request)
+    if not args.quiet:
+        kept = [e["epoch"] for e in result.manifest if "checkpoint" in e]
+        print(f"trained {args.method} {args.src} -> {args.dst}: {result.epochs_done} epochs in {result.run_dir}")
+        print(f"kept epochs: {', '.join(map(str, kept)) or 'none'}; next: stainshift harmonize --src {args.src} "
+              f"--dst {args.dst} --method {args.method} --epoch {kept[-1] if kept else 'last'}")
+    return 0

@@ -1,0 +1,309 @@
+"""``harmonize``: translate a folder of images from one domain's staining to another's, with any method.
+
+Classical methods (reinhard, macenko, histogram) are fitted on the target domain's train split; learned methods
+(cyclegan, colorization) load a kept epoch of a training run (``--epoch N``, ``last``, or ``best`` from the run's
+``selected.json``). Outputs mirror the input tree with the same file names, types and sizes, and a ``manifest.csv``
+(input, output, method, epoch, checkpoint hash). Inputs are never written to.
+
+Learned models run fully convolutionally at the input's size (after the same scale harmonization as in training).
+Images larger than ``tile`` are processed as overlapping tiles blended with feathered (linear ramp) weights;
+instance-normalization layers then use statistics gathered over the whole image in a first pass, so tiles are
+normalized alike and no seams appear where tile statistics would otherwise differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from stainshift.atomic import atomic_write_text
+from stainshift.data.datasets import rescale
+from stainshift.data.domains import scan_domain
+from stainshift.data.io import list_images, read_image, write_image
+from stainshift.data.scale import scale_factor
+from stainshift.data.splits import samples_in
+from stainshift.errors import ImageReadError, StainshiftError
+from stainshift.project import Project
+from stainshift.train import checkpoints
+from stainshift.train.loop import latest_run, pair_dir, resolve_device
+
+CLASSICAL = ("reinhard", "macenko", "histogram")
+LEARNED = ("cyclegan", "colorization")
+METHODS = CLASSICAL + LEARNED
+
+
+@dataclass(frozen=True)
+class HarmonizeRequest:
+    src: str
+    dst: str
+    method: str = "cyclegan"
+    epoch: str | int = "best"
+    input: Path | None = None
+    out: Path | None = None
+    run_id: str | None = None
+    tile: int = 512
+    overlap: int = 64
+    batch_size: int = 8
+    device: str = "auto"
+    fit_images: int = 200
+    skip_bad: bool = False
+    progress: bool = True
+
+
+@dataclass
+class HarmonizeResult:
+    out_dir: Path
+    n_images: int
+    manifest: Path
+    epoch: int | None
+    checkpoint: str | None
+    skipped: list[str]
+
+
+# -- loading a method ---------------------------------------------------------------------------------------------
+def kept_epochs(run: Path) -> list[int]:
+    return sorted(int(p.stem.split("_")[1]) for p in (run / "epochs").glob("epoch_*.pt"))
+
+
+def resolve_checkpoint(project: Project, src: str, dst: str, method: str, epoch: str | int,
+                       run_id: str | None = None) -> tuple[Path, int]:
+    """The epoch file for ``epoch`` ("best", "last" or a number) of the latest (or named) run."""
+    base = pair_dir(project, src, dst, method)
+    run = base / run_id if run_id else latest_run(project, src, dst, method)
+    if run is None or not run.is_dir():
+        raise StainshiftError(f"no trained {method} run for {src} -> {dst} under {base}; train one with "
+                              f"`stainshift train {method} --src {src} --dst {dst}`")
+    kept = kept_epochs(run)
+    if not kept:
+        raise StainshiftError(f"{run}: no kept epoch files yet; let the training reach a kept epoch or pass "
+                              "--keep-epochs")
+    if epoch == "best":
+        selected = run / "selected.json"
+        if not selected.exists():
+            raise StainshiftError(f"{run}: no epoch selected yet; run `stainshift select --src {src} --dst {dst} "
+                                  f"--method {method}` first, or pass --epoch last / --epoch N")
+        epoch = int(json.loads(selected.read_text())["epoch"])
+    elif epoch == "last":
+        epoch = kept[-1]
+    epoch = int(epoch)
+    if epoch not in kept:
+        raise StainshiftError(f"{run}: epoch {epoch} was not kept (kept: {', '.join(map(str, kept))}); "
+                              "pass one of those with --epoch")
+    return run / "epochs" / f"epoch_{epoch:03d}.pt", epoch
+
+
+def load_translator(path: Path) -> nn.Module:
+    """Rebuild a learned translator from an epoch file (which carries its model name and options)."""
+    from stainshift.models.base import Translator
+
+    ckpt = checkpoints.load(path, "epoch checkpoint", "train again or pick another --epoch")
+    return Translator.from_checkpoint(ckpt).eval()
+
+
+def fit_classical(project: Project, method: str, dst: str, n_images: int, seed: int = 0) -> nn.Module:
+    """A classical normalizer fitted on (up to ``n_images`` of) the target domain's train split."""
+    from stainshift.normalize import build
+
+    samples = samples_in(project, dst, "train")
+    if len(samples) > n_images:
+        order = np.random.default_rng(seed).permutation(len(samples))[:n_images]
+        samples = [samples[i] for i in sorted(order)]
+    normalizer = build(method)
+    normalizer.fit([read_image(s.path) for s in samples])
+    return normalizer.eval()
+
+
+# -- running a model on one image ---------------------------------------------------------------------------------
+class _SharedInstanceNorm:
+    """Makes every InstanceNorm2d of a model normalize with statistics gathered over a whole tiled image.
+
+    ``collect()``: each layer normalizes per tile as usual and accumulates per-channel sums over all tiles;
+    ``apply()``: each layer normalizes with the accumulated whole-image mean and variance.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = [m for m in model.modules() if isinstance(m, nn.InstanceNorm2d)]
+        self.sums: dict[int, list[torch.Tensor]] = {}
+        self.mode = "off"
+
+    def _forward(self, layer: nn.InstanceNorm2d, x: torch.Tensor) -> torch.Tensor:
+        key = id(layer)
+        dims = (0, 2, 3)
+        if self.mode == "collect":
+            xf = x.float()
+            stats = [xf.sum(dims), (xf * xf).sum(dims), torch.tensor(float(x.numel() // x.shape[1]))]
+            old = self.sums.get(key)
+            self.sums[key] = stats if old is None else [a + b for a, b in zip(old, stats, strict=True)]
+            mean, var = x.mean((2, 3), keepdim=True), x.var((2, 3), keepdim=True, unbiased=False)
+        else:
+            total, total_sq, n = self.sums[key]
+            mean = (total / n).view(1, -1, 1, 1).to(x.dtype)
+            var = (total_sq / n).view(1, -1, 1, 1).to(x.dtype) - mean**2
+        y = (x - mean) / torch.sqrt(var.clamp_min(0) + layer.eps)
+        if layer.affine:
+            y = y * layer.weight.view(1, -1, 1, 1) + layer.bias.view(1, -1, 1, 1)
+        return y
+
+    @contextlib.contextmanager
+    def active(self, mode: str) -> Iterator[None]:
+        self.mode = mode
+        originals = [layer.forward for layer in self.layers]
+        for layer in self.layers:
+            layer.forward = lambda x, layer=layer: self._forward(layer, x)  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            for layer, original in zip(self.layers, originals, strict=True):
+                layer.forward = original  # type: ignore[method-assign]
+            self.mode = "off"
+
+
+def _ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+    w = np.ones(length, np.float32)
+    ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+    if not at_start and overlap:
+        w[:overlap] = ramp
+    if not at_end and overlap:
+        w[-overlap:] = np.minimum(w[-overlap:], ramp[::-1])
+    return w
+
+
+def _starts(size: int, tile: int, overlap: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, size - tile, step))
+    return [*starts, size - tile]
+
+
+@torch.inference_mode()
+def _run(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return model(images).clamp_(0, 1)
+
+
+@torch.inference_mode()
+def translate_tiled(model: nn.Module, image: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    """Translate one CHW [0,1] image as overlapping ``tile`` x ``tile`` tiles with feathered blending."""
+    _, h, w = image.shape
+    ys, xs = _starts(h, tile, overlap), _starts(w, tile, overlap)
+    windows = [(y, x) for y in ys for x in xs]
+    shared = _SharedInstanceNorm(model)
+    if shared.layers:
+        with shared.active("collect"):
+            for y, x in windows:
+                model(image[None, :, y:y + tile, x:x + tile])
+    out = torch.zeros_like(image)
+    weight = torch.zeros((1, h, w), dtype=image.dtype, device=image.device)
+    mode = "apply" if shared.layers else "off"
+    with shared.active(mode) if shared.layers else contextlib.nullcontext():
+        for y, x in windows:
+            th, tw = min(tile, h - y), min(tile, w - x)
+            wy = _ramp(th, min(overlap, th // 2), y == 0, y + th >= h)
+            wx = _ramp(tw, min(overlap, tw // 2), x == 0, x + tw >= w)
+            mask = torch.from_numpy(np.outer(wy, wx)).to(image)[None]
+            piece = model(image[None, :, y:y + th, x:x + tw])[0].clamp(0, 1)
+            out[:, y:y + th, x:x + tw] += piece * mask
+            weight[:, y:y + th, x:x + tw] += mask
+    return out / weight.clamp_min(1e-8)
+
+
+def to_uint8(batch: torch.Tensor) -> list[np.ndarray]:
+    return list(batch.mul(255).round_().byte().permute(0, 2, 3, 1).cpu().numpy())
+
+
+# -- the whole folder ---------------------------------------------------------------------------------------------
+def _inputs(project: Project, request: HarmonizeRequest) -> tuple[Path, list[Path]]:
+    if request.input is not None:
+        root = Path(request.input).resolve()
+        if not root.is_dir():
+            raise StainshiftError(f"{request.input}: --input folder not found; pass a folder of images")
+        files = list_images(root)
+    else:
+        root = project.domain(request.src).folder
+        files = [s.path for s in scan_domain(project.domain(request.src))]
+    if not files:
+        raise StainshiftError(f"{root}: no images to harmonize (.jpg .png .bmp .tif); check --input")
+    return root, files
+
+
+def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
+    """Translate the source domain's images (or ``request.input``) to the target's staining."""
+    r = request
+    if r.method not in METHODS:
+        raise StainshiftError(f"unknown method '{r.method}'; use one of {', '.join(METHODS)}")
+    project.domain(r.src), project.domain(r.dst)
+    root, files = _inputs(project, r)
+    out_dir = Path(r.out).resolve() if r.out else project.runs / f"{r.src}_to_{r.dst}" / r.method / "harmonized"
+    if out_dir == root or out_dir.is_relative_to(root):
+        raise StainshiftError(f"{out_dir}: output folder lies inside the input folder {root}; choose another --out")
+    device = resolve_device(r.device)
+    epoch: int | None = None
+    ckpt_hash: str | None = None
+    scale = 1.0
+    if r.method in CLASSICAL:
+        model = fit_classical(project, r.method, r.dst, r.fit_images, project.seed).to(device)
+    else:
+        path, epoch = resolve_checkpoint(project, r.src, r.dst, r.method, r.epoch, r.run_id)
+        model = load_translator(path).to(device)
+        ckpt_hash = checkpoints.file_hash(path)
+        scale = scale_factor(project, r.src)  # the GAN saw cells at the common diameter: show it them that way
+
+    by_size: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = defaultdict(list)
+    skipped: list[str] = []
+    rows: list[dict[str, object]] = []
+    protect = set(files)
+
+    def flush(items: Sequence[tuple[Path, np.ndarray]]) -> None:
+        originals = [img for _, img in items]
+        scaled = [rescale(img, scale) for img in originals]
+        batch = torch.stack([torch.from_numpy(np.array(s, np.float32)).permute(2, 0, 1) / 255 for s in scaled])
+        batch = batch.to(device)
+        h, w = batch.shape[2:]
+        if r.method in LEARNED and max(h, w) > r.tile:
+            outs = [to_uint8(translate_tiled(model, b, r.tile, r.overlap)[None])[0] for b in batch]
+        else:
+            outs = to_uint8(_run(model, batch))
+        for (src_path, original), out in zip(items, outs, strict=True):
+            if out.shape[:2] != original.shape[:2]:
+                out = cv2.resize(out, (original.shape[1], original.shape[0]), interpolation=cv2.INTER_AREA)
+            target = out_dir / src_path.relative_to(root)
+            write_image(target, out, protect=protect)
+            rows.append({"input": str(src_path), "output": str(target), "method": r.method,
+                         "epoch": "" if epoch is None else epoch, "checkpoint": ckpt_hash or ""})
+
+    for path in tqdm(files, desc=f"harmonize {r.method}", unit="img", disable=not r.progress):
+        try:
+            image = read_image(path)
+        except ImageReadError as exc:
+            if not r.skip_bad:
+                raise StainshiftError(f"{exc} (or pass --skip-bad to skip unreadable images)") from None
+            skipped.append(str(exc))
+            continue
+        group = by_size[image.shape[:2]]
+        group.append((path, image))
+        if len(group) >= r.batch_size:
+            flush(group)
+            group.clear()
+    for group in by_size.values():
+        if group:
+            flush(group)
+
+    manifest = out_dir / "manifest.csv"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["input", "output", "method", "epoch", "checkpoint"])
+    writer.writeheader()
+    writer.writerows(sorted(rows, key=lambda row: str(row["input"])))
+    atomic_write_text(manifest, buffer.getvalue())
+    return HarmonizeResult(out_dir, len(rows), manifest, epoch, ckpt_hash, skipped)

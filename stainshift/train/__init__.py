@@ -1,0 +1,1 @@
+"""Training translation models: the epoch loop, checkpoints and optional DDP."""

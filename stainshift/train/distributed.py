@@ -1,0 +1,63 @@
+"""Optional data-parallel training through ``torchrun``: gloo on CPU, NCCL on GPU.
+
+Each process takes every ``world``-th item of the epoch plan, gradients are averaged with an all-reduce after each
+backward pass (the models call ``grad_sync``), and only rank 0 writes files and logs. Without ``torchrun`` (no
+``WORLD_SIZE`` in the environment) everything here is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_from_env(device: torch.device) -> Dist:
+    """Join the process group described by torchrun's environment variables, if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size())
+
+
+def all_reduce_grads(parameters: Iterable[torch.nn.Parameter]) -> None:
+    """Average the gradients of ``parameters`` over all processes (flattened into one buffer: one message)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def barrier(info: Dist) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def shutdown(info: Dist) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
