@@ -32,6 +32,7 @@ from stainshift.data.stats import (  # noqa: E402
 )
 
 SITES = ("pbc_barcelona", "jtsc_tecom", "cellavision_blog", "bccd")
+SHORT = {"pbc_barcelona": "pbc", "jtsc_tecom": "jtsc", "cellavision_blog": "cv_blog", "bccd": "bccd"}
 TILE = 150
 
 
@@ -85,7 +86,7 @@ def measure_site(root: Path, site: str) -> dict:
         image = read_image(paths[i])
         mask_path = mask_of(root, site, paths[i])
         mask_cell = cell_mask_from_site_mask(read_mask(mask_path)) if mask_path else None
-        tiles.append(tile(image, segment_cell(image), mask_cell, f"{site[:4]} {paths[i].parent.name[:5]}"))
+        tiles.append(tile(image, segment_cell(image), mask_cell, f"{SHORT[site]} {paths[i].parent.name[:5]}"))
     return {"rows": rows, "ms_per_image": 1000 * seconds / max(1, len(paths)), "tiles": tiles}
 
 
@@ -205,8 +206,10 @@ def main() -> None:
         "- Known failure modes: red cells pressed against a small cell (lymphocytes at cellavision_blog) can "
         "be included; very pale, granular cytoplasm can be cut short. Both are per-image tails; the domain "
         "median is what scale harmonisation uses.",
-        "- PBC's platelet crops measure the platelet (small), erythroblast crops mostly the nucleus; they pull "
-        "the PBC quartiles down, not the median.",
+        "- PBC per class: the platelet crops are centred on a platelet or platelet clump (about 64 px) and the "
+        "erythroblasts and lymphocytes are small cells; they widen the PBC quartiles and put the median "
+        "(~130 px) a little below the granulocytes' (~140 px).",
+        "- ms / image: segmentation only (reading excluded), on the shared, loaded machine above.",
     ]
     (args.out / "cell_diameters.md").write_text("\n".join(lines) + "\n")
     grid = np.vstack([np.hstack(results[site]["tiles"]) for site in SITES])
