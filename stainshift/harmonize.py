@@ -7,8 +7,8 @@ Classical methods (reinhard, macenko, histogram) are fitted on the target domain
 
 Learned models run fully convolutionally at the input's size (after the same scale harmonization as in training).
 Images larger than ``tile`` are processed as overlapping tiles blended with feathered (linear ramp) weights;
-instance-normalization layers then use statistics gathered over the whole image in a first pass, so tiles are
-normalized alike and no seams appear where tile statistics would otherwise differ.
+instance-normalization layers then use whole-image statistics measured layer by layer over the tiles (see
+:class:`_SharedInstanceNorm`), so tiles are normalized alike and no seams appear where per-tile statistics differ.
 """
 
 from __future__ import annotations
@@ -126,48 +126,78 @@ def fit_classical(project: Project, method: str, dst: str, n_images: int, seed: 
 
 
 # -- running a model on one image ---------------------------------------------------------------------------------
-class _SharedInstanceNorm:
-    """Makes every InstanceNorm2d of a model normalize with statistics gathered over a whole tiled image.
+class _StopForward(Exception):
+    """Raised inside a forward pass once the layer being measured has seen its input."""
 
-    ``collect()``: each layer normalizes per tile as usual and accumulates per-channel sums over all tiles;
-    ``apply()``: each layer normalizes with the accumulated whole-image mean and variance.
+
+class _SharedInstanceNorm:
+    """Makes every InstanceNorm2d of a model normalize with whole-image statistics while the image runs as tiles.
+
+    Statistics are measured layer by layer: pass k runs every tile up to the k-th normalization layer (earlier
+    layers already using whole-image statistics), accumulates that layer's per-channel sums over the part of each
+    tile that the tile owns (overlaps split at their middle, so every pixel counts once), and stops the forward
+    pass there. After the last pass, tiled output matches whole-image output up to border effects, which the
+    overlap and the feathered blending remove.
     """
 
     def __init__(self, model: nn.Module) -> None:
+        self.model = model
         self.layers = [m for m in model.modules() if isinstance(m, nn.InstanceNorm2d)]
-        self.sums: dict[int, list[torch.Tensor]] = {}
-        self.mode = "off"
+        self.stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._target: int | None = None
+        self._sums: list[torch.Tensor] | None = None
+        self._owned: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 1.0)
 
     def _forward(self, layer: nn.InstanceNorm2d, x: torch.Tensor) -> torch.Tensor:
         key = id(layer)
-        dims = (0, 2, 3)
-        if self.mode == "collect":
-            xf = x.float()
-            stats = [xf.sum(dims), (xf * xf).sum(dims), torch.tensor(float(x.numel() // x.shape[1]))]
-            old = self.sums.get(key)
-            self.sums[key] = stats if old is None else [a + b for a, b in zip(old, stats, strict=True)]
-            mean, var = x.mean((2, 3), keepdim=True), x.var((2, 3), keepdim=True, unbiased=False)
+        if key in self.stats:
+            mean, var = self.stats[key]
+            mean, var = mean.view(1, -1, 1, 1).to(x.dtype), var.view(1, -1, 1, 1).to(x.dtype)
         else:
-            total, total_sq, n = self.sums[key]
-            mean = (total / n).view(1, -1, 1, 1).to(x.dtype)
-            var = (total_sq / n).view(1, -1, 1, 1).to(x.dtype) - mean**2
+            if self._target is None or self._target == key:
+                self._target = key
+                y0, y1, x0, x1 = self._owned
+                h, w = x.shape[2:]
+                part = x[:, :, round(y0 * h):round(y1 * h), round(x0 * w):round(x1 * w)].double()
+                sums = [part.sum((0, 2, 3)), (part * part).sum((0, 2, 3)),
+                        torch.tensor(float(part.shape[2] * part.shape[3]), dtype=torch.float64)]
+                self._sums = sums if self._sums is None else [a + b for a, b in zip(self._sums, sums, strict=True)]
+                raise _StopForward
+            mean, var = x.mean((2, 3), keepdim=True), x.var((2, 3), keepdim=True, unbiased=False)
         y = (x - mean) / torch.sqrt(var.clamp_min(0) + layer.eps)
         if layer.affine:
             y = y * layer.weight.view(1, -1, 1, 1) + layer.bias.view(1, -1, 1, 1)
         return y
 
     @contextlib.contextmanager
-    def active(self, mode: str) -> Iterator[None]:
-        self.mode = mode
-        originals = [layer.forward for layer in self.layers]
+    def _patched(self) -> Iterator[None]:
         for layer in self.layers:
             layer.forward = lambda x, layer=layer: self._forward(layer, x)  # type: ignore[method-assign]
         try:
             yield
         finally:
-            for layer, original in zip(self.layers, originals, strict=True):
-                layer.forward = original  # type: ignore[method-assign]
-            self.mode = "off"
+            for layer in self.layers:
+                del layer.forward  # back to the class's forward
+
+    def measure(self, tiles: Sequence[tuple[torch.Tensor, tuple[float, float, float, float]]]) -> None:
+        """Measure whole-image statistics of every layer from ``(tile, owned fraction y0, y1, x0, x1)`` pairs."""
+        with self._patched():
+            for _ in self.layers:
+                self._target, self._sums = None, None
+                for tile, owned in tiles:
+                    self._owned = owned
+                    with contextlib.suppress(_StopForward):
+                        self.model(tile)
+                if self._target is None or self._sums is None:
+                    break
+                total, total_sq, n = self._sums
+                mean = total / n
+                self.stats[self._target] = (mean.float(), (total_sq / n - mean**2).clamp_min(0).float())
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        with self._patched():
+            yield
 
 
 def _ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
@@ -188,6 +218,14 @@ def _starts(size: int, tile: int, overlap: int) -> list[int]:
     return [*starts, size - tile]
 
 
+def _owned(starts: list[int], i: int, tile: int, size: int) -> tuple[float, float]:
+    """The fraction [a, b) of tile ``i`` that it owns: overlaps with its neighbours are split at their middle."""
+    start, end = starts[i], min(starts[i] + tile, size)
+    lo = start if i == 0 else (start + min(starts[i - 1] + tile, size)) // 2
+    hi = end if i == len(starts) - 1 else (starts[i + 1] + end) // 2
+    return (lo - start) / (end - start), (hi - start) / (end - start)
+
+
 @torch.inference_mode()
 def _run(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model(images).clamp_(0, 1)
@@ -198,22 +236,24 @@ def translate_tiled(model: nn.Module, image: torch.Tensor, tile: int, overlap: i
     """Translate one CHW [0,1] image as overlapping ``tile`` x ``tile`` tiles with feathered blending."""
     _, h, w = image.shape
     ys, xs = _starts(h, tile, overlap), _starts(w, tile, overlap)
-    windows = [(y, x) for y in ys for x in xs]
+    windows = [(iy, ix) for iy in range(len(ys)) for ix in range(len(xs))]
+
+    def crop(iy: int, ix: int) -> torch.Tensor:
+        return image[None, :, ys[iy]:ys[iy] + tile, xs[ix]:xs[ix] + tile]
+
     shared = _SharedInstanceNorm(model)
     if shared.layers:
-        with shared.active("collect"):
-            for y, x in windows:
-                model(image[None, :, y:y + tile, x:x + tile])
+        shared.measure([(crop(iy, ix), (*_owned(ys, iy, tile, h), *_owned(xs, ix, tile, w))) for iy, ix in windows])
     out = torch.zeros_like(image)
     weight = torch.zeros((1, h, w), dtype=image.dtype, device=image.device)
-    mode = "apply" if shared.layers else "off"
-    with shared.active(mode) if shared.layers else contextlib.nullcontext():
-        for y, x in windows:
-            th, tw = min(tile, h - y), min(tile, w - x)
-            wy = _ramp(th, min(overlap, th // 2), y == 0, y + th >= h)
-            wx = _ramp(tw, min(overlap, tw // 2), x == 0, x + tw >= w)
+    with shared.applied() if shared.layers else contextlib.nullcontext():
+        for iy, ix in windows:
+            y, x = ys[iy], xs[ix]
+            piece = model(crop(iy, ix))[0].clamp(0, 1)
+            th, tw = piece.shape[1:]
+            wy = _ramp(th, min(overlap, th // 2), iy == 0, y + th >= h)
+            wx = _ramp(tw, min(overlap, tw // 2), ix == 0, x + tw >= w)
             mask = torch.from_numpy(np.outer(wy, wx)).to(image)[None]
-            piece = model(image[None, :, y:y + th, x:x + tw])[0].clamp(0, 1)
             out[:, y:y + th, x:x + tw] += piece * mask
             weight[:, y:y + th, x:x + tw] += mask
     return out / weight.clamp_min(1e-8)

@@ -7,8 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from stainshift.data.io import write_image
+
+# Test tensors are tiny: one thread avoids OpenMP spin/wait overhead, which costs 100x under a loaded machine.
+torch.set_num_threads(1)
 
 
 def data_root() -> Path:

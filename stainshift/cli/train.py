@@ -19,6 +19,20 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated epoch numbers, e.g. 1,2,3,5,10") from None
 
 
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: use KEY=VALUE, e.g. --set ngf=16")
+    for cast in (int, float):
+        try:
+            return key.strip(), cast(value)
+        except ValueError:
+            pass
+    if "," in value:
+        return key.strip(), _ints(value)
+    return key.strip(), {"true": True, "false": False}.get(value.lower(), value)
+
+
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("train", parents=[common], help="train a CycleGAN or ColorizationGAN between two domains",
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,6 +45,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-epochs", type=_ints, help="epochs whose generator is kept, e.g. 1,2,3,5,10")
     p.add_argument("--crop", type=int, help="training crop size in pixels")
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE", type=_option,
+                   help="override any model option, e.g. --set ngf=16 --set lambda_identity=0 (repeatable)")
     p.add_argument("--balanced", action="store_true", help="class-balanced sampling of both domains")
     p.add_argument("--resume", action="store_true", help="continue the latest (or --run-id) run from its last.pt")
     p.add_argument("--run-id", help="name of the run folder (default: <preset>-s<seed>-<time>)")
@@ -46,11 +62,12 @@ def run(args: argparse.Namespace) -> int:
     from stainshift.project import load_project
     from stainshift.train.loop import TrainRequest, train
 
-    fields = {"epochs": args.epochs, "epochs_decay": args.epochs_decay, "keep_epochs": args.keep_epochs,
-              "crop_size": args.crop, "batch_size": args.batch_size}
+    named = {"epochs": args.epochs, "epochs_decay": args.epochs_decay, "keep_epochs": args.keep_epochs,
+             "crop_size": args.crop, "batch_size": args.batch_size}
+    fields = {**dict(args.options), **{k: v for k, v in named.items() if v is not None}}
     request = TrainRequest(
         src=args.src, dst=args.dst, method=args.method, preset=args.preset, seed=args.seed,
-        overrides={k: v for k, v in fields.items() if v is not None}, balanced=args.balanced, resume=args.resume,
+        overrides=fields, balanced=args.balanced, resume=args.resume,
         run_id=args.run_id, num_workers=args.workers, device=args.device, amp=not args.no_amp,
         progress=not args.quiet, track=not args.no_track,
     )

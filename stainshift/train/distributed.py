@@ -61,3 +61,13 @@ def barrier(info: Dist) -> None:
 def shutdown(info: Dist) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def replicas_agree(module: torch.nn.Module) -> bool:
+    """True when every process holds bit-identical parameters (checked at the end of a data-parallel run)."""
+    flat = torch.cat([p.detach().reshape(-1).float().cpu() for p in module.parameters()])
+    reference = flat.clone()
+    dist.broadcast(reference, 0)
+    same = torch.tensor([1.0 if torch.equal(flat, reference) else 0.0])
+    dist.all_reduce(same, op=dist.ReduceOp.MIN)
+    return bool(same.item() == 1.0)

@@ -45,7 +45,7 @@ from stainshift.grids import image_grid
 from stainshift.models.registry import build_model
 from stainshift.project import Project
 from stainshift.train import checkpoints
-from stainshift.train.distributed import Dist, all_reduce_grads, barrier, init_from_env, shutdown
+from stainshift.train.distributed import Dist, all_reduce_grads, barrier, init_from_env, replicas_agree, shutdown
 
 # Options that may change on --resume without invalidating the saved state.
 _RESUMABLE = ("epochs", "keep_epochs")
@@ -161,6 +161,9 @@ class Trainer:
         self.sample_images = fixed_samples(val, request.n_samples)
         self.scales = {request.src: scale_factor(project, request.src), request.dst: scale_factor(project, request.dst)}
         self.run_dir, saved = self._run_dir_and_state()
+        torch.manual_seed(request.seed)  # before building: initial weights depend only on the seed
+        np.random.seed(request.seed)
+        random.seed(request.seed)
         self.model = build_model(request.method, request.preset, **self._overrides(saved))
         self.options = self.model.options
         self.config = self._config(saved)
@@ -173,10 +176,6 @@ class Trainer:
         self.start_epoch = 1
         if saved is not None:
             self._restore(saved)
-        else:
-            torch.manual_seed(request.seed)
-            np.random.seed(request.seed)
-            random.seed(request.seed)
 
     # -- setup ---------------------------------------------------------------------------------------------------
     def _run_dir_and_state(self) -> tuple[Path, dict[str, Any] | None]:
@@ -236,6 +235,11 @@ class Trainer:
         if checkpoints.config_hash(identity) != checkpoints.config_hash(now):
             raise StainshiftError(f"{self.run_dir}/last.pt: saved options differ from this model; start a new run")
         self.model.load_training_state(saved["model"])
+        # --epochs may have grown: the saved optimizers carry the old schedule's current rate, recompute it
+        for scheduler in self.model.schedulers.values():
+            for group, base, rule in zip(scheduler.optimizer.param_groups, scheduler.base_lrs,
+                                         scheduler.lr_lambdas, strict=True):
+                group["lr"] = base * rule(scheduler.last_epoch)
         checkpoints.set_rng_state(saved["rng"])
         self.manifest = list(saved["manifest"])
         self.start_epoch = int(saved["epoch"]) + 1
@@ -277,8 +281,8 @@ class Trainer:
             entry["checkpoint"] = path.relative_to(self.run_dir).as_posix()
         entry["samples"] = self._sample_grid(epoch).relative_to(self.run_dir).as_posix()
         self.manifest.append(entry)
-        state = {"format": checkpoints.FORMAT, "epoch": epoch, "config": self.config, "model": self.model.training_state(),
-                 "rng": checkpoints.rng_state(), "manifest": self.manifest}
+        state = {"format": checkpoints.FORMAT, "epoch": epoch, "config": self.config,
+                 "model": self.model.training_state(), "rng": checkpoints.rng_state(), "manifest": self.manifest}
         checkpoints.save(state, self.run_dir / "last.pt")
         atomic_write_text(self.run_dir / "manifest.json", json.dumps({"epochs": self.manifest}, indent=2))
         return entry
@@ -316,6 +320,8 @@ class Trainer:
                     if tracker:
                         tracker.log_epoch(entry)
                 barrier(self.dist)
+            if self.dist.enabled and not replicas_agree(self.model):
+                raise StainshiftError("data-parallel processes ended with different weights; report this as a bug")
             status = "FINISHED"
         finally:
             if tracker:
@@ -328,9 +334,9 @@ class _Tracker:
     """Mirrors a run into mlflow: params once, per-epoch losses (step=epoch), grids and kept checkpoints."""
 
     def __init__(self, project: Project, config: dict[str, Any], run_dir: Path) -> None:
-        from stainshift.tracking import experiment_id
-
         import mlflow
+
+        from stainshift.tracking import experiment_id
 
         self.mlflow, self.run_dir = mlflow, run_dir
         mlflow.set_tracking_uri(project.tracking_uri)
@@ -341,7 +347,8 @@ class _Tracker:
         else:
             self.run = mlflow.start_run(experiment_id=experiment_id(project, experiment),
                                         run_name=f"{config['method']}/{config['run_id']}",
-                                        tags={"stainshift.method": config["method"], "stainshift.run_dir": str(run_dir)})
+                                        tags={"stainshift.method": config["method"],
+                                              "stainshift.run_dir": str(run_dir)})
             params = {f"opt.{k}": v for k, v in config["options"].items()}
             params.update({k: config[k] for k in ("method", "preset", "src", "dst", "seed", "balanced")})
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})

@@ -1,0 +1,299 @@
+"""Macenko stain normalization, batched, with defaults for Romanowsky blood-smear stains.
+
+Macenko et al., "A method for normalizing histology slides for quantitative analysis", ISBI 2009. Per image:
+
+1. optical density ``OD = -log((I + 1) / I0)`` (pixels on the 0..255 scale); the illumination ``I0`` is either a
+   fixed value (``background=255`` or an RGB triple) or, with ``background="auto"`` (default), estimated per image
+   and per channel as the ``background_percentile`` (99th) percentile of its pixels - blood-smear backgrounds are
+   rarely white (PBC is cream-pink, rapid stains are yellow), and a fixed 255 would read the tint as stain;
+2. stained pixels: every channel's OD >= ``beta`` (the rest is background / plasma);
+3. the plane of the two main eigenvectors of the stained pixels' OD covariance; each pixel's angle in that plane;
+   the ``alpha`` and ``100 - alpha`` percentile angles give the two stain vectors (robust extremes);
+4. the two vectors are ordered so that they pair up with the target's: when fitting, the one closer to the first
+   reference vector (``stain_vectors``; for Romanowsky stains the azure / nuclear stain) comes first; when
+   normalizing, each image's pair is ordered to match the fitted target's pair (the pairing with the larger
+   summed similarity). With ``n_stains=3`` a third "residual" vector (the unit cross product of the two) takes
+   what two stains cannot explain (it is carried over, not rescaled);
+5. concentrations by least squares (pseudo-inverse of the stain matrix), the 99th percentile of each stain's
+   concentration over the stained pixels scaled to the target's, and the image rebuilt with the target's stain
+   vectors and illumination: ``I = I0_tgt * exp(-V_tgt @ C)``.
+
+Romanowsky stains (May-Grunwald-Giemsa, Wright, Leishman) mix a blue azure B / methylene blue (absorbs red light:
+its OD vector has a large red share; it dominates nuclei and basophilic cytoplasm, and with eosin makes nuclei
+purple) and a pink eosin Y (absorbs green and some blue: red cells, eosinophil granules). The default reference
+vectors (:data:`ROMANOWSKY_STAIN_VECTORS`, azure first) are the average of the vectors this module fits on four
+sites (200 PBC, 100 jtsc_tecom, 100 cellavision_blog and 100 BCCD images; all four order the same way). They only
+order the target's vectors when fitting (the stain closer to the first reference is "stain 0"), and stand in for
+an image's own vectors when it has too few stained pixels. For H&E pass
+``stain_vectors=HE_STAIN_VECTORS``.
+
+Fitting on a domain **pools** the stained pixels of all target images (subsampled to ``max_fit_pixels``, seeded)
+for the stain vectors; the target's maximum concentrations are the **average of the per-image** 99th percentiles
+(computed with the pooled vectors) and its illumination the average of the per-image ``I0``.
+
+Degenerate input (fewer than ``min_pixels`` stained pixels, e.g. a lone cell on plasma or a blank field, or two
+stain vectors less than ``min_angle`` degrees apart, e.g. a uniform tinted image whose "stains" are noise; real
+images measured 10-40 degrees, PBC at least 16.7): with ``fallback="reference"`` (default) that image is
+decomposed with the reference vectors and its concentrations are not rescaled (only the stain colours and the
+illumination move to the target's); with ``fallback="identity"`` it is returned unchanged. Either way a
+:class:`DegenerateImageWarning` names the images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from stainshift.errors import StainshiftError
+from stainshift.normalize.base import Normalizer, TargetBatches, warn_degenerate
+
+# OD unit vectors (R, G, B), azure (blue, nuclear) first. Average of fits on four sites (see the module docstring):
+# PBC (0.71, 0.67, 0.21) / (0.42, 0.90, 0.08), jtsc_tecom (0.76, 0.62, 0.20) / (0.20, 0.97, 0.11),
+# cellavision_blog (0.49, 0.87, 0.10) / (0.20, 0.87, 0.45), BCCD (0.59, 0.80, 0.14) / (0.32, 0.54, 0.78).
+ROMANOWSKY_STAIN_VECTORS: tuple[tuple[float, float, float], ...] = (
+    (0.6452, 0.7460, 0.1650),  # azure B / methylene blue: absorbs red (nuclei, basophilic cytoplasm)
+    (0.3036, 0.8750, 0.3772),  # eosin Y: absorbs green and blue (red cells, eosinophil granules)
+)
+# Macenko's H&E reference (hematoxylin, eosin), as in torchstain / HEnorm_python.
+HE_STAIN_VECTORS: tuple[tuple[float, float, float], ...] = (
+    (0.5626, 0.7201, 0.4062),
+    (0.2159, 0.8012, 0.5581),
+)
+_EPS = 1e-6
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+
+
+def _residual(v: torch.Tensor) -> torch.Tensor:
+    """Unit vector(s) orthogonal to the two stain vectors ``(..., 2, 3)``, oriented to a positive OD sum."""
+    r = torch.linalg.cross(v[..., 0, :], v[..., 1, :], dim=-1)
+    r = torch.where(r.sum(-1, keepdim=True) < 0, -r, r)
+    return _unit(r).unsqueeze(-2)
+
+
+class MacenkoNormalizer(Normalizer):
+    """Macenko stain normalization (see the module docstring for every option)."""
+
+    name = "macenko"
+    target_stains: torch.Tensor
+    target_max_conc: torch.Tensor
+    target_background: torch.Tensor
+    reference_stains: torch.Tensor
+
+    def __init__(
+        self,
+        n_stains: int = 2,
+        stain_vectors: Sequence[Sequence[float]] | torch.Tensor | None = None,
+        background: str | float | Sequence[float] = "auto",
+        background_percentile: float = 99.0,
+        alpha: float = 1.0,
+        beta: float = 0.15,
+        max_percentile: float = 99.0,
+        min_pixels: int = 100,
+        min_angle: float = 5.0,
+        fallback: str = "reference",
+        concentration_pixels: str = "stained",
+        max_fit_pixels: int = 2_000_000,
+    ) -> None:
+        super().__init__()
+        if n_stains not in (2, 3):
+            raise StainshiftError(f"macenko: n_stains={n_stains}: pass 2 (two stains) or 3 (two stains + residual)")
+        refs = torch.as_tensor(ROMANOWSKY_STAIN_VECTORS if stain_vectors is None else stain_vectors,
+                               dtype=torch.float32)
+        if refs.dim() != 2 or refs.shape[1] != 3 or refs.shape[0] not in (2, n_stains):
+            raise StainshiftError(f"macenko: stain_vectors must be {n_stains} (or 2) RGB OD vectors, "
+                                  f"shape ({n_stains}, 3); got shape {tuple(refs.shape)}")
+        if not torch.isfinite(refs).all() or bool((refs.norm(dim=1) < _EPS).any()):
+            raise StainshiftError("macenko: stain_vectors must be finite and non-zero")
+        refs = _unit(refs)
+        if refs.shape[0] < n_stains:
+            refs = torch.cat([refs, _residual(refs)])
+        if isinstance(background, str):
+            if background != "auto":
+                raise StainshiftError(f"macenko: background={background!r}: pass 'auto', a number (0..255) "
+                                      f"or an RGB triple")
+            fixed = None
+        else:
+            fixed = torch.as_tensor(background, dtype=torch.float32).flatten()
+            if fixed.numel() == 1:
+                fixed = fixed.repeat(3)
+            if fixed.numel() != 3 or not bool(((fixed > 0) & (fixed <= 255)).all()):
+                raise StainshiftError(f"macenko: background={background!r}: pass 'auto', a number in (0, 255] "
+                                      f"or an RGB triple of such numbers")
+        checks = {"background_percentile": (background_percentile, 50, 100), "alpha": (alpha, 0, 50),
+                  "max_percentile": (max_percentile, 50, 100), "min_angle": (min_angle, 0, 90),
+                  "beta": (beta, 0, 10)}
+        for key, (value, lo, hi) in checks.items():
+            if not lo <= value <= hi:
+                raise StainshiftError(f"macenko: {key}={value}: pass a value in [{lo}, {hi}]")
+        if fallback not in ("reference", "identity"):
+            raise StainshiftError(f"macenko: fallback={fallback!r}: pass 'reference' or 'identity'")
+        if concentration_pixels not in ("stained", "all"):
+            raise StainshiftError(f"macenko: concentration_pixels={concentration_pixels!r}: pass 'stained' or 'all'")
+        if min_pixels < 2 or max_fit_pixels < min_pixels:
+            raise StainshiftError(f"macenko: min_pixels={min_pixels}, max_fit_pixels={max_fit_pixels}: pass "
+                                  f"2 <= min_pixels <= max_fit_pixels")
+        self.n_stains = n_stains
+        self.fixed_background = None if fixed is None else tuple(float(v) for v in fixed)
+        self.background_percentile = float(background_percentile)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.max_percentile = float(max_percentile)
+        self.min_pixels = int(min_pixels)
+        self.min_angle = float(min_angle)
+        self.fallback = fallback
+        self.concentration_pixels = concentration_pixels
+        self.max_fit_pixels = int(max_fit_pixels)
+        self.register_buffer("reference_stains", refs)  # (n_stains, 3) unit OD vectors
+        self.register_buffer("target_stains", refs.clone())
+        self.register_buffer("target_max_conc", torch.ones(n_stains))
+        self.register_buffer("target_background", torch.full((3,), 255.0))
+
+    # -------------------------------------------------------------------------------------------------------
+    # pieces, batched over images
+
+    def illumination(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-image background intensity ``(B, 3)`` on the 0..255 scale."""
+        if self.fixed_background is not None:
+            return torch.tensor(self.fixed_background, dtype=x.dtype, device=x.device).expand(x.shape[0], 3)
+        flat = x.flatten(2)
+        k = round(self.background_percentile / 100.0 * (flat.shape[2] - 1))  # nearest rank, 0-based
+        q = flat.kthvalue(k + 1, dim=2).values
+        return (q * 255.0).clamp_min(1.0)  # a black image must not give log(0)
+
+    def optical_density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """OD ``(B, 3, N)``, stained-pixel mask ``(B, N)`` and illumination ``(B, 3)`` of RGB images in [0, 1]."""
+        i0 = self.illumination(x)
+        od = torch.log(i0)[:, :, None] - torch.log1p(x.flatten(2) * 255.0)
+        return od, (od >= self.beta).all(dim=1), i0
+
+    @staticmethod
+    def _order(v: torch.Tensor, order_by: torch.Tensor) -> torch.Tensor:
+        """Swap each pair ``(B, 2, 3)`` where the swapped pairing is closer to ``order_by`` ``(2, 3)``."""
+        r = order_by[:2].to(v.dtype)
+        keep = ((v[:, 0] - v[:, 1]) * (r[0] - r[1])).sum(-1) >= 0
+        return torch.where(keep[:, None, None], v, v.flip(1))
+
+    def stain_vectors(self, od: torch.Tensor, mask: torch.Tensor, order_by: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stain matrices ``(B, n_stains, 3)`` (unit rows) and a ``(B,)`` flag of images that need the fallback.
+
+        The two stains of each image are ordered to pair up with ``order_by`` (default: the fitted target's
+        vectors once fitted, else the references).
+        """
+        if order_by is None:
+            order_by = self.target_stains if self.is_fitted else self.reference_stains
+        m = mask.to(od.dtype)
+        count = m.sum(1)
+        n = count.clamp_min(2.0)
+        mean = (od * m[:, None]).sum(2) / n[:, None]
+        d = (od - mean[:, :, None]) * m[:, None]
+        cov = d @ d.transpose(1, 2) / (n - 1)[:, None, None]
+        few = count < self.min_pixels
+        eye = torch.eye(3, dtype=od.dtype, device=od.device)
+        cov = torch.where(few[:, None, None], eye, cov)
+        _, vecs = torch.linalg.eigh(cov)
+        plane = vecs[:, :, 1:]  # (B, 3, 2): second and first principal directions
+        proj = plane.transpose(1, 2) @ od  # (B, 2, N)
+        phi = torch.atan2(proj[:, 1], proj[:, 0]).masked_fill(~mask, float("nan"))
+        phi = torch.where(few[:, None], torch.zeros_like(phi), phi)  # no all-NaN rows
+        q = torch.tensor([self.alpha / 100.0, 1.0 - self.alpha / 100.0], dtype=od.dtype, device=od.device)
+        lo, hi = torch.nanquantile(phi, q, dim=1)  # (B,), (B,)
+        angles = torch.stack([lo, hi], 1)  # (B, 2)
+        v = plane @ torch.stack([torch.cos(angles), torch.sin(angles)], 1)  # (B, 3, 2)
+        v = self._order(_unit(v.transpose(1, 2)), order_by)
+        spread = (v[:, 0] * v[:, 1]).sum(-1).clamp(-1.0, 1.0)
+        degenerate = few | (spread > math.cos(math.radians(self.min_angle))) | ~torch.isfinite(v).all((1, 2))
+        if self.n_stains == 3:
+            v = torch.cat([v, _residual(v)], 1)
+        refs = self.reference_stains.to(od.dtype).expand_as(v)
+        return torch.where(degenerate[:, None, None], refs, v), degenerate
+
+    def concentrations(self, od: torch.Tensor, stains: torch.Tensor) -> torch.Tensor:
+        """Least-squares stain concentrations ``(B, n_stains, N)`` of OD ``(B, 3, N)`` for stains ``(B, k, 3)``."""
+        return torch.linalg.pinv(stains.transpose(1, 2)) @ od
+
+    def max_concentrations(self, conc: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The ``max_percentile`` percentile of each stain's concentration ``(B, n_stains)``."""
+        c = conc[:, :2]
+        if self.concentration_pixels == "stained":
+            c = c.masked_fill(~mask[:, None], float("nan"))
+        top = torch.nanquantile(c, self.max_percentile / 100.0, dim=2)
+        if self.n_stains == 3:
+            top = torch.cat([top, torch.ones_like(top[:, :1])], 1)
+        return top
+
+    # -------------------------------------------------------------------------------------------------------
+    # fit and forward
+
+    def _fit(self, batches: TargetBatches) -> None:
+        # pass 1: illumination and the number of stained pixels
+        backgrounds, total = [], 0
+        for b in batches:
+            _, mask, i0 = self.optical_density(b)
+            backgrounds.append(i0)
+            total += int(mask.sum())
+        if total < self.min_pixels:
+            raise StainshiftError(f"macenko: the target images have {total} stained pixels (OD >= beta={self.beta} "
+                                  f"in every channel), fewer than min_pixels={self.min_pixels}; fit on images that "
+                                  f"show cells, or lower beta")
+        # pass 2: pool the stained pixels (a seeded uniform subsample beyond max_fit_pixels) -> stain vectors
+        rate = min(1.0, self.max_fit_pixels / total)
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        pooled = []
+        for b in batches:
+            od, mask, _ = self.optical_density(b)
+            if rate < 1.0:
+                mask = mask & (torch.rand(mask.shape, generator=gen) < rate).to(mask.device)
+            pooled.append(od.transpose(1, 2)[mask])  # (n, 3)
+        od_all = torch.cat(pooled).T[None]  # (1, 3, n)
+        everything = torch.ones_like(od_all[:, 0], dtype=torch.bool)
+        stains, degenerate = self.stain_vectors(od_all, everything, order_by=self.reference_stains)
+        if bool(degenerate.any()):
+            raise StainshiftError("macenko: the target's stained pixels show a single colour (the two stain vectors "
+                                  f"lie within min_angle={self.min_angle} degrees); fit on more varied images")
+        # pass 3: per-image maximum concentrations with the pooled vectors, averaged
+        tops = []
+        for b in batches:
+            od, mask, _ = self.optical_density(b)
+            enough = mask.sum(1) >= self.min_pixels
+            if bool(enough.any()):
+                conc = self.concentrations(od[enough], stains.expand(int(enough.sum()), -1, -1))
+                tops.append(self.max_concentrations(conc, mask[enough]))
+        if not tops:
+            raise StainshiftError(f"macenko: no target image has min_pixels={self.min_pixels} stained pixels; "
+                                  f"fit on images that show cells, or lower min_pixels / beta")
+        self.target_stains.copy_(stains[0])
+        self.target_max_conc.copy_(torch.cat(tops).mean(0))
+        self.target_background.copy_(torch.cat(backgrounds).mean(0))
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        od, mask, _ = self.optical_density(x)
+        stains, degenerate = self.stain_vectors(od, mask)
+        conc = self.concentrations(od, stains)
+        target_max = self.target_max_conc.to(od.dtype)
+        top = self.max_concentrations(conc, mask)
+        scale = torch.where(torch.isfinite(top) & (top > _EPS), target_max / top.clamp_min(_EPS),
+                            torch.ones_like(top))
+        scale = torch.where(degenerate[:, None], torch.ones_like(scale), scale)
+        od_out = self.target_stains.to(od.dtype).T @ (conc * scale[:, :, None])  # (B, 3, N)
+        out = self.target_background.to(od.dtype)[None, :, None] * torch.exp(-od_out) / 255.0
+        out = out.reshape(b, 3, h, w).clamp(0.0, 1.0)
+        if bool(degenerate.any()):
+            images = degenerate.nonzero().flatten().tolist()
+            action = "left unchanged" if self.fallback == "identity" else "decomposed with the reference stain vectors"
+            warn_degenerate(f"macenko: image(s) {images} of the batch have fewer than {self.min_pixels} stained "
+                            f"pixels (OD >= {self.beta}) or a single stain colour; {action}")
+            if self.fallback == "identity":
+                out = torch.where(degenerate[:, None, None, None], x, out)
+        return out
+
+    def extra_repr(self) -> str:
+        bg = "auto" if self.fixed_background is None else self.fixed_background
+        return (f"n_stains={self.n_stains}, background={bg}, alpha={self.alpha}, beta={self.beta}, "
+                f"fallback={self.fallback!r}, fitted={self.is_fitted}")
