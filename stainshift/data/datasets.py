@@ -102,9 +102,15 @@ class UnpairedCrops(Dataset):
     """
 
     def __init__(self, src: Sequence[Sample], dst: Sequence[Sample], plan: Sequence[tuple[int, int, int]],
-                 crop: int, src_scale: float = 1.0, dst_scale: float = 1.0) -> None:
+                 crop: int, src_scale: float = 1.0, dst_scale: float = 1.0, load_size: int | None = None) -> None:
         self.src, self.dst, self.plan = list(src), list(dst), list(plan)
-        self.crop, self.src_scale, self.dst_scale = crop, src_scale, dst_scale
+        self.crop, self.src_scale, self.dst_scale, self.load_size = crop, src_scale, dst_scale, load_size
+
+    def _load(self, sample: Sample, scale: float) -> np.ndarray:
+        image = read_image(sample.path)
+        if self.load_size:  # no common cell diameter: resize the shorter side to load_size, as the reference does
+            scale = self.load_size / min(image.shape[:2])
+        return rescale(image, scale)
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -112,6 +118,6 @@ class UnpairedCrops(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         i_src, i_dst, seed = self.plan[index]
         rng = np.random.default_rng(seed)
-        src = random_crop_flip(load_cell(self.src[i_src].path, self.src_scale), self.crop, rng)
-        dst = random_crop_flip(load_cell(self.dst[i_dst].path, self.dst_scale), self.crop, rng)
+        src = random_crop_flip(self._load(self.src[i_src], self.src_scale), self.crop, rng)
+        dst = random_crop_flip(self._load(self.dst[i_dst], self.dst_scale), self.crop, rng)
         return {"src": to_tensor(src), "dst": to_tensor(dst)}

@@ -75,6 +75,34 @@ def _residual(v: torch.Tensor) -> torch.Tensor:
     return _unit(r).unsqueeze(-2)
 
 
+def masked_percentile(values: torch.Tensor, q: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``q``-th percentile (0..100) along the last dim over the ``mask``-ed entries; NaN where none.
+
+    Same definition as ``numpy.percentile`` (linear interpolation between order statistics), but computed from the
+    tail nearest to ``q`` with ``topk`` - much cheaper than sorting when ``q`` is close to 0 or 100.
+    """
+    n_all = values.shape[-1]
+    n = mask.sum(-1) if mask is not None else torch.full(values.shape[:-1], n_all, device=values.device)
+    pos = (q / 100.0) * (n - 1).clamp_min(0).to(values.dtype)
+    lo, hi = pos.floor().long(), pos.ceil().long()
+    frac = pos - lo.to(values.dtype)
+    upper = q >= 50.0
+    v = values if upper else -values
+    if mask is not None:
+        v = v.masked_fill(~mask, float("-inf"))
+    # rank r (0-based, ascending) is entry n-1-r of the descending top-k (upper tail), entry r of the lower tail
+    d_lo, d_hi = ((n - 1 - lo), (n - 1 - hi)) if upper else (lo, hi)
+    k = int(torch.maximum(d_lo, d_hi).max().clamp(0, n_all - 1)) + 1 if n_all else 0
+    if k == 0:
+        return torch.full(values.shape[:-1], float("nan"), dtype=values.dtype, device=values.device)
+    top = v.topk(k, dim=-1, sorted=True).values
+    sign = 1.0 if upper else -1.0
+    a = sign * top.gather(-1, d_lo.clamp(0, k - 1).unsqueeze(-1)).squeeze(-1)
+    b = sign * top.gather(-1, d_hi.clamp(0, k - 1).unsqueeze(-1)).squeeze(-1)
+    out = a + (b - a) * frac
+    return torch.where(n > 0, out, torch.full_like(out, float("nan")))
+
+
 class MacenkoNormalizer(Normalizer):
     """Macenko stain normalization (see the module docstring for every option)."""
 
@@ -160,9 +188,7 @@ class MacenkoNormalizer(Normalizer):
         """Per-image background intensity ``(B, 3)`` on the 0..255 scale."""
         if self.fixed_background is not None:
             return torch.tensor(self.fixed_background, dtype=x.dtype, device=x.device).expand(x.shape[0], 3)
-        flat = x.flatten(2)
-        k = round(self.background_percentile / 100.0 * (flat.shape[2] - 1))  # nearest rank, 0-based
-        q = flat.kthvalue(k + 1, dim=2).values
+        q = masked_percentile(x.flatten(2), self.background_percentile)
         return (q * 255.0).clamp_min(1.0)  # a black image must not give log(0)
 
     def optical_density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -199,10 +225,10 @@ class MacenkoNormalizer(Normalizer):
         _, vecs = torch.linalg.eigh(cov)
         plane = vecs[:, :, 1:]  # (B, 3, 2): second and first principal directions
         proj = plane.transpose(1, 2) @ od  # (B, 2, N)
-        phi = torch.atan2(proj[:, 1], proj[:, 0]).masked_fill(~mask, float("nan"))
-        phi = torch.where(few[:, None], torch.zeros_like(phi), phi)  # no all-NaN rows
-        q = torch.tensor([self.alpha / 100.0, 1.0 - self.alpha / 100.0], dtype=od.dtype, device=od.device)
-        lo, hi = torch.nanquantile(phi, q, dim=1)  # (B,), (B,)
+        phi = torch.atan2(proj[:, 1], proj[:, 0])
+        valid = mask | few[:, None]  # images with too few pixels get harmless angles (replaced below)
+        lo = masked_percentile(phi, self.alpha, valid)
+        hi = masked_percentile(phi, 100.0 - self.alpha, valid)
         angles = torch.stack([lo, hi], 1)  # (B, 2)
         v = plane @ torch.stack([torch.cos(angles), torch.sin(angles)], 1)  # (B, 3, 2)
         v = self._order(_unit(v.transpose(1, 2)), order_by)
@@ -219,10 +245,8 @@ class MacenkoNormalizer(Normalizer):
 
     def max_concentrations(self, conc: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The ``max_percentile`` percentile of each stain's concentration ``(B, n_stains)``."""
-        c = conc[:, :2]
-        if self.concentration_pixels == "stained":
-            c = c.masked_fill(~mask[:, None], float("nan"))
-        top = torch.nanquantile(c, self.max_percentile / 100.0, dim=2)
+        pixels = mask[:, None].expand(-1, 2, -1) if self.concentration_pixels == "stained" else None
+        top = masked_percentile(conc[:, :2], self.max_percentile, pixels)
         if self.n_stains == 3:
             top = torch.cat([top, torch.ones_like(top[:, :1])], 1)
         return top

@@ -10,6 +10,10 @@ A run lives in ``runs/<src>_to_<dst>/<method>/<run_id>/``:
 - ``samples/epoch_NNN.png``: the same fixed source validation images, translated after every epoch;
 - ``manifest.json``: epoch -> mean losses, seconds, kept file.
 
+Images are sized by scale harmonization when the project sets a common ``cell_diameter`` (each domain rescaled so
+its cells span that many pixels), otherwise as in the reference code (shorter side resized to ``load_size``), then
+randomly cropped to ``crop_size``, flipped and turned by multiples of 90 degrees.
+
 Every random choice of an epoch (image order, target pairing, crops, flips) is drawn from a generator seeded by
 (seed, epoch), and model randomness (image pool, dropout) from torch's global RNG, whose state is saved in
 ``last.pt``: so 2 epochs + resume + 2 epochs ends with the same weights as 4 epochs in one go.
@@ -254,8 +258,10 @@ class Trainer:
         plan = epoch_plan(class_weights(self.src_train, r.balanced), class_weights(self.dst_train, r.balanced),
                           r.seed, epoch)
         plan = plan[self.dist.rank::self.dist.world]
+        # with a project cell diameter, scale harmonization sets the size; otherwise load_size does (reference way)
+        load_size = None if self.project.cell_diameter else self.options.load_size
         data = UnpairedCrops(self.src_train, self.dst_train, plan, self.options.crop_size,
-                             self.scales[r.src], self.scales[r.dst])
+                             self.scales[r.src], self.scales[r.dst], load_size)
         # an explicit generator keeps DataLoader from drawing on torch's global RNG (which the model's pool uses)
         return DataLoader(data, batch_size=self.options.batch_size, shuffle=False, num_workers=r.num_workers,
                           drop_last=len(data) >= self.options.batch_size, generator=torch.Generator().manual_seed(0),
