@@ -34,13 +34,22 @@ _API = {
     "scale_factor": "stainshift.data.scale",
     "inspect_domain": "stainshift.data.inspect",
     "simulate": "stainshift.data.simulate",
+    "build_normalizer": "stainshift.normalize",
+    "build_model": "stainshift.models.registry",
+    "TrainRequest": "stainshift.train.loop",
+    "train": "stainshift.train.loop",
+    "HarmonizeRequest": "stainshift.harmonize",
+    "harmonize": "stainshift.harmonize",
     "run_demo": "stainshift.demo",
 }
 
 __all__ = sorted(_API)
 
 
+_RENAMED = {"build_normalizer": "build"}
+
+
 def __getattr__(name: str):
     if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
+        return getattr(importlib.import_module(_API[name]), _RENAMED.get(name, name))
     raise AttributeError(f"module 'stainshift' has no attribute {name!r}")

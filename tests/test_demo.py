@@ -18,6 +18,7 @@ def test_tiny_demo_end_to_end(tmp_path):
     assert project.cell_diameter == summary.domains["clinic"]["diameter_px"] > 0
     assert all((workdir / "runs" / "splits" / f"{d}.csv").exists() for d in ("clinic", "hgtp"))
     assert set(summary.accuracy) == {"clinic", "hgtp"} and all(0 <= a <= 1 for a in summary.accuracy.values())
+    assert set(summary.harmonized) == {"reinhard", "macenko", "histogram"}
     saved = json.loads((workdir / "summary.json").read_text())
     assert saved["accuracy"] == summary.accuracy
     assert "stain shift costs" in (workdir / "summary.md").read_text()
@@ -28,6 +29,7 @@ def test_tiny_demo_end_to_end(tmp_path):
     experiment = client.get_experiment_by_name("demo")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.metrics["accuracy_clinic"] == summary.accuracy["clinic"]
+    assert run.data.metrics["accuracy_hgtp_reinhard"] == summary.harmonized["reinhard"]
     assert run.data.params["per_class"] == "8"
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["summary.md"]
     assert (workdir / "runs" / "mlartifacts").is_dir()

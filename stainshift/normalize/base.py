@@ -24,14 +24,13 @@ TargetImages = torch.Tensor | np.ndarray | Sequence[np.ndarray] | Sequence[torch
 
 FIT_CHUNK = 32  # images per batch while fitting (bounds memory on large target domains)
 _WHAT = "fit(target)"
+# On CPU, forward runs large batches in sub-batches of about this many pixels: the colour conversions and OD maps
+# then stay in cache. Measured on 2 EPYC cores, 1 thread: 10-30% faster per image than whole batches of 8 at 256 px.
+CPU_CHUNK_PIXELS = 1 << 16
 
 
 class DegenerateImageWarning(UserWarning):
     """An image gave too little signal for the method (blank, uniform, no stained pixels); a fallback was used."""
-
-
-def warn_degenerate(message: str) -> None:
-    warnings.warn(message, DegenerateImageWarning, stacklevel=4)
 
 
 def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
@@ -148,8 +147,9 @@ class Normalizer(nn.Module):
     """Base class of the classical stain normalizers.
 
     Subclasses implement ``_fit(batches)`` (a re-iterable :class:`TargetBatches` of BCHW float32 batches of the
-    target domain, on the module's device) and ``_normalize(x)`` (BCHW float32 in [0, 1] -> same), and keep
-    their fitted state in buffers.
+    target domain, on the module's device), ``_normalize(x)`` (BCHW float32 in [0, 1] -> same, plus a flag per
+    image that took the degenerate-input fallback) and ``_degenerate_reason()``, and keep their fitted state in
+    buffers. ``forward`` issues one :class:`DegenerateImageWarning` per call, naming the images.
     """
 
     name: ClassVar[str] = ""
@@ -180,6 +180,12 @@ class Normalizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize a batch ``(B, 3, H, W)`` of RGB images in [0, 1]; returns the same shape and dtype in [0, 1]."""
+        out, degenerate = self._run(x)
+        self._warn(degenerate, "batch", stacklevel=5)  # the caller of module(x): _warn, forward, 2 torch frames
+        return out
+
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` without the warning: the output and the ``(B,)`` fallback flags."""
         if not self.is_fitted:
             raise StainshiftError(f"{type(self).__name__} is not fitted: call .fit(target_images) first "
                                   f"(or load_state_dict() from a fitted one)")
@@ -192,14 +198,34 @@ class Normalizer(nn.Module):
         elif not x.is_floating_point():
             raise StainshiftError(f"{type(self).__name__}: expected float pixels in [0, 1], got {x.dtype}")
         if x.numel() == 0:
-            return x.to(dtype)
+            return x.to(dtype), torch.zeros(x.shape[0], dtype=torch.bool)
         x = x.to(device=self.device, dtype=torch.float32 if dtype != torch.float64 else dtype).clamp(0.0, 1.0)
-        return self._normalize(x).clamp(0.0, 1.0).to(dtype)
+        step = x.shape[0]
+        if x.device.type == "cpu":  # cache blocking: sub-batches of ~64k pixels (images are independent)
+            step = max(1, CPU_CHUNK_PIXELS // (x.shape[2] * x.shape[3]))
+        outs, flags = [], []
+        with torch.autocast(device_type=x.device.type, enabled=False):  # logs, eigh, pinv: keep full precision
+            for i in range(0, x.shape[0], step):
+                out, degenerate = self._normalize(x[i:i + step])
+                outs.append(out.clamp(0.0, 1.0).to(dtype))
+                flags.append(degenerate)
+        return (outs[0] if len(outs) == 1 else torch.cat(outs)), torch.cat(flags)
+
+    def _warn(self, degenerate: torch.Tensor, where: str, stacklevel: int) -> None:
+        if bool(degenerate.any()):
+            images = degenerate.nonzero().flatten().tolist()
+            warnings.warn(f"{self.name}: image(s) {images} of the {where} {self._degenerate_reason()}",
+                          DegenerateImageWarning, stacklevel=stacklevel)
 
     def _fit(self, batches: TargetBatches) -> None:
         raise NotImplementedError
 
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+    def _normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized batch and a ``(B,)`` bool flag of the images that took the degenerate-input fallback."""
+        raise NotImplementedError
+
+    def _degenerate_reason(self) -> str:
+        """What was wrong with the flagged images and what was done instead (the end of the warning)."""
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -228,12 +254,15 @@ def normalize_images(normalizer: Normalizer, images: Sequence[np.ndarray], batch
         if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
             raise StainshiftError(f"normalize_images: image {i} must be an (H, W, 3) uint8 array, got {_describe(a)}")
     out: list[np.ndarray | None] = [None] * len(arrays)
+    flags = torch.zeros(len(arrays), dtype=torch.bool)
     with torch.no_grad():
         for indices in _size_groups(arrays, batch_size):
             batch = torch.from_numpy(np.stack([arrays[i] for i in indices])).to(normalizer.device)
             x = batch.permute(0, 3, 1, 2).float() / 255.0
-            y = normalizer(x)
+            y, degenerate = normalizer._run(x)
+            flags[indices] = degenerate.cpu()
             y8 = (y * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             for k, i in enumerate(indices):
                 out[i] = np.ascontiguousarray(y8[k])
+    normalizer._warn(flags, "list", stacklevel=3)
     return out  # type: ignore[return-value]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from stainshift.errors import StainshiftError
-from stainshift.normalize.base import Normalizer, TargetBatches, lab_to_rgb, rgb_to_lab, warn_degenerate
+from stainshift.normalize.base import Normalizer, TargetBatches, lab_to_rgb, rgb_to_lab
 
 _FLAT = 1e-4  # minimum L*a*b* range of the target histogram
 
@@ -96,7 +96,7 @@ class HistogramNormalizer(Normalizer):
         low, high = self.target_low.to(q.dtype), self.target_high.to(q.dtype)
         return low[:, None] + (j + inside) * ((high - low) / self.bins)[:, None]
 
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+    def _normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, _, h, w = x.shape
         lab = rgb_to_lab(x).flatten(2)  # (B, 3, N)
         low, high = lab.amin(2), lab.amax(2)
@@ -113,10 +113,11 @@ class HistogramNormalizer(Normalizer):
             median = self._inverse_target_cdf(torch.full((3, 1), 0.5, dtype=lab.dtype, device=lab.device))
             shifted = lab - mean[..., None] + median[None]
             out = torch.where(flat[..., None], shifted, out)
-            images = sorted({int(i) for i in flat.any(1).nonzero().flatten()})
-            warn_degenerate(f"histogram: image(s) {images} of the batch are nearly uniform (an L*a*b* channel has "
-                            f"std < {self.min_std}); those channels were shifted to the target's median, not matched")
-        return lab_to_rgb(out.reshape(b, 3, h, w))
+        return lab_to_rgb(out.reshape(b, 3, h, w)), flat.any(1)
+
+    def _degenerate_reason(self) -> str:
+        return (f"are nearly uniform (an L*a*b* channel has std < {self.min_std}); those channels were shifted to "
+                f"the target's median, not matched")
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}, min_std={self.min_std}, fitted={self.is_fitted}"

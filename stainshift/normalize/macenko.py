@@ -4,8 +4,9 @@ Macenko et al., "A method for normalizing histology slides for quantitative anal
 
 1. optical density ``OD = -log((I + 1) / I0)`` (pixels on the 0..255 scale); the illumination ``I0`` is either a
    fixed value (``background=255`` or an RGB triple) or, with ``background="auto"`` (default), estimated per image
-   and per channel as the ``background_percentile`` (99th) percentile of its pixels - blood-smear backgrounds are
-   rarely white (PBC is cream-pink, rapid stains are yellow), and a fixed 255 would read the tint as stain;
+   and per channel as the ``background_percentile`` (99th) percentile of its pixels (every ``N // 16384``-th pixel
+   of an N-pixel image) - blood-smear backgrounds are rarely white (PBC is cream-pink, rapid stains are yellow),
+   and a fixed 255 would read the tint as stain;
 2. stained pixels: every channel's OD >= ``beta`` (the rest is background / plasma);
 3. the plane of the two main eigenvectors of the stained pixels' OD covariance; each pixel's angle in that plane;
    the ``alpha`` and ``100 - alpha`` percentile angles give the two stain vectors (robust extremes);
@@ -16,7 +17,8 @@ Macenko et al., "A method for normalizing histology slides for quantitative anal
    what two stains cannot explain (it is carried over, not rescaled);
 5. concentrations by least squares (pseudo-inverse of the stain matrix), the 99th percentile of each stain's
    concentration over the stained pixels scaled to the target's, and the image rebuilt with the target's stain
-   vectors and illumination: ``I = I0_tgt * exp(-V_tgt @ C)``.
+   vectors and illumination: ``I = I0_tgt * exp(-V_tgt @ C) - 1``, the exact inverse of step 1 (torchstain
+   leaves out the ``- 1``, so its output is one grey level brighter).
 
 Romanowsky stains (May-Grunwald-Giemsa, Wright, Leishman) mix a blue azure B / methylene blue (absorbs red light:
 its OD vector has a large red share; it dominates nuclei and basophilic cytoplasm, and with eosin makes nuclei
@@ -47,7 +49,7 @@ from collections.abc import Sequence
 import torch
 
 from stainshift.errors import StainshiftError
-from stainshift.normalize.base import Normalizer, TargetBatches, warn_degenerate
+from stainshift.normalize.base import Normalizer, TargetBatches
 
 # OD unit vectors (R, G, B), azure (blue, nuclear) first. Average of fits on four sites (see the module docstring):
 # PBC (0.71, 0.67, 0.21) / (0.42, 0.90, 0.08), jtsc_tecom (0.76, 0.62, 0.20) / (0.20, 0.97, 0.11),
@@ -62,6 +64,7 @@ HE_STAIN_VECTORS: tuple[tuple[float, float, float], ...] = (
     (0.2159, 0.8012, 0.5581),
 )
 _EPS = 1e-6
+BACKGROUND_SAMPLE = 16384  # pixels (at least) that estimate I0: every (N // 16384)-th pixel of the image
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -82,25 +85,34 @@ def masked_percentile(values: torch.Tensor, q: float, mask: torch.Tensor | None 
     tail nearest to ``q`` with ``topk`` - much cheaper than sorting when ``q`` is close to 0 or 100.
     """
     n_all = values.shape[-1]
-    n = mask.sum(-1) if mask is not None else torch.full(values.shape[:-1], n_all, device=values.device)
-    pos = (q / 100.0) * (n - 1).clamp_min(0).to(values.dtype)
-    lo, hi = pos.floor().long(), pos.ceil().long()
-    frac = pos - lo.to(values.dtype)
     upper = q >= 50.0
-    v = values if upper else -values
-    if mask is not None:
-        v = v.masked_fill(~mask, float("-inf"))
-    # rank r (0-based, ascending) is entry n-1-r of the descending top-k (upper tail), entry r of the lower tail
-    d_lo, d_hi = ((n - 1 - lo), (n - 1 - hi)) if upper else (lo, hi)
-    k = int(torch.maximum(d_lo, d_hi).max().clamp(0, n_all - 1)) + 1 if n_all else 0
-    if k == 0:
-        return torch.full(values.shape[:-1], float("nan"), dtype=values.dtype, device=values.device)
-    top = v.topk(k, dim=-1, sorted=True).values
-    sign = 1.0 if upper else -1.0
-    a = sign * top.gather(-1, d_lo.clamp(0, k - 1).unsqueeze(-1)).squeeze(-1)
-    b = sign * top.gather(-1, d_hi.clamp(0, k - 1).unsqueeze(-1)).squeeze(-1)
-    out = a + (b - a) * frac
-    return torch.where(n > 0, out, torch.full_like(out, float("nan")))
+    if n_all == 0:
+        return values.new_full(values.shape[:-1], float("nan"))
+    if mask is None:  # one count for every row: positions are plain numbers
+        pos = q / 100.0 * (n_all - 1)
+        lo, hi = math.floor(pos), math.ceil(pos)
+        d_lo, d_hi = (n_all - 1 - lo, n_all - 1 - hi) if upper else (lo, hi)
+        tail = values.topk(max(d_lo, d_hi) + 1, dim=-1, largest=upper, sorted=True).values
+        a, b = tail[..., d_lo], tail[..., d_hi]
+        return a + (b - a) * (pos - lo)
+    n = mask.sum(-1)
+    pos = (q / 100.0) * (n - 1).clamp_min(0).to(values.dtype)
+    lo = pos.floor()
+    frac = pos - lo
+    lo = lo.long()
+    hi = lo + (frac > 0).long()
+    # rank r (0-based, ascending) is entry n-1-r of the top-k in descending order (upper tail), entry r of the
+    # bottom-k in ascending order (lower tail)
+    d_lo, d_hi = (n - 1 - lo, n - 1 - hi) if upper else (lo, hi)
+    d_max = d_lo if upper else d_hi
+    k = min(int(d_max.max()) + 1, n_all)
+    if k <= 0:
+        return values.new_full(values.shape[:-1], float("nan"))
+    values = values.masked_fill(~mask, float("-inf") if upper else float("inf"))
+    tail = values.topk(k, dim=-1, largest=upper, sorted=True).values
+    ab = tail.gather(-1, torch.stack([d_lo, d_hi], -1).clamp_(0, k - 1))
+    out = ab[..., 0] + (ab[..., 1] - ab[..., 0]) * frac
+    return out.masked_fill(n == 0, float("nan"))
 
 
 class MacenkoNormalizer(Normalizer):
@@ -188,14 +200,17 @@ class MacenkoNormalizer(Normalizer):
         """Per-image background intensity ``(B, 3)`` on the 0..255 scale."""
         if self.fixed_background is not None:
             return torch.tensor(self.fixed_background, dtype=x.dtype, device=x.device).expand(x.shape[0], 3)
-        q = masked_percentile(x.flatten(2), self.background_percentile)
+        flat = x.flatten(2)
+        # a regular subsample of at most ~16k pixels: the bright percentile of a background is robust to it,
+        # and this estimate is otherwise the costliest step on large images
+        q = masked_percentile(flat[:, :, :: max(1, flat.shape[2] // BACKGROUND_SAMPLE)], self.background_percentile)
         return (q * 255.0).clamp_min(1.0)  # a black image must not give log(0)
 
     def optical_density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """OD ``(B, 3, N)``, stained-pixel mask ``(B, N)`` and illumination ``(B, 3)`` of RGB images in [0, 1]."""
         i0 = self.illumination(x)
         od = torch.log(i0)[:, :, None] - torch.log1p(x.flatten(2) * 255.0)
-        return od, (od >= self.beta).all(dim=1), i0
+        return od, od.amin(dim=1) >= self.beta, i0  # every channel >= beta (amin: ~8x faster than all())
 
     @staticmethod
     def _order(v: torch.Tensor, order_by: torch.Tensor) -> torch.Tensor:
@@ -204,20 +219,25 @@ class MacenkoNormalizer(Normalizer):
         keep = ((v[:, 0] - v[:, 1]) * (r[0] - r[1])).sum(-1) >= 0
         return torch.where(keep[:, None, None], v, v.flip(1))
 
-    def stain_vectors(self, od: torch.Tensor, mask: torch.Tensor, order_by: torch.Tensor | None = None
+    def stain_vectors(self, od: torch.Tensor, mask: torch.Tensor | None, order_by: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stain matrices ``(B, n_stains, 3)`` (unit rows) and a ``(B,)`` flag of images that need the fallback.
 
-        The two stains of each image are ordered to pair up with ``order_by`` (default: the fitted target's
-        vectors once fitted, else the references).
+        ``od`` (B, 3, N) with the stained-pixel ``mask`` (B, N), or ``mask=None`` when every pixel given is
+        stained. The two stains of each image are ordered to pair up with ``order_by`` (default: the fitted
+        target's vectors once fitted, else the references).
         """
         if order_by is None:
             order_by = self.target_stains if self.is_fitted else self.reference_stains
-        m = mask.to(od.dtype)
-        count = m.sum(1)
-        n = count.clamp_min(2.0)
-        mean = (od * m[:, None]).sum(2) / n[:, None]
-        d = (od - mean[:, :, None]) * m[:, None]
+        if mask is None:
+            count = torch.full((od.shape[0],), od.shape[2], dtype=od.dtype, device=od.device)
+            n = count.clamp_min(2.0)
+            d = od - (od.sum(2) / n[:, None])[:, :, None]
+        else:
+            m = mask.to(od.dtype)
+            count = m.sum(1)
+            n = count.clamp_min(2.0)
+            d = (od - ((od * m[:, None]).sum(2) / n[:, None])[:, :, None]) * m[:, None]
         cov = d @ d.transpose(1, 2) / (n - 1)[:, None, None]
         few = count < self.min_pixels
         eye = torch.eye(3, dtype=od.dtype, device=od.device)
@@ -226,10 +246,10 @@ class MacenkoNormalizer(Normalizer):
         plane = vecs[:, :, 1:]  # (B, 3, 2): second and first principal directions
         proj = plane.transpose(1, 2) @ od  # (B, 2, N)
         phi = torch.atan2(proj[:, 1], proj[:, 0])
-        valid = mask | few[:, None]  # images with too few pixels get harmless angles (replaced below)
-        lo = masked_percentile(phi, self.alpha, valid)
-        hi = masked_percentile(phi, 100.0 - self.alpha, valid)
-        angles = torch.stack([lo, hi], 1)  # (B, 2)
+        valid = None if mask is None else (mask | few[:, None]).unsqueeze(1).expand(-1, 2, -1)
+        # both robust extremes from the upper tail: percentile_alpha(phi) = -percentile_(100-alpha)(-phi)
+        angles = masked_percentile(torch.stack([-phi, phi], 1), 100.0 - self.alpha, valid)
+        angles = angles * angles.new_tensor([-1.0, 1.0])  # (B, 2): low and high angle
         v = plane @ torch.stack([torch.cos(angles), torch.sin(angles)], 1)  # (B, 3, 2)
         v = self._order(_unit(v.transpose(1, 2)), order_by)
         spread = (v[:, 0] * v[:, 1]).sum(-1).clamp(-1.0, 1.0)
@@ -243,9 +263,10 @@ class MacenkoNormalizer(Normalizer):
         """Least-squares stain concentrations ``(B, n_stains, N)`` of OD ``(B, 3, N)`` for stains ``(B, k, 3)``."""
         return torch.linalg.pinv(stains.transpose(1, 2)) @ od
 
-    def max_concentrations(self, conc: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The ``max_percentile`` percentile of each stain's concentration ``(B, n_stains)``."""
-        pixels = mask[:, None].expand(-1, 2, -1) if self.concentration_pixels == "stained" else None
+    def max_concentrations(self, conc: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The ``max_percentile`` percentile of each stain's concentration ``(B, n_stains)`` over the ``mask``-ed
+        pixels (``None``: all the pixels given); the residual stain of ``n_stains=3`` gets 1."""
+        pixels = None if mask is None else mask[:, None].expand(-1, 2, -1)
         top = masked_percentile(conc[:, :2], self.max_percentile, pixels)
         if self.n_stains == 3:
             top = torch.cat([top, torch.ones_like(top[:, :1])], 1)
@@ -275,8 +296,7 @@ class MacenkoNormalizer(Normalizer):
                 mask = mask & (torch.rand(mask.shape, generator=gen) < rate).to(mask.device)
             pooled.append(od.transpose(1, 2)[mask])  # (n, 3)
         od_all = torch.cat(pooled).T[None]  # (1, 3, n)
-        everything = torch.ones_like(od_all[:, 0], dtype=torch.bool)
-        stains, degenerate = self.stain_vectors(od_all, everything, order_by=self.reference_stains)
+        stains, degenerate = self.stain_vectors(od_all, None, order_by=self.reference_stains)
         if bool(degenerate.any()):
             raise StainshiftError("macenko: the target's stained pixels show a single colour (the two stain vectors "
                                   f"lie within min_angle={self.min_angle} degrees); fit on more varied images")
@@ -287,7 +307,8 @@ class MacenkoNormalizer(Normalizer):
             enough = mask.sum(1) >= self.min_pixels
             if bool(enough.any()):
                 conc = self.concentrations(od[enough], stains.expand(int(enough.sum()), -1, -1))
-                tops.append(self.max_concentrations(conc, mask[enough]))
+                tops.append(self.max_concentrations(conc, mask[enough] if self.concentration_pixels == "stained"
+                                                    else None))
         if not tops:
             raise StainshiftError(f"macenko: no target image has min_pixels={self.min_pixels} stained pixels; "
                                   f"fit on images that show cells, or lower min_pixels / beta")
@@ -295,27 +316,36 @@ class MacenkoNormalizer(Normalizer):
         self.target_max_conc.copy_(torch.cat(tops).mean(0))
         self.target_background.copy_(torch.cat(backgrounds).mean(0))
 
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+    def _normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, _, h, w = x.shape
         od, mask, _ = self.optical_density(x)
-        stains, degenerate = self.stain_vectors(od, mask)
-        conc = self.concentrations(od, stains)
+        if b == 1:  # one image: work on its stained pixels only, cheaper than masking all of them
+            stained, stained_mask = od[:, :, mask[0]], None
+        else:
+            stained, stained_mask = od, mask
+        stains, degenerate = self.stain_vectors(stained, stained_mask)
+        unmix = torch.linalg.pinv(stains.transpose(1, 2))  # (B, k, 3): least squares
+        conc = unmix @ od
+        if self.concentration_pixels == "all":
+            top = self.max_concentrations(conc, None)
+        else:
+            top = self.max_concentrations(unmix @ stained if b == 1 else conc, stained_mask)
         target_max = self.target_max_conc.to(od.dtype)
-        top = self.max_concentrations(conc, mask)
         scale = torch.where(torch.isfinite(top) & (top > _EPS), target_max / top.clamp_min(_EPS),
                             torch.ones_like(top))
         scale = torch.where(degenerate[:, None], torch.ones_like(scale), scale)
-        od_out = self.target_stains.to(od.dtype).T @ (conc * scale[:, :, None])  # (B, 3, N)
-        out = self.target_background.to(od.dtype)[None, :, None] * torch.exp(-od_out) / 255.0
-        out = out.reshape(b, 3, h, w).clamp(0.0, 1.0)
-        if bool(degenerate.any()):
-            images = degenerate.nonzero().flatten().tolist()
-            action = "left unchanged" if self.fallback == "identity" else "decomposed with the reference stain vectors"
-            warn_degenerate(f"macenko: image(s) {images} of the batch have fewer than {self.min_pixels} stained "
-                            f"pixels (OD >= {self.beta}) or a single stain colour; {action}")
-            if self.fallback == "identity":
-                out = torch.where(degenerate[:, None, None, None], x, out)
-        return out
+        mixing = self.target_stains.to(od.dtype).T * scale[:, None, :]  # (B, 3, k): target stains, rescaled
+        # I = I0_tgt * exp(-OD) - 1 on the 0..255 scale, i.e. exp(log I0_tgt - OD) / 255 - 1 / 255 on 0..1
+        out = torch.log(self.target_background.to(od.dtype))[None, :, None] - mixing @ conc
+        out = out.exp_().sub_(1.0).div_(255.0).reshape(b, 3, h, w)
+        if self.fallback == "identity":
+            out = torch.where(degenerate[:, None, None, None], x, out)
+        return out, degenerate
+
+    def _degenerate_reason(self) -> str:
+        action = "left unchanged" if self.fallback == "identity" else "decomposed with the reference stain vectors"
+        return (f"have fewer than {self.min_pixels} stained pixels (OD >= {self.beta}) or a single stain colour; "
+                f"{action}")
 
     def extra_repr(self) -> str:
         bg = "auto" if self.fixed_background is None else self.fixed_background

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from stainshift.errors import StainshiftError
-from stainshift.normalize.base import Normalizer, TargetBatches, lab_to_rgb, rgb_to_lab, warn_degenerate
+from stainshift.normalize.base import Normalizer, TargetBatches, lab_to_rgb, rgb_to_lab
 
 
 class ReinhardNormalizer(Normalizer):
@@ -50,16 +50,16 @@ class ReinhardNormalizer(Normalizer):
         self.target_mean.copy_(means.mean(0))
         self.target_std.copy_(stds.mean(0))
 
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+    def _normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lab, mean, std = self.lab_stats(x)
         flat = std < self.min_std
         gain = torch.where(flat, torch.ones_like(std), self.target_std.to(std.dtype) / std.clamp_min(1e-12))
-        if bool(flat.any()):
-            images = sorted({int(i) for i in flat.any(1).nonzero().flatten()})
-            warn_degenerate(f"reinhard: image(s) {images} of the batch are nearly uniform (an L*a*b* channel has "
-                            f"std < {self.min_std}); those channels were shifted to the target mean, not stretched")
         out = (lab - mean[:, :, None, None]) * gain[:, :, None, None] + self.target_mean.to(lab.dtype)[:, None, None]
-        return lab_to_rgb(out)
+        return lab_to_rgb(out), flat.any(1)
+
+    def _degenerate_reason(self) -> str:
+        return (f"are nearly uniform (an L*a*b* channel has std < {self.min_std}); those channels were shifted to "
+                f"the target mean, not stretched")
 
     def extra_repr(self) -> str:
         return f"min_std={self.min_std}, fitted={self.is_fitted}"

@@ -1,0 +1,133 @@
+"""Inference speed of every harmonization method, and the GAN's achieved GFLOP/s against this machine's matmul.
+
+    python benchmarks/harmonize_speed.py            # -> benchmarks/results/harmonize_speed.md (+ .json)
+
+For each method and size (128^2, 256^2) and batch (1, 8): images/s and megapixels/s through the same module that
+``stainshift harmonize`` runs (classical normalizers fitted on simulated clinic images; GAN translators with
+random weights: speed does not depend on the weights). For the GAN generators: FLOPs per image (torch's
+FlopCounterMode), achieved GFLOP/s, and the ratio to a float32 matmul measured in the same run; channels_last
+against the default layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from stainshift.data.simulate import render_cells
+from stainshift.models.registry import build_model
+from stainshift.normalize import build
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return f"{model}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or "uncommitted"
+
+
+def timed(fn, min_seconds: float = 1.5, min_runs: int = 3) -> float:
+    """Median seconds per call after one warm-up call."""
+    fn()
+    runs: list[float] = []
+    start = time.perf_counter()
+    while len(runs) < min_runs or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t)
+    return sorted(runs)[len(runs) // 2]
+
+
+def matmul_gflops(n: int = 1024) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / timed(lambda: a @ b) / 1e9
+
+
+def flops_per_image(model: torch.nn.Module, size: int) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.rand(1, 3, size, size))
+    return float(counter.get_total_flops())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--out", type=Path, default=RESULTS / "harmonize_speed.md")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+
+    clinic = render_cells(8, hospitals=["clinic"], size=128, seed=0).images["clinic"]
+    methods: dict[str, torch.nn.Module] = {}
+    for name in ("reinhard", "macenko", "histogram"):
+        methods[name] = build(name).fit(list(clinic)).eval()
+    for name, preset in (("cyclegan", "cpu"), ("cyclegan", "paper"), ("colorization", "cpu"),
+                         ("colorization", "paper")):
+        methods[f"{name} ({preset})"] = build_model(name, preset).translator().eval()
+
+    peak = matmul_gflops()
+    rows = []
+    for label, module in methods.items():
+        learned = "(" in label
+        for size in args.sizes:
+            flops = flops_per_image(module, size) if learned else None
+            for batch in (1, 8):
+                x = torch.rand(batch, 3, size, size)
+                layouts = {"default": (module, x)}
+                if learned:
+                    layouts["channels_last"] = (module.to(memory_format=torch.channels_last),
+                                                x.contiguous(memory_format=torch.channels_last))
+                for layout, (m, inp) in layouts.items():
+                    with torch.inference_mode():
+                        seconds = timed(lambda m=m, inp=inp: m(inp))
+                    ips = batch / seconds
+                    row = {"method": label, "size": size, "batch": batch, "layout": layout,
+                           "images_per_s": ips, "megapixels_per_s": ips * size * size / 1e6}
+                    if flops:
+                        row["gflop_per_image"] = flops / 1e9
+                        row["achieved_gflops"] = flops * ips / 1e9
+                        row["fraction_of_matmul"] = flops * ips / 1e9 / peak
+                    rows.append(row)
+                    print(json.dumps(row))
+                if learned:
+                    module.to(memory_format=torch.contiguous_format)
+
+    header = [
+        "# Harmonization inference speed", "",
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}", f"- commit: {commit()}",
+        f"- machine: {machine()}", "- command: `python benchmarks/harmonize_speed.py`",
+        f"- float32 matmul (1024^3) measured in the same run: **{peak:.1f} GFLOP/s**", "",
+        "| method | size | batch | layout | images/s | MP/s | GFLOP/image | achieved GFLOP/s | vs matmul |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    lines = [f"| {r['method']} | {r['size']} | {r['batch']} | {r['layout']} | {r['images_per_s']:.1f} | "
+             f"{r['megapixels_per_s']:.2f} | {r.get('gflop_per_image', float('nan')):.2f} | "
+             f"{r.get('achieved_gflops', float('nan')):.1f} | {r.get('fraction_of_matmul', float('nan')):.0%} |"
+             for r in rows]
+    per_image = {}
+    for r in rows:
+        if r["layout"] == "default":
+            per_image.setdefault((r["method"], r["size"]), {})[r["batch"]] = r["images_per_s"]
+    ratio_lines = ["", "Batch 8 vs batch 1 (images/s ratio, default layout; >= 1 means batching is not slower per image):",
+                   ""] + [f"- {m} @ {s}: {v[8] / v[1]:.2f}x" for (m, s), v in per_image.items()]
+    args.out.write_text("\n".join(header + lines + ratio_lines) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps({"matmul_gflops": peak, "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
