@@ -122,8 +122,8 @@ def main() -> None:
     for r in rows:
         if r["layout"] == "default":
             per_image.setdefault((r["method"], r["size"]), {})[r["batch"]] = r["images_per_s"]
-    ratio_lines = ["", "Batch 8 vs batch 1 (images/s ratio, default layout; >= 1 means batching is not slower per image):",
-                   ""] + [f"- {m} @ {s}: {v[8] / v[1]:.2f}x" for (m, s), v in per_image.items()]
+    ratio_lines = ["", "Batch 8 vs batch 1 (images/s ratio, default layout; >= 1: batching not slower per image):", ""]
+    ratio_lines += [f"- {m} @ {s}: {v[8] / v[1]:.2f}x" for (m, s), v in per_image.items()]
     args.out.write_text("\n".join(header + lines + ratio_lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps({"matmul_gflops": peak, "rows": rows}, indent=2))
     print(f"wrote {args.out}")
