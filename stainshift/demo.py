@@ -20,6 +20,7 @@ from stainshift.data.datasets import domain_dataset
 from stainshift.data.inspect import DomainReport, inspect_domain
 from stainshift.data.simulate import simulate
 from stainshift.data.splits import domain_split
+from stainshift.errors import StainshiftError
 from stainshift.project import DomainConfig, Project, save_project
 from stainshift.tracking import tracked_run
 
@@ -104,6 +105,8 @@ def run_demo(workdir: str | Path = "stainshift-demo", quick: bool = False, progr
 
     start = time.perf_counter()
     workdir = Path(workdir).resolve()
+    if workdir.exists() and not workdir.is_dir():
+        raise StainshiftError(f"{workdir}: --workdir is a file; pass a folder (it is created if missing)")
     settings = settings or DemoSettings.preset(quick, seed)
     simulate(workdir / "data", hospitals=[TARGET, SOURCE], per_class=settings.per_class, size=settings.size,
              seed=seed, progress=progress)

@@ -108,3 +108,20 @@ def test_split_with_corrupt_file_then_skip_bad(project_dir, capsys):
     assert code == 2 and "cut.bmp" in err and "--skip-bad" in err and err.count("\n") == 1
     code, _, err = run(capsys, "domains", "split", "hgtp", "--skip-bad")
     assert code == 0 and "cut.bmp" in err and "warning" in err
+
+
+def test_simulate_command(tmp_path, capsys):
+    code, out, _ = run(capsys, "simulate", "--out", str(tmp_path / "sim"), "--hospitals", "clinic,site3",
+                       "--per-class", "1", "--size", "32")
+    assert code == 0 and "2 hospitals" in out
+    assert (tmp_path / "sim" / "pairs.csv").exists() and (tmp_path / "sim" / "site3" / "lymphocyte").is_dir()
+    code, _, err = run(capsys, "simulate", "--out", str(tmp_path / "bad"), "--per-class", "0")
+    assert code == 2 and "per" in err and err.count("\n") == 1 and not (tmp_path / "bad").exists()
+    code, _, err = run(capsys, "simulate", "--out", str(tmp_path / "bad"), "--hospitals", "clinic,mars")
+    assert code == 2 and "mars" in err
+
+
+def test_demo_command_refuses_a_file_as_workdir(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    code, _, err = run(capsys, "demo", "--quick", "--workdir", str(tmp_path / "f"))
+    assert code == 2 and "is a file" in err
