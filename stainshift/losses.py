@@ -62,3 +62,37 @@ class GANLoss(nn.Module):
 def l1_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean absolute error in float32."""
     return F.l1_loss(a.float(), b.float())
+
+
+class FocalLoss(nn.Module):
+    """Focal loss for classification (Lin et al. 2017): ``-alpha_t (1 - p_t)^gamma log p_t``, averaged.
+
+    Well-classified examples (p_t near 1) are down-weighted so training concentrates on hard and rare ones;
+    ``gamma=0`` without ``alpha`` is cross-entropy. ``alpha`` is an optional per-class weight (sequence or tensor
+    of length n_classes). ``reduction``: ``mean`` (over examples, as in the paper), ``sum`` or ``none``.
+    Computed in float32 from ``log_softmax``, so large logits neither overflow nor give log(0).
+    """
+
+    def __init__(self, gamma: float = 2.0, alpha: torch.Tensor | Sequence[float] | None = None,
+                 reduction: str = "mean") -> None:
+        super().__init__()
+        if gamma < 0:
+            raise ValueError(f"focal loss gamma must be >= 0 (got {gamma})")
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"unknown reduction {reduction!r} (valid: mean, sum, none)")
+        self.gamma, self.reduction = float(gamma), reduction
+        self.register_buffer("alpha", None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        log_p = F.log_softmax(logits.float(), dim=1).gather(1, target.long().unsqueeze(1)).squeeze(1)
+        loss = -log_p
+        if self.gamma:
+            loss = loss * (-torch.expm1(log_p)).clamp(min=0.0).pow(self.gamma)  # (1 - p_t)^gamma, precise near 1
+        if self.alpha is not None:
+            loss = loss * self.alpha.to(loss.device)[target]
+        if self.reduction == "mean":
+            return loss.mean()
+        return loss.sum() if self.reduction == "sum" else loss
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, alpha={None if self.alpha is None else self.alpha.tolist()}"

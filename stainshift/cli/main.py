@@ -6,10 +6,10 @@ import argparse
 import sys
 import warnings
 
-from stainshift.cli import demo, domains, harmonize, simulate, train
+from stainshift.cli import classify, demo, domains, harmonize, simulate, train
 from stainshift.errors import StainshiftError
 
-COMMAND_GROUPS = (demo, simulate, domains, train, harmonize)
+COMMAND_GROUPS = (demo, simulate, domains, train, harmonize, classify)
 
 
 def common_options() -> argparse.ArgumentParser:
