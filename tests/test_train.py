@@ -13,11 +13,12 @@ import mlflow
 import pytest
 import torch
 
+from stainshift.data.domains import Sample
 from stainshift.data.simulate import simulate
 from stainshift.errors import StainshiftError
 from stainshift.project import DomainConfig, Project, save_project
 from stainshift.train.checkpoints import load
-from stainshift.train.loop import TrainRequest, train
+from stainshift.train.loop import TrainRequest, class_weights, epoch_plan, train
 
 TINY = {"ngf": 4, "ndf": 4, "n_blocks": 1, "crop_size": 32, "load_size": 32, "batch_size": 1, "epochs_decay": 0}
 
@@ -135,3 +136,19 @@ def test_ddp_gloo_two_processes(project):
     config = json.loads((run / "config.json").read_text())
     assert config["world_size"] == 2
     assert load(run / "last.pt", "training state", "")["epoch"] == 2
+
+
+def test_epoch_plan_runs_over_the_right_domain_and_balances_classes():
+    uniform_src, uniform_dst = torch.ones(5, dtype=torch.float64), torch.ones(8, dtype=torch.float64)
+    pairs = epoch_plan(uniform_src, uniform_dst, seed=0, epoch=1)
+    assert len(pairs) == 5 and sorted(p[0] for p in pairs) == list(range(5))  # one item per source image
+    target_only = epoch_plan(uniform_src, uniform_dst, seed=0, epoch=1, over_target=True)
+    assert len(target_only) == 8 and sorted(p[1] for p in target_only) == list(range(8))
+    assert epoch_plan(uniform_src, uniform_dst, seed=0, epoch=2) != pairs
+    assert epoch_plan(uniform_src, uniform_dst, seed=0, epoch=1) == pairs
+    # class-balanced: a class with 1 image of 10 is drawn about half the time, not a tenth
+    labels = ["rare"] + ["common"] * 9
+    weights = class_weights([Sample(str(i), lab, Path(str(i)), None) for i, lab in enumerate(labels)], balanced=True)
+    many = epoch_plan(torch.ones(2000, dtype=torch.float64), weights, seed=0, epoch=1)
+    share = sum(p[1] == 0 for p in many) / len(many)
+    assert 0.4 < share < 0.6

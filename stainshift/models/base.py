@@ -174,6 +174,8 @@ class TranslationModel(nn.Module):
 
     name: ClassVar[str]
     options_type: ClassVar[type[ModelOptions]]
+    # True for models that learn from target images alone (an epoch then runs over the target's train split)
+    target_only: ClassVar[bool] = False
 
     def __init__(self, options: ModelOptions) -> None:
         super().__init__()

@@ -77,6 +77,7 @@ class ColorizationGAN(TranslationModel):
     """pix2pix L -> ab on the target domain; ``train_step`` uses only ``batch["dst"]``."""
 
     name = "colorization"
+    target_only = True
     options_type = ColorizationOptions
     options: ColorizationOptions
 

@@ -107,16 +107,24 @@ def class_weights(samples: Sequence[Sample], balanced: bool) -> torch.Tensor:
     return torch.tensor([1.0 / counts[s.label] for s in samples], dtype=torch.float64)
 
 
-def epoch_plan(src_weights: torch.Tensor, dst_weights: torch.Tensor, seed: int, epoch: int
-               ) -> list[tuple[int, int, int]]:
-    """The (source, target, augmentation seed) triples of one epoch: one item per source image."""
+def _draw(weights: torch.Tensor, n: int, gen: torch.Generator, permute: bool) -> torch.Tensor:
+    """``n`` indices: a permutation when ``permute`` and the weights are uniform, else weighted draws."""
+    if permute and bool((weights == weights[0]).all()):
+        return torch.randperm(n, generator=gen)
+    return torch.multinomial(weights, n, replacement=True, generator=gen)
+
+
+def epoch_plan(src_weights: torch.Tensor, dst_weights: torch.Tensor, seed: int, epoch: int,
+               over_target: bool = False) -> list[tuple[int, int, int]]:
+    """The (source, target, augmentation seed) triples of one epoch.
+
+    One item per source image (per target image for models that learn from the target alone); the other side is
+    drawn at random. Class-balanced weights turn the permutation into weighted draws.
+    """
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    n = len(src_weights)
-    if bool((src_weights == src_weights[0]).all()):
-        src = torch.randperm(n, generator=gen)
-    else:
-        src = torch.multinomial(src_weights, n, replacement=True, generator=gen)
-    dst = torch.multinomial(dst_weights, n, replacement=True, generator=gen)
+    n = len(dst_weights) if over_target else len(src_weights)
+    src = _draw(src_weights, n, gen, permute=not over_target)
+    dst = _draw(dst_weights, n, gen, permute=over_target)
     aug = torch.randint(0, 2**31 - 1, (n,), generator=gen)
     return list(zip(src.tolist(), dst.tolist(), aug.tolist(), strict=True))
 
@@ -256,7 +264,7 @@ class Trainer:
     def _loader(self, epoch: int) -> DataLoader:
         r = self.request
         plan = epoch_plan(class_weights(self.src_train, r.balanced), class_weights(self.dst_train, r.balanced),
-                          r.seed, epoch)
+                          r.seed, epoch, over_target=self.model.target_only)
         plan = plan[self.dist.rank::self.dist.world]
         # with a project cell diameter, scale harmonization sets the size; otherwise load_size does (reference way)
         load_size = None if self.project.cell_diameter else self.options.load_size
