@@ -40,13 +40,20 @@ _API = {
     "train": "stainshift.train.loop",
     "HarmonizeRequest": "stainshift.harmonize",
     "harmonize": "stainshift.harmonize",
+    "select_epoch": "stainshift.select",
+    "Selection": "stainshift.select",
+    "ClassifierRequest": "stainshift.classify.train",
+    "train_classifier": "stainshift.classify.train",
+    "finetune_classifier": "stainshift.classify.train",
+    "load_classifier": "stainshift.classify.models",
+    "evaluate_classifier": "stainshift.classify.evaluate",
     "run_demo": "stainshift.demo",
 }
 
 __all__ = sorted(_API)
 
 
-_RENAMED = {"build_normalizer": "build"}
+_RENAMED = {"build_normalizer": "build", "evaluate_classifier": "evaluate"}
 
 
 def __getattr__(name: str):

@@ -19,8 +19,8 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], cell: int = 128, gap: int =
     for r, row in enumerate(rows):
         y = gap + r * (cell + gap)
         if row_labels:
-            cv2.putText(grid, row_labels[r][:14], (4, y + cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
-                        cv2.LINE_AA)
+            text = row_labels[r][:label_width // 8]
+            cv2.putText(grid, text, (4, y + cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         for c, image in enumerate(row):
             x = left + gap + c * (cell + gap)
             grid[y:y + cell, x:x + cell] = cv2.resize(np.ascontiguousarray(image), (cell, cell),

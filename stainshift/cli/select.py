@@ -1,0 +1,66 @@
+"""``stainshift select``: score every kept epoch of a training run and choose the one ``--epoch best`` will use."""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLE = """examples:
+  stainshift select --src hgtp --dst clinic --classifier clinic-resnet18     # a classifier run name or model.pt
+  stainshift select --src hgtp --dst clinic --rule label-free                # no classifier, no labels
+  stainshift select --src hgtp --dst clinic --classifier model.pt --ssim-min 0.7 --run-id cpu-s0-20250101-120000
+then: stainshift harmonize --src hgtp --dst clinic --method cyclegan --epoch best
+Scores the SOURCE validation split translated by each kept epoch: target-classifier accuracy / macro-F1, SSIM to the
+input (structure), colour distance and feature Frechet distance to the target's validation split. Rules:
+labelled (default with --classifier): best macro-F1 among epochs with SSIM >= --ssim-min, ties -> colour distance;
+label-free: lowest feature Frechet distance (colour distance without a classifier) under the same SSIM minimum.
+Writes selected.json, selection.csv and selection.png in the run folder (and mlflow tags when the run is tracked)."""
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give an SSIM between 0 and 1, e.g. 0.75")
+    return value
+
+
+def add_parser(sub, common: argparse.ArgumentParser) -> None:
+    from stainshift.select import DEFAULT_SSIM_MIN, RULES
+
+    p = sub.add_parser("select", parents=[common], help="choose the best kept epoch of a translation run",
+                       description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--src", required=True, help="source domain (translated)")
+    p.add_argument("--dst", required=True, help="target domain")
+    p.add_argument("--method", default="cyclegan", choices=["cyclegan", "colorization"])
+    p.add_argument("--classifier", metavar="PATH",
+                   help="target-domain classifier: model.pt, its run folder, or a run name under runs/classifiers/")
+    p.add_argument("--rule", choices=RULES, help="labelled (needs --classifier; the default with one) or label-free")
+    p.add_argument("--ssim-min", type=_fraction, default=DEFAULT_SSIM_MIN,
+                   help=f"minimum structure SSIM to the input for an epoch to be selectable (default "
+                        f"{DEFAULT_SSIM_MIN})")
+    p.add_argument("--run-id", help="which training run (default: the latest)")
+    p.add_argument("--max-images", type=int, help="at most this many validation images per domain (default: all)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--no-track", action="store_true", help="do not log the choice to the run's mlflow run")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from stainshift.project import load_project
+    from stainshift.select import format_table, select_epoch
+
+    selection = select_epoch(load_project(args.project), args.src, args.dst, method=args.method,
+                             classifier=args.classifier, rule=args.rule, ssim_min=args.ssim_min, run_id=args.run_id,
+                             max_images=args.max_images, progress=not args.quiet, device=args.device,
+                             track=not args.no_track)
+    if not args.quiet:
+        print(format_table(selection))
+    fallback = " (FALLBACK: no epoch reached the SSIM minimum)" if selection.fallback else ""
+    print(f"selected epoch {selection.epoch} of {selection.run_dir.name} by the {selection.rule} rule{fallback}: "
+          f"{selection.reason}")
+    if not args.quiet:
+        print(f"written: {selection.files['selected']}; next: stainshift harmonize --src {args.src} --dst {args.dst} "
+              f"--method {args.method} --epoch best")
+    return 0

@@ -1,0 +1,543 @@
+"""``select``: score every kept epoch of a learned translation run and pick one by a documented rule.
+
+A CycleGAN's translations change with training: early epochs under-translate the colours, late epochs start to
+alter cell morphology (Pérez et al. compared epochs 10 / 15 / 20 / 25 / 200 for that reason; on 2 CPU cores with
+small data the best classifier accuracy came at epochs 2-3 and fell after). Nothing here defaults to the last epoch.
+
+What is measured, for every kept epoch ``epochs/epoch_NNN.pt`` of the latest (or ``run_id``) run, on the SOURCE
+domain's *validation* split only (the GAN trained on the source train split; the test split stays untouched):
+
+- images are loaded as a classifier's dataset loads them: rescaled by the domain's scale factor (the project's common
+  cell diameter), then centre-cropped (or reflect-padded) to the classifier's ``input_size`` (without a classifier:
+  the run's training ``crop_size``); the translator is fully convolutional and runs on these crops in memory;
+- ``accuracy`` and ``macro_f1`` of the target-domain classifier on the translated images (classes matched by name;
+  images of classes the classifier lacks are left out; macro-F1 averages the classes present in the labels);
+- ``ssim``: structure preservation, the mean SSIM between the grayscale input and grayscale output (window 11),
+  after a Gaussian blur of :data:`SSIM_BLUR` px on both (see "threshold" below);
+- ``color``: colour distance to the target domain, the sliced Wasserstein-1 distance (64 directions, L*a*b* units)
+  between pixels sampled from the translated images and from the TARGET's validation split;
+- ``fd``: the Frechet distance between the classifier's penultimate features of the translated images and of the
+  target's validation images (Ledoit-Wolf covariances, so it is defined for small splits; see
+  :func:`stainshift.metrics.frechet_distance`). A true Inception FID is not computed (no network download); a
+  TorchScript feature extractor passed by the user could be plugged in where the classifier's ``features`` is used.
+
+Epoch 0 is the untranslated images: a reference row, never selectable.
+
+Rules (``rule``; default: ``labelled`` when a classifier is given, the source's labels being its class folders;
+``label-free`` otherwise):
+
+- ``labelled``: maximize macro-F1 among the epochs with ``ssim >= ssim_min``; epochs within ``tie_tol`` (absolute)
+  of the best macro-F1 are tied, and the tie goes to the lowest colour distance, then the earliest epoch. By default
+  ``tie_tol`` is the binomial standard error of the best score, ``sqrt(f (1 - f) / n)`` for ``n`` labelled images
+  (at least 0.01): with 60 validation images and F1 near 0.7 that is 0.06, so differences of a few images, which are
+  noise, do not decide and the colour distance does;
+- ``label-free``: minimize the feature Frechet distance among the epochs with ``ssim >= ssim_min`` (no labels
+  needed; without a classifier there are no features and the colour distance is minimized instead); values within
+  ``tie_tol`` *relative* to the best (default 0.01) are tied, and ties go to the lowest colour distance, then the
+  earliest epoch;
+- if no epoch reaches ``ssim_min``, the epoch with the highest SSIM is picked and the result says so
+  (``fallback: true``), as does ``stainshift select``.
+
+Threshold: ``ssim_min`` defaults to :data:`DEFAULT_SSIM_MIN` = 0.75, on SSIM after a :data:`SSIM_BLUR` = 1 px
+Gaussian blur (mean over the validation images). Measured on 96 px crops with cells scaled to 64 px (plain SSIM in
+brackets):
+
+- simulator, a *perfect* translation (the same cell rendered by the target hospital): 0.93 / 0.92 / 0.99 for
+  hgtp / site3 / site4 -> clinic (0.89 / 0.88 / 0.97); a *different* cell of the same class: 0.57 (0.53);
+- real jtsc_tecom -> PBC validation images (60): Reinhard 0.93 (0.93), Macenko 0.94 (0.93), histogram matching 0.77
+  (0.70); the ``cpu``-preset CycleGAN at epochs 1 / 2 / 3 / 4: 0.82 / 0.86 / 0.81 / 0.80 (0.63 / 0.72 / 0.68 /
+  0.68), epochs that lift a PBC-trained CNN from 0.17 accuracy on the raw images to 0.63 / 0.65 / 0.58 / 0.55;
+  epoch 5, whose samples show most nuclei erased and dark red cells painted in, 0.57 (0.47), accuracy 0.55,
+  macro-F1 0.24 - yet the lowest colour distance of all (3.10 vs 3.27 at epoch 4); a different cell of the same
+  class 0.48 (0.43).
+
+Colour-only methods and the GAN's useful epochs stay at 0.77 or above; broken morphology scores like a swapped cell,
+about 0.5-0.57. 0.75 is just below the former. Without the blur, SSIM mostly measures how a GAN re-renders pixel
+noise, JPEG blocks and texture (its useful epochs scored 0.63-0.72, below histogram matching), not morphology.
+SSIM depends on the scale: with other crop sizes or cell diameters, check the table of a first run and pass
+``ssim_min`` accordingly.
+
+Outputs in the run folder: ``selected.json`` (``epoch``, ``rule``, ``ssim_min``, ``scores`` per epoch, ``classifier``,
+``created``, ``fallback``, ``reason``; read by ``harmonize --epoch best``), ``selection.csv``, ``selection.png``
+(metrics vs epoch), each ``manifest.json`` epoch entry gains a ``selection`` dict (a training run still in progress
+rewrites its manifest at the next epoch: select again when it has finished), and, when ``config.json`` has an
+``mlflow_run_id``, that mlflow run gets tags ``stainshift.selected_epoch`` / ``stainshift.selection_rule``, metrics
+``select_<metric>`` with ``step=epoch`` and the three files as artifacts under ``selection/``.
+
+    >>> sel = select_epoch(project, "hgtp", "clinic", classifier="runs/classifiers/clinic/model.pt")
+    >>> sel.epoch, sel.rule
+    (3, 'labelled')
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from stainshift.atomic import atomic_path, atomic_write_text
+from stainshift.data.datasets import load_cell, to_tensor
+from stainshift.data.domains import Sample
+from stainshift.data.scale import scale_factor
+from stainshift.data.splits import samples_in
+from stainshift.errors import StainshiftError
+from stainshift.harmonize import kept_epochs, load_translator
+from stainshift.metrics import (
+    frechet_distance,
+    lab_pixels,
+    random_directions,
+    sorted_projections,
+    ssim_gray,
+    wasserstein_1d_sorted,
+)
+from stainshift.project import Project
+from stainshift.train.loop import fixed_samples, latest_run, pair_dir, resolve_device
+
+RULES = ("labelled", "label-free")
+DEFAULT_SSIM_MIN = 0.75
+SSIM_BLUR = 1.0          # px: Gaussian blur before SSIM (morphology, not pixel noise or GAN texture)
+DEFAULT_TIE_TOL = 0.01
+PIXELS_PER_IMAGE = 1024  # L*a*b* pixels sampled per image for the colour distance
+N_PROJECTIONS = 64       # directions of the sliced Wasserstein distance
+METRICS = {  # column -> (label, higher is better)
+    "accuracy": ("accuracy", True),
+    "macro_f1": ("macro-F1", True),
+    "ssim": ("SSIM to input", True),
+    "color": ("colour distance to target (SW1, L*a*b*)", False),
+    "fd": ("feature Frechet distance to target", False),
+}
+PLOT_TITLES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "ssim": "SSIM to input (structure)",
+               "color": "colour distance to target", "fd": "feature Frechet distance"}
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """What selection needs from a target-domain classifier (``stainshift.classify.models.load_classifier``)."""
+
+    classes: Sequence[str]
+    input_size: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, len(classes)) for B x 3 x input_size x input_size float images in [0, 1]."""
+        ...
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (B, D) for the same input."""
+        ...
+
+
+@dataclass
+class EpochScores:
+    """The scores of one epoch (0: the untranslated images)."""
+
+    epoch: int
+    n_images: int
+    ssim: float
+    color: float
+    fd: float | None = None
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    n_labelled: int | None = None  # images whose class the classifier knows (accuracy and macro-F1 are over these)
+    seconds: float = 0.0
+
+    @property
+    def selectable(self) -> bool:
+        return self.epoch > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        row = dataclasses.asdict(self)
+        row["selectable"] = self.selectable
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
+
+
+@dataclass(frozen=True)
+class Choice:
+    epoch: int
+    rule: str
+    primary: str      # the metric the rule optimized: macro_f1, fd or color
+    fallback: bool    # no epoch reached ssim_min: the highest-SSIM epoch was taken
+    reason: str
+    tie_tol: float | None = None  # the tolerance used (None: fallback, no ranking)
+
+
+@dataclass
+class Selection:
+    """The outcome of :func:`select_epoch`."""
+
+    run_dir: Path
+    epoch: int
+    rule: str
+    ssim_min: float
+    scores: list[EpochScores]
+    classifier: str | None
+    fallback: bool
+    reason: str
+    primary: str
+    tie_tol: float | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def row(self, epoch: int) -> EpochScores:
+        return next(s for s in self.scores if s.epoch == epoch)
+
+
+# -- the rule -----------------------------------------------------------------------------------------------------
+def choose_epoch(scores: Sequence[EpochScores], rule: str, ssim_min: float = DEFAULT_SSIM_MIN,
+                 tie_tol: float | None = None) -> Choice:
+    """Apply ``rule`` (see the module docstring) to a score table; epoch 0 rows are ignored."""
+    if rule not in RULES:
+        raise StainshiftError(f"unknown rule '{rule}'; use one of {', '.join(RULES)}")
+    candidates = [s for s in scores if s.selectable]
+    if not candidates:
+        raise StainshiftError("no kept epoch to choose from; train with --keep-epochs first")
+    if rule == "labelled":
+        if any(s.macro_f1 is None for s in candidates):
+            raise StainshiftError("the labelled rule needs a target-domain classifier (pass --classifier PATH) "
+                                  "or use --rule label-free")
+        primary = "macro_f1"
+    else:
+        primary = "fd" if all(s.fd is not None for s in candidates) else "color"
+
+    def value(s: EpochScores) -> float:
+        v = getattr(s, primary)
+        return float("nan") if v is None else float(v)
+
+    passing = [s for s in candidates if s.ssim >= ssim_min]
+    if not passing:
+        best = max(candidates, key=lambda s: (s.ssim, -s.epoch))
+        return Choice(best.epoch, rule, primary, True,
+                      f"no epoch reaches SSIM >= {ssim_min:.2f}; took epoch {best.epoch}, the most structure-"
+                      f"preserving one (SSIM {best.ssim:.3f}): inspect its samples or train differently")
+    finite = [s for s in passing if math.isfinite(value(s))]
+    if not finite:
+        raise StainshiftError(f"no epoch has a finite {primary} score; check the classifier and the data")
+    if primary == "macro_f1":
+        best = max(finite, key=value)
+        top = value(best)
+        if tie_tol is None:
+            n = best.n_labelled or best.n_images
+            tie_tol = max(DEFAULT_TIE_TOL, math.sqrt(max(top * (1 - top), 0.0) / max(n, 1)))
+        tied = [s for s in finite if value(s) >= top - tie_tol]
+    else:
+        top = min(value(s) for s in finite)
+        tie_tol = DEFAULT_TIE_TOL if tie_tol is None else tie_tol
+        tied = [s for s in finite if value(s) <= top + tie_tol * abs(top)]
+    pick = min(tied, key=lambda s: (s.color, s.epoch))
+    label = METRICS[primary][0]
+    best_word = "highest" if primary == "macro_f1" else "lowest"
+    reason = (f"{best_word} {label} ({value(pick):.4g}) among {len(passing)} of {len(candidates)} epochs with "
+              f"SSIM >= {ssim_min:.2f}")
+    if len(tied) > 1:
+        reason += f"; {len(tied)} epochs tied within {tie_tol:.3g}, lowest colour distance wins"
+    return Choice(pick.epoch, rule, primary, False, reason, tie_tol)
+
+
+# -- loading ------------------------------------------------------------------------------------------------------
+def _classifier(project: Project, classifier: Classifier | str | Path | None, device: torch.device
+                ) -> tuple[Classifier | None, str]:
+    """The classifier object (loaded lazily from a file, a classifier run folder or a run name) and its name."""
+    if classifier is None:
+        return None, ""
+    name = ""
+    if isinstance(classifier, str | Path):
+        try:
+            from stainshift.classify import models
+        except ImportError as exc:
+            raise StainshiftError(f"cannot load classifiers in this installation ({exc})") from None
+        find = getattr(models, "find_classifier", None)
+        path = find(project.runs, classifier) if find is not None else Path(classifier)
+        classifier, name = models.load_classifier(path), str(path)
+    missing = [a for a in ("classes", "input_size", "forward", "features") if not hasattr(classifier, a)]
+    if missing:
+        raise StainshiftError(f"{type(classifier).__name__} is not a classifier: it lacks {', '.join(missing)}")
+    if isinstance(classifier, nn.Module):
+        classifier = classifier.to(device).eval()
+    return classifier, name or getattr(classifier, "name", None) or type(classifier).__name__
+
+
+def _load(samples: Sequence[Sample], scale: float, size: int) -> torch.Tensor:
+    return torch.stack([to_tensor(load_cell(s.path, scale, size)) for s in samples])
+
+
+def _subset(samples: list[Sample], max_images: int | None) -> list[Sample]:
+    """All samples, or ``max_images`` of them taken class by class in turn (always the same ones)."""
+    if max_images is None or len(samples) <= max_images:
+        return samples
+    return fixed_samples(samples, max_images)
+
+
+def _batches(x: torch.Tensor, size: int) -> list[torch.Tensor]:
+    return [x[i:i + size] for i in range(0, len(x), size)]
+
+
+def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    labels = sorted(set(y_true.tolist()))
+    return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+
+
+class _Scorer:
+    """Scores batches of (translated) source images against the target validation split."""
+
+    def __init__(self, classifier: Classifier | None, labels: np.ndarray | None, target: torch.Tensor,
+                 device: torch.device, batch_size: int) -> None:
+        self.classifier, self.labels, self.device, self.batch_size = classifier, labels, device, batch_size
+        self.directions = random_directions(3, N_PROJECTIONS, seed=0)
+        target_lab = torch.cat([lab_pixels(b, PIXELS_PER_IMAGE, seed=1, first_index=i * batch_size)
+                                for i, b in enumerate(_batches(target, batch_size))])
+        self.target_proj = sorted_projections(target_lab, self.directions)  # sorted once, reused for every epoch
+        self.target_feats = self._features(target) if classifier is not None else None
+
+    @torch.inference_mode()
+    def _features(self, x: torch.Tensor) -> np.ndarray:
+        assert self.classifier is not None
+        out = [self.classifier.features(b.to(self.device)).flatten(1).float().cpu() for b in _batches(x, 64)]
+        return torch.cat(out).numpy()
+
+    @torch.inference_mode()
+    def score(self, epoch: int, source: torch.Tensor, translator: nn.Module | None) -> EpochScores:
+        start = time.perf_counter()
+        ssims, labs, feats, preds = [], [], [], []
+        for i, batch in enumerate(_batches(source, self.batch_size)):
+            batch = batch.to(self.device)
+            out = batch if translator is None else translator(batch).float().clamp(0, 1)
+            ssims.append(ssim_gray(batch, out, blur_sigma=SSIM_BLUR).cpu())
+            labs.append(lab_pixels(out, PIXELS_PER_IMAGE, seed=0, first_index=i * self.batch_size))
+            if self.classifier is not None:
+                feats.append(self.classifier.features(out).flatten(1).float().cpu())
+                logits = self.classifier(out) if isinstance(self.classifier, nn.Module) else \
+                    self.classifier.forward(out)
+                preds.append(logits.argmax(1).cpu())
+        color = wasserstein_1d_sorted(sorted_projections(torch.cat(labs), self.directions), self.target_proj)
+        row = EpochScores(epoch, len(source), float(torch.cat(ssims).mean()), float(color.mean()))
+        if self.classifier is not None:
+            assert self.target_feats is not None
+            row.fd = frechet_distance(torch.cat(feats).numpy(), self.target_feats)
+            if self.labels is not None:
+                predicted, known = torch.cat(preds).numpy(), self.labels >= 0
+                if known.any():
+                    row.accuracy = float((predicted[known] == self.labels[known]).mean())
+                    row.macro_f1 = _macro_f1(self.labels[known], predicted[known])
+                    row.n_labelled = int(known.sum())
+        row.seconds = round(time.perf_counter() - start, 3)
+        return row
+
+
+def _original_note(scores: Sequence[EpochScores], choice: Choice) -> str:
+    """A warning text when the untranslated images beat the chosen epoch on the rule's own metric."""
+    original = next((s for s in scores if not s.selectable), None)
+    picked = next(s for s in scores if s.epoch == choice.epoch)
+    if original is None or choice.fallback:
+        return ""
+    before, after = getattr(original, choice.primary), getattr(picked, choice.primary)
+    if before is None or after is None:
+        return ""
+    tol = choice.tie_tol or 0.0
+    worse = after < before - tol if choice.primary == "macro_f1" else after > before + tol * abs(before)
+    if not worse:
+        return ""
+    return (f"; note: the untranslated images score better ({METRICS[choice.primary][0]} {before:.4g} vs "
+            f"{after:.4g}): no kept epoch helps by this measure")
+
+
+# -- the whole selection ------------------------------------------------------------------------------------------
+def _run_dir(project: Project, src: str, dst: str, method: str, run_id: str | None) -> Path:
+    base = pair_dir(project, src, dst, method)
+    run = base / run_id if run_id else latest_run(project, src, dst, method)
+    if run is None or not run.is_dir():
+        what = f"run '{run_id}'" if run_id else "trained run"
+        raise StainshiftError(f"no {method} {what} for {src} -> {dst} under {base}; train one with "
+                              f"`stainshift train {method} --src {src} --dst {dst}`")
+    if not kept_epochs(run):
+        raise StainshiftError(f"{run}: no kept epoch files (epochs/epoch_NNN.pt) to select from; train with "
+                              "--keep-epochs, e.g. 1,2,3,5,10")
+    return run
+
+
+def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
+                 classifier: Classifier | str | Path | None = None, rule: str | None = None,
+                 ssim_min: float = DEFAULT_SSIM_MIN, run_id: str | None = None, max_images: int | None = None,
+                 progress: bool = True, tie_tol: float | None = None, batch_size: int = 16,
+                 device: str = "auto", track: bool = True) -> Selection:
+    """Score every kept epoch of the latest (or ``run_id``) ``method`` run of ``src -> dst`` and pick one.
+
+    ``classifier``: a target-domain classifier (path for ``load_classifier``, or an object following
+    :class:`Classifier`), or None. ``rule``: ``labelled``, ``label-free`` or None (``labelled`` when a classifier is
+    given). ``max_images`` caps the images taken from each validation split (class by class). Writes
+    ``selected.json``, ``selection.csv``, ``selection.png`` and the manifest / mlflow updates (``track=False``: no
+    mlflow); see the module docstring.
+    """
+    if rule is not None and rule not in RULES:
+        raise StainshiftError(f"unknown rule '{rule}'; use one of {', '.join(RULES)}")
+    if not 0.0 <= ssim_min <= 1.0:
+        raise StainshiftError(f"ssim_min={ssim_min}: pass an SSIM threshold between 0 and 1 (default "
+                              f"{DEFAULT_SSIM_MIN})")
+    if max_images is not None and max_images < 2:
+        raise StainshiftError(f"max_images={max_images}: pass at least 2 images per split (or none for all)")
+    if rule == "labelled" and classifier is None:
+        raise StainshiftError("the labelled rule needs a target-domain classifier: pass --classifier PATH, or use "
+                              "--rule label-free")
+    project.domain(src), project.domain(dst)
+    run = _run_dir(project, src, dst, method, run_id)
+    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+    dev = resolve_device(device)
+    model, classifier_name = _classifier(project, classifier, dev)
+    rule = rule or ("labelled" if model is not None else "label-free")
+
+    src_val = _subset(samples_in(project, src, "val"), max_images)
+    dst_val = _subset(samples_in(project, dst, "val"), max_images)
+    for domain, val in ((src, src_val), (dst, dst_val)):
+        if not val:
+            raise StainshiftError(f"domain '{domain}' has no validation images; give it more images per class or "
+                                  "a larger validation fraction (split = [train, val, test] in the project file)")
+    labels = None
+    if model is not None:
+        classes = list(model.classes)
+        labels = np.asarray([classes.index(s.label) if s.label in classes else -1 for s in src_val])
+        if (labels < 0).all() and rule == "labelled":
+            raise StainshiftError(
+                f"the classifier's classes ({', '.join(classes)}) do not overlap the classes of '{src}' "
+                f"({', '.join(sorted({s.label for s in src_val}))}); pass a classifier of the same classes, or "
+                "--rule label-free")
+        size = int(model.input_size)
+    else:
+        size = int(config.get("options", {}).get("crop_size", 0)) or 96
+    source = _load(src_val, scale_factor(project, src), size)
+    target = _load(dst_val, scale_factor(project, dst), size)
+    if size < 11:
+        raise StainshiftError(f"images of {size} px are too small for SSIM (window 11)")
+    scorer = _Scorer(model, labels, target, dev, batch_size)
+
+    epochs = kept_epochs(run)
+    scores = [scorer.score(0, source, None)]
+    for epoch in tqdm(epochs, desc=f"select {method}", unit="epoch", disable=not progress):
+        translator = load_translator(run / "epochs" / f"epoch_{epoch:03d}.pt").to(dev)
+        scores.append(scorer.score(epoch, source, translator))
+    choice = choose_epoch(scores, rule, ssim_min, tie_tol)
+    reason = choice.reason + _original_note(scores, choice)
+    selection = Selection(run, choice.epoch, rule, ssim_min, scores, classifier_name or None, choice.fallback,
+                          reason, choice.primary, choice.tie_tol)
+    if reason != choice.reason or choice.fallback:
+        warnings.warn(f"{run.name}: {reason}", stacklevel=2)
+    _write(selection, config, project, track, {"src": len(src_val), "dst": len(dst_val), "size": size,
+                                               "tie_tol": choice.tie_tol, "ssim_blur": SSIM_BLUR})
+    return selection
+
+
+# -- outputs ------------------------------------------------------------------------------------------------------
+def _write(sel: Selection, config: dict[str, Any], project: Project, track: bool, extra: dict[str, Any]) -> None:
+    run = sel.run_dir
+    rows = [s.as_dict() for s in sel.scores]
+    record = {"epoch": sel.epoch, "rule": sel.rule, "ssim_min": sel.ssim_min, "scores": rows,
+              "classifier": sel.classifier, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+              "primary": sel.primary, "fallback": sel.fallback, "reason": sel.reason, "run_id": run.name,
+              "n_images": {"src": extra["src"], "dst": extra["dst"]}, "image_size": extra["size"],
+              "tie_tol": extra["tie_tol"], "ssim_blur": extra["ssim_blur"]}
+    sel.files["selected"] = run / "selected.json"
+    atomic_write_text(sel.files["selected"], json.dumps(record, indent=2))
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    sel.files["csv"] = run / "selection.csv"
+    atomic_write_text(sel.files["csv"], buffer.getvalue())
+
+    sel.files["plot"] = run / "selection.png"
+    plot_selection(sel, sel.files["plot"])
+
+    manifest = run / "manifest.json"
+    if manifest.exists():
+        data = json.loads(manifest.read_text())
+        by_epoch = {s.epoch: s.as_dict() for s in sel.scores}
+        for entry in data.get("epochs", []):
+            if entry.get("epoch") in by_epoch:
+                entry["selection"] = {k: v for k, v in by_epoch[entry["epoch"]].items() if k != "epoch"}
+                entry["selected"] = entry["epoch"] == sel.epoch
+        atomic_write_text(manifest, json.dumps(data, indent=2))
+
+    mlflow_id = config.get("mlflow_run_id")
+    if track and mlflow_id:
+        try:
+            _track(project, mlflow_id, sel)
+        except Exception as exc:  # the selection itself is on disk; tracking only mirrors it
+            warnings.warn(f"could not log the selection to mlflow run {mlflow_id}: {exc}", stacklevel=3)
+
+
+def _track(project: Project, mlflow_id: str, sel: Selection) -> None:
+    import mlflow
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient(tracking_uri=project.tracking_uri)
+    client.set_tag(mlflow_id, "stainshift.selected_epoch", str(sel.epoch))
+    client.set_tag(mlflow_id, "stainshift.selection_rule", sel.rule)
+    client.set_tag(mlflow_id, "stainshift.selection_ssim_min", str(sel.ssim_min))
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"select_{k}", float(getattr(s, k)), now, s.epoch)
+               for s in sel.scores for k in METRICS if getattr(s, k) is not None]
+    client.log_batch(mlflow_id, metrics=metrics)
+    for path in sel.files.values():
+        client.log_artifact(mlflow_id, str(path), artifact_path="selection")
+
+
+def plot_selection(sel: Selection, path: Path) -> Path:
+    """Metrics vs epoch, one panel per metric: the original images as a dotted line, the choice as a red line."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in METRICS if any(getattr(s, k) is not None for s in sel.scores)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.0), squeeze=False)
+    epochs = [s for s in sel.scores if s.selectable]
+    original = next((s for s in sel.scores if not s.selectable), None)
+    for ax, key in zip(axes[0], keys, strict=True):
+        higher = METRICS[key][1]
+        xs = [s.epoch for s in epochs if getattr(s, key) is not None]
+        ys = [getattr(s, key) for s in epochs if getattr(s, key) is not None]
+        ax.plot(xs, ys, "o-", color="tab:blue", ms=4)
+        if original is not None and getattr(original, key) is not None:
+            ax.axhline(getattr(original, key), color="gray", ls=":", label="original")
+        if key == "ssim":
+            ax.axhline(sel.ssim_min, color="tab:orange", ls="--", label=f"min {sel.ssim_min:.2f}")
+        ax.axvline(sel.epoch, color="tab:red", alpha=0.6, label=f"selected {sel.epoch}")
+        ax.set_title(f"{PLOT_TITLES[key]}\n({'higher' if higher else 'lower'} is better)", fontsize=8)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"{sel.run_dir.parent.parent.name} {sel.run_dir.parent.name}/{sel.run_dir.name}: "
+                 f"rule {sel.rule}" + (" (fallback)" if sel.fallback else ""), fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def format_table(sel: Selection) -> str:
+    """The per-epoch score table as text (the CLI prints it)."""
+    keys = [k for k in ("accuracy", "macro_f1", "ssim", "color", "fd") if any(getattr(s, k) is not None
+                                                                             for s in sel.scores)]
+    heads = {"accuracy": "accuracy", "macro_f1": "macro-F1", "ssim": "SSIM", "color": "colour", "fd": "feat-FD"}
+    lines = ["  epoch " + " ".join(f"{heads[k]:>9s}" for k in keys)]
+    for s in sel.scores:
+        cells = " ".join(f"{'-':>9s}" if getattr(s, k) is None else f"{getattr(s, k):9.3f}" for k in keys)
+        mark = "*" if s.epoch == sel.epoch else " "
+        note = "  original images (reference)" if not s.selectable else (
+            "  selected" if s.epoch == sel.epoch else ("  SSIM below minimum" if s.ssim < sel.ssim_min else ""))
+        lines.append(f"{mark} {s.epoch:5d} {cells}{note}")
+    return "\n".join(lines)

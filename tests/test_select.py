@@ -1,0 +1,353 @@
+"""Epoch selection: the rules on hand-made score tables, and a check against paired ground truth on the simulator.
+
+The simulator renders the same cell under every hospital, so a translation hgtp -> clinic can be scored against the
+clinic rendering of the very same cell (PSNR). The GAN trains unpaired: hgtp cells (seed 0) on one side, *other*
+cells rendered by clinic (seed 1) on the other; the ground truth of the hgtp validation cells is rendered in memory
+and is never seen by training or selection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from stainshift.classify.baseline import train_baseline
+from stainshift.cli import main as cli_main
+from stainshift.cli import select as select_cli
+from stainshift.cli.main import common_options, main
+from stainshift.data.datasets import center_crop, load_cell, to_tensor
+from stainshift.data.simulate import render_cells, simulate
+from stainshift.data.splits import samples_in
+from stainshift.errors import StainshiftError
+from stainshift.harmonize import HarmonizeRequest, harmonize, kept_epochs, load_translator
+from stainshift.metrics import psnr
+from stainshift.project import DomainConfig, Project, save_project
+from stainshift.select import DEFAULT_SSIM_MIN, EpochScores, choose_epoch, select_epoch
+from stainshift.train.loop import TrainRequest, train
+
+CLASSES = ("lymphocyte", "neutrophil")
+SIZE, CROP, PER_CLASS = 40, 32, 16
+KEEP = (1, 2, 3, 4, 6, 9, 12)
+GAN = {"ngf": 8, "ndf": 8, "n_blocks": 1, "crop_size": CROP, "load_size": CROP, "batch_size": 1, "epochs": 12,
+       "epochs_decay": 0, "keep_epochs": KEEP, "lr": 2e-3}
+
+
+# -- the rules on hand-made tables --------------------------------------------------------------------------------
+def _row(epoch, ssim, color, f1=None, fd=None, n=100):
+    return EpochScores(epoch, n, ssim, color, fd=fd, accuracy=f1, macro_f1=f1, n_labelled=n if f1 is not None else None)
+
+
+TABLE = [
+    _row(0, 1.00, 14.0, f1=0.30, fd=90.0),   # the originals: never selectable, even when best at something
+    _row(1, 0.90, 6.0, f1=0.60, fd=40.0),
+    _row(2, 0.85, 4.0, f1=0.70, fd=30.0),
+    _row(3, 0.82, 3.0, f1=0.72, fd=25.0),
+    _row(5, 0.70, 2.0, f1=0.90, fd=10.0),    # best classifier score and colour, but morphology changed
+    _row(10, 0.60, 1.5, f1=0.95, fd=8.0),
+]
+
+
+def test_labelled_rule_respects_the_ssim_minimum_and_breaks_ties_by_colour():
+    exact = choose_epoch(TABLE, "labelled", ssim_min=0.8, tie_tol=0.0)
+    assert (exact.epoch, exact.primary, exact.fallback) == (3, "macro_f1", False)
+    # 0.70 and 0.72 are tied within 0.05: the lower colour distance (epoch 3: 3.0 < 4.0) wins
+    assert choose_epoch(TABLE, "labelled", ssim_min=0.8, tie_tol=0.05).epoch == 3
+    # tied with a better colour at the lower F1: colour decides
+    table = [*TABLE[:2], _row(2, 0.85, 2.5, f1=0.70), *TABLE[3:]]
+    assert choose_epoch(table, "labelled", ssim_min=0.8, tie_tol=0.05).epoch == 2
+    assert choose_epoch(table, "labelled", ssim_min=0.8, tie_tol=0.0).epoch == 3
+    # lowering the minimum lets the late epochs in
+    assert choose_epoch(TABLE, "labelled", ssim_min=0.6, tie_tol=0.0).epoch == 10
+    # exact ties in both: the earliest epoch
+    same = [_row(4, 0.9, 3.0, f1=0.8), _row(2, 0.9, 3.0, f1=0.8)]
+    assert choose_epoch(same, "labelled", ssim_min=0.8).epoch == 2
+
+
+def test_default_tie_tolerance_is_the_standard_error_of_the_best_score():
+    # best F1 0.72 over 100 images: SE = sqrt(0.72 * 0.28 / 100) = 0.045 -> 0.70 is tied, 0.60 is not
+    choice = choose_epoch(TABLE, "labelled", ssim_min=0.8)
+    assert choice.tie_tol == pytest.approx(0.0449, abs=1e-3)
+    table = [*TABLE[:2], _row(2, 0.85, 2.5, f1=0.70), *TABLE[3:]]
+    assert choose_epoch(table, "labelled", ssim_min=0.8).epoch == 2
+    # with 1000 images the same difference is no longer a tie
+    big = [_row(s.epoch, s.ssim, s.color, s.macro_f1, n=1000) for s in table]
+    assert choose_epoch(big, "labelled", ssim_min=0.8).epoch == 3
+
+
+def test_label_free_rule_uses_features_else_colour():
+    choice = choose_epoch(TABLE, "label-free", ssim_min=0.8)
+    assert (choice.epoch, choice.primary) == (3, "fd")
+    no_features = [EpochScores(s.epoch, s.n_images, s.ssim, s.color) for s in TABLE]
+    choice = choose_epoch(no_features, "label-free", ssim_min=0.8)
+    assert (choice.epoch, choice.primary) == (3, "color")
+    # relative tolerance on FD: 25 and 26 tie within 5 %, the better colour wins
+    table = [_row(1, 0.9, 5.0, fd=25.0), _row(2, 0.9, 4.0, fd=26.0)]
+    assert choose_epoch(table, "label-free", ssim_min=0.8, tie_tol=0.05).epoch == 2
+    assert choose_epoch(table, "label-free", ssim_min=0.8, tie_tol=0.0).epoch == 1
+
+
+def test_fallback_when_no_epoch_reaches_the_minimum():
+    choice = choose_epoch(TABLE, "labelled", ssim_min=0.95)
+    assert choice.fallback and choice.epoch == 1  # the highest SSIM (epoch 0 does not count)
+    assert "no epoch reaches SSIM >= 0.95" in choice.reason
+
+
+def test_a_note_when_the_untranslated_images_score_better():
+    from stainshift.select import _original_note
+
+    better_raw = [_row(0, 1.0, 14.0, f1=0.99), *TABLE[1:]]
+    choice = choose_epoch(better_raw, "labelled", ssim_min=0.8)
+    assert "untranslated images score better (macro-F1 0.99 vs 0.72)" in _original_note(better_raw, choice)
+    assert _original_note(TABLE, choose_epoch(TABLE, "labelled", ssim_min=0.8)) == ""
+
+
+def test_rule_errors():
+    with pytest.raises(StainshiftError, match="needs a target-domain classifier"):
+        choose_epoch([EpochScores(1, 10, 0.9, 3.0)], "labelled")
+    with pytest.raises(StainshiftError, match="unknown rule"):
+        choose_epoch(TABLE, "best")
+    with pytest.raises(StainshiftError, match="no kept epoch"):
+        choose_epoch(TABLE[:1], "labelled")
+
+
+# -- a tiny simulated project, a tiny CycleGAN and a tiny target classifier ---------------------------------------
+class TinyClassifier(nn.Module):
+    """A BaselineCNN trained on clinic renders, exposing the classifier protocol (classes, input_size, features)."""
+
+    def __init__(self, net: nn.Module, classes) -> None:
+        super().__init__()
+        self.net, self.classes, self.input_size = net, list(classes), net.input_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.features(x - 0.5).mean(dim=(2, 3))
+
+
+@pytest.fixture(scope="module")
+def classifier() -> TinyClassifier:
+    cells = render_cells(30, hospitals=["clinic"], size=SIZE, seed=2, classes=CLASSES)  # other cells than the data
+    images = np.stack([center_crop(image, CROP) for image in cells.images["clinic"]])
+    net = train_baseline(images, cells.labels, epochs=30, seed=0, class_names=CLASSES, width=8, input_size=CROP,
+                         batch_size=16)
+    return TinyClassifier(net, CLASSES)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Project:
+    root = tmp_path_factory.mktemp("select")
+    simulate(root / "data_hgtp", hospitals=["hgtp"], per_class=PER_CLASS, size=SIZE, seed=0, classes=CLASSES)
+    simulate(root / "data_clinic", hospitals=["clinic"], per_class=PER_CLASS, size=SIZE, seed=1, classes=CLASSES)
+    project = Project(file=root / "stainshift.toml", split=(0.5, 0.5, 0.0))
+    project = project.with_domain(DomainConfig("hgtp", "data_hgtp/hgtp", root))
+    project = project.with_domain(DomainConfig("clinic", "data_clinic/clinic", root))
+    save_project(project)
+    train(project, TrainRequest(src="hgtp", dst="clinic", run_id="gan", seed=0, progress=False, track=False,
+                                overrides=GAN))
+    return project
+
+
+@pytest.fixture(scope="module")
+def selection(project, classifier):
+    return select_epoch(project, "hgtp", "clinic", classifier=classifier, progress=False)
+
+
+def _ground_truth_psnr(project: Project) -> dict[int, float]:
+    """Mean PSNR of each kept epoch's translation of the hgtp validation cells vs their clinic renderings."""
+    truth = render_cells(PER_CLASS, hospitals=["clinic"], size=SIZE, seed=0, classes=CLASSES)
+    by_id = dict(zip(truth.ids, truth.images["clinic"], strict=True))
+    val = samples_in(project, "hgtp", "val")
+    x = torch.stack([to_tensor(load_cell(s.path, 1.0, CROP)) for s in val])
+    y = torch.stack([to_tensor(center_crop(by_id[s.path.stem], CROP)) for s in val])
+    run = project.runs / "hgtp_to_clinic" / "cyclegan" / "gan"
+    scores = {0: psnr(x, y).mean().item()}
+    with torch.inference_mode():
+        for epoch in kept_epochs(run):
+            model = load_translator(run / "epochs" / f"epoch_{epoch:03d}.pt")
+            scores[epoch] = psnr(model(x).clamp(0, 1), y).mean().item()
+    return scores
+
+
+def test_selected_epoch_is_among_the_two_best_by_ground_truth(project, selection):
+    truth = _ground_truth_psnr(project)
+    ranked = sorted(KEEP, key=lambda e: -truth[e])
+    table = "\n".join(f"epoch {s.epoch}: PSNR {truth[s.epoch]:.2f} SSIM {s.ssim:.3f} colour {s.color:.2f} "
+                      f"F1 {s.macro_f1:.2f} FD {s.fd:.1f}" for s in selection.scores)
+    assert selection.rule == "labelled" and not selection.fallback, table
+    assert selection.epoch in ranked[:2], table
+    assert truth[selection.epoch] > truth[0] + 1.0, table  # and translating helps: > 1 dB over the raw images
+    # the label-free rule on the same scores without a classifier (colour distance) agrees with ground truth too
+    no_classifier = [EpochScores(s.epoch, s.n_images, s.ssim, s.color) for s in selection.scores]
+    assert choose_epoch(no_classifier, "label-free", DEFAULT_SSIM_MIN).epoch in ranked[:2], table
+
+
+def test_score_table_and_files(project, selection):
+    run = project.runs / "hgtp_to_clinic" / "cyclegan" / "gan"
+    assert selection.run_dir == run
+    assert [s.epoch for s in selection.scores] == [0, *KEEP]
+    original = selection.scores[0]
+    assert original.ssim == pytest.approx(1.0, abs=1e-5) and not original.selectable
+    assert all(s.n_images == 2 * PER_CLASS // 2 and s.n_labelled == s.n_images for s in selection.scores)
+    assert all(0 <= s.accuracy <= 1 and 0 <= s.macro_f1 <= 1 and s.fd >= 0 and s.color > 0 for s in selection.scores)
+    # the GAN moves the colours toward clinic: every translation is closer in colour than the originals
+    assert all(s.color < original.color for s in selection.scores[1:])
+
+    record = json.loads((run / "selected.json").read_text())
+    assert record["epoch"] == selection.epoch and record["rule"] == "labelled"
+    assert record["ssim_min"] == DEFAULT_SSIM_MIN and record["classifier"] == "TinyClassifier"
+    assert record["created"] and record["fallback"] is False and record["reason"]
+    assert [r["epoch"] for r in record["scores"]] == [0, *KEEP]
+    assert record["scores"][0]["selectable"] is False and all(r["selectable"] for r in record["scores"][1:])
+    assert set(record["scores"][1]) >= {"epoch", "ssim", "color", "fd", "accuracy", "macro_f1", "n_images"}
+
+    lines = (run / "selection.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,") and len(lines) == 1 + 1 + len(KEEP)
+    assert (run / "selection.png").read_bytes()[:4] == b"\x89PNG"
+
+    manifest = json.loads((run / "manifest.json").read_text())["epochs"]
+    kept = {e["epoch"]: e for e in manifest if "checkpoint" in e}
+    assert set(kept) == set(KEEP)
+    assert all("ssim" in e["selection"] and "losses" in e for e in kept.values())
+    assert [e["epoch"] for e in manifest if e.get("selected")] == [selection.epoch]
+
+
+def test_harmonize_best_uses_the_selected_epoch(project, selection, tmp_path):
+    result = harmonize(project, HarmonizeRequest("hgtp", "clinic", method="cyclegan", epoch="best",
+                                                 out=tmp_path / "out", progress=False))
+    assert result.epoch == selection.epoch and result.n_images == 2 * PER_CLASS
+
+
+def test_label_free_without_classifier_and_max_images(project):
+    sel = select_epoch(project, "hgtp", "clinic", progress=False, max_images=6, ssim_min=0.5)
+    assert sel.rule == "label-free" and sel.primary == "color" and sel.classifier is None
+    assert all(s.n_images == 6 and s.fd is None and s.macro_f1 is None for s in sel.scores)
+    best_colour = min((s for s in sel.scores[1:] if s.ssim >= 0.5), key=lambda s: s.color)
+    assert sel.epoch == best_colour.epoch
+    # fallback: nothing reaches SSIM 0.99
+    with pytest.warns(UserWarning, match="no epoch reaches SSIM"):
+        sel = select_epoch(project, "hgtp", "clinic", progress=False, max_images=4, ssim_min=0.99)
+    assert sel.fallback and sel.epoch == max(sel.scores[1:], key=lambda s: s.ssim).epoch
+    assert json.loads((sel.run_dir / "selected.json").read_text())["fallback"] is True
+
+
+def test_mlflow_tags_and_metrics(project, classifier):
+    run = project.runs / "hgtp_to_clinic" / "cyclegan" / "gan"
+    copy = run.parent / "tracked"
+    shutil.copytree(run, copy)
+    mlflow.set_tracking_uri(project.tracking_uri)
+    from stainshift.tracking import experiment_id
+
+    with mlflow.start_run(experiment_id=experiment_id(project, "hgtp_to_clinic")) as active:
+        mlflow_id = active.info.run_id
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "mlflow_run_id": mlflow_id}))
+    sel = select_epoch(project, "hgtp", "clinic", run_id="tracked", classifier=classifier, max_images=4,
+                       progress=False)
+    client = mlflow.MlflowClient(tracking_uri=project.tracking_uri)
+    data = client.get_run(mlflow_id).data
+    assert data.tags["stainshift.selected_epoch"] == str(sel.epoch)
+    assert data.tags["stainshift.selection_rule"] == "labelled"
+    assert [m.step for m in client.get_metric_history(mlflow_id, "select_ssim")] == [0, *KEEP]
+    assert {a.path for a in client.list_artifacts(mlflow_id, "selection")} == {
+        "selection/selected.json", "selection/selection.csv", "selection/selection.png"}
+    shutil.rmtree(copy)
+
+
+# -- errors and the command line ----------------------------------------------------------------------------------
+def test_api_errors(project, classifier):
+    with pytest.raises(StainshiftError, match=r"no cyclegan trained run for clinic -> hgtp.*stainshift train"):
+        select_epoch(project, "clinic", "hgtp", progress=False)
+    with pytest.raises(StainshiftError, match="labelled rule needs a target-domain classifier"):
+        select_epoch(project, "hgtp", "clinic", rule="labelled", progress=False)
+    other = TinyClassifier(classifier.net, ["blast", "basophil"])
+    with pytest.raises(StainshiftError, match=r"do not overlap the classes of 'hgtp'.*--rule label-free"):
+        select_epoch(project, "hgtp", "clinic", classifier=other, progress=False)
+    with pytest.raises(StainshiftError, match="ssim_min"):
+        select_epoch(project, "hgtp", "clinic", ssim_min=1.5, progress=False)
+    with pytest.raises(StainshiftError, match="not a classifier: it lacks classes"):
+        select_epoch(project, "hgtp", "clinic", classifier=classifier.net, progress=False)
+    with pytest.raises(StainshiftError, match="unknown domain 'hgpt'"):
+        select_epoch(project, "hgpt", "clinic", progress=False)
+    empty = project.runs / "hgtp_to_clinic" / "cyclegan" / "empty"
+    empty.mkdir()
+    (empty / "last.pt").write_bytes(b"")
+    try:
+        with pytest.raises(StainshiftError, match="no kept epoch files"):
+            select_epoch(project, "hgtp", "clinic", run_id="empty", progress=False)
+    finally:
+        shutil.rmtree(empty)
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run ``stainshift select ...`` through the real entry point when it is registered, else an equivalent one."""
+    if select_cli in getattr(cli_main, "COMMAND_GROUPS", ()):
+        code = main(list(argv))
+    else:
+        parser = argparse.ArgumentParser(prog="stainshift")
+        select_cli.add_parser(parser.add_subparsers(dest="command"), common_options())
+        args = parser.parse_args(list(argv))
+        try:
+            code = args.func(args)
+        except StainshiftError as exc:
+            print(f"stainshift: error: {exc}", file=sys.stderr)
+            code = 2
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_prints_the_table_and_the_choice(project, selection, capsys):
+    code, out, _ = _cli(capsys, "select", "--project", str(project.file), "--src", "hgtp", "--dst", "clinic",
+                        "--rule", "label-free", "--ssim-min", "0.6", "--max-images", "6", "--no-track")
+    assert code == 0
+    assert "epoch" in out and "SSIM" in out and "colour" in out and "original images (reference)" in out
+    chosen = json.loads((selection.run_dir / "selected.json").read_text())
+    assert chosen["rule"] == "label-free" and chosen["ssim_min"] == 0.6
+    assert f"selected epoch {chosen['epoch']} of gan by the label-free rule" in out
+    code, out, _ = _cli(capsys, "select", "--project", str(project.file), "--src", "hgtp", "--dst", "clinic",
+                        "--quiet", "--no-track", "--max-images", "4")
+    assert code == 0 and len(out.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--src", "clinic", "--dst", "hgtp"], "no cyclegan trained run for clinic -> hgtp"),
+    (["--src", "hgtp", "--dst", "clinic", "--rule", "labelled"], "labelled rule needs a target-domain classifier"),
+    (["--src", "hgtp", "--dst", "clinic", "--run-id", "nope"], "no cyclegan run 'nope'"),
+    (["--src", "hgtp", "--dst", "clinic", "--classifier", "missing.pt"], "missing.pt"),
+])
+def test_cli_errors_are_one_line(project, capsys, argv, message):
+    code, _, err = _cli(capsys, "select", "--project", str(project.file), "--quiet", *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_help_has_an_example(capsys):
+    parser = argparse.ArgumentParser(prog="stainshift")
+    select_cli.add_parser(parser.add_subparsers(dest="command"), common_options())
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["select", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "example" in out and "stainshift select --src hgtp --dst clinic" in out and "--ssim-min" in out
+    with pytest.raises(SystemExit):
+        parser.parse_args(["select", "--src", "a", "--dst", "b", "--ssim-min", "2"])
+    assert "give an SSIM between 0 and 1" in capsys.readouterr().err
+
+
+def test_cli_with_a_saved_classifier_file(project, tmp_path, capsys):
+    """``--classifier PATH`` loads the file lazily with stainshift.classify.models.load_classifier."""
+    models = pytest.importorskip("stainshift.classify.models")
+    clf = models.build_classifier("resnet18", len(CLASSES), norm="group", classes=list(CLASSES), input_size=CROP)
+    path = models.save_classifier(clf, tmp_path / "clinic" / "model.pt")
+    code, out, _ = _cli(capsys, "select", "--project", str(project.file), "--src", "hgtp", "--dst", "clinic",
+                        "--classifier", str(path), "--max-images", "4", "--ssim-min", "0.5", "--no-track")
+    assert code == 0 and "macro-F1" in out and "feat-FD" in out and "by the labelled rule" in out
+    record = json.loads((project.runs / "hgtp_to_clinic" / "cyclegan" / "gan" / "selected.json").read_text())
+    assert record["classifier"] == str(path) and record["rule"] == "labelled"
