@@ -2,9 +2,10 @@
 
     python benchmarks/harmonize_speed.py            # -> benchmarks/results/harmonize_speed.md (+ .json)
 
-For each method and size (128^2, 256^2) and batch (1, 8): images/s and megapixels/s through the same module that
-``stainshift harmonize`` runs (classical normalizers fitted on simulated clinic images; GAN translators with
-random weights: speed does not depend on the weights). For the GAN generators: FLOPs per image (torch's
+For each method and size (128^2, 256^2) and batch (1, 8): images/s and megapixels/s through the same call that
+``stainshift harmonize`` makes (classical normalizers fitted on simulated clinic images, one call per batch; GAN
+translators with random weights - speed does not depend on them - through ``translate_batch``, which splits a
+batch into chunks of at most 65k pixels). For the GAN generators: FLOPs per image (torch's
 FlopCounterMode), achieved GFLOP/s, and the ratio to a float32 matmul measured in the same run; channels_last
 against the default layout.
 """
@@ -23,6 +24,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from stainshift.data.simulate import render_cells
+from stainshift.harmonize import translate_batch
 from stainshift.models.registry import build_model
 from stainshift.normalize import build
 
@@ -93,7 +95,8 @@ def main() -> None:
                                                 x.contiguous(memory_format=torch.channels_last))
                 for layout, (m, inp) in layouts.items():
                     with torch.inference_mode():
-                        seconds = timed(lambda m=m, inp=inp: m(inp))
+                        run = translate_batch if learned else (lambda module, images: module(images))
+                        seconds = timed(lambda m=m, inp=inp, run=run: run(m, inp))
                     ips = batch / seconds
                     row = {"method": label, "size": size, "batch": batch, "layout": layout,
                            "images_per_s": ips, "megapixels_per_s": ips * size * size / 1e6}

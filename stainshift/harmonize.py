@@ -226,9 +226,17 @@ def _owned(starts: list[int], i: int, tile: int, size: int) -> tuple[float, floa
     return (lo - start) / (end - start), (hi - start) / (end - start)
 
 
+# Measured on 2 CPU cores (benchmarks/results/harmonize_speed.md): generator activations for more than ~64k pixels
+# per call fall out of cache, and batch 8 at 256^2 ran 0.7x slower per image than batch 1. So batches are split into
+# chunks of at most this many pixels: 4 images at 128^2, 1 at 256^2.
+MAX_PIXELS_PER_CALL = 65536
+
+
 @torch.inference_mode()
-def _run(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    return model(images).clamp_(0, 1)
+def translate_batch(model: nn.Module, images: torch.Tensor, max_pixels: int = MAX_PIXELS_PER_CALL) -> torch.Tensor:
+    """Run ``model`` over a BCHW [0,1] batch in cache-friendly chunks; output clamped to [0, 1]."""
+    step = max(1, max_pixels // (images.shape[2] * images.shape[3]))
+    return torch.cat([model(images[i:i + step]).clamp_(0, 1) for i in range(0, len(images), step)])
 
 
 @torch.inference_mode()
@@ -314,7 +322,7 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
         if r.method in LEARNED and max(h, w) > r.tile:
             outs = [to_uint8(translate_tiled(model, b, r.tile, r.overlap)[None])[0] for b in batch]
         else:
-            outs = to_uint8(_run(model, batch))
+            outs = to_uint8(translate_batch(model, batch) if r.method in LEARNED else model(batch).clamp(0, 1))
         for (src_path, original), out in zip(items, outs, strict=True):
             if out.shape[:2] != original.shape[:2]:
                 out = cv2.resize(out, (original.shape[1], original.shape[0]), interpolation=cv2.INTER_AREA)
