@@ -1,7 +1,7 @@
 """Harmonize real jtsc_tecom images to pbc_barcelona's staining with every method; grid + table.
 
-    stainshift --project benchmarks/real_sites.toml train cyclegan --src jtsc --dst pbc --preset cpu --run-id cpu-s0
-    stainshift --project benchmarks/real_sites.toml train colorization --src jtsc --dst pbc --epochs 3 ...
+    stainshift train cyclegan --project benchmarks/real_sites.toml --src jtsc --dst pbc --preset cpu --run-id cpu-s0
+    stainshift train colorization --project benchmarks/real_sites.toml --src jtsc --dst pbc --epochs 2 ...
     python benchmarks/real_harmonize.py     # -> benchmarks/results/real_harmonize.md, real_harmonize_grid.png
 
 For every method (classical, and each listed kept epoch of the learned runs) it runs ``harmonize`` over the whole
