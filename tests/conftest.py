@@ -52,6 +52,30 @@ def make_domain(root: Path, counts: dict[str, int], seed: int = 0, size: int = 4
     return root
 
 
+# A CycleGAN small enough to train a few epochs in seconds on one CPU thread.
+TINY_CYCLEGAN = {"ngf": 4, "ndf": 4, "n_blocks": 1, "crop_size": 32, "load_size": 32, "batch_size": 1,
+                 "epochs_decay": 0}
+
+
+def simulated_project(root: Path, per_class: int, split: tuple[float, float, float], masks: bool = False,
+                      extra: tuple[str, ...] = ()):
+    """Two simulated hospitals (clinic, hgtp; lymphocytes and eosinophils) named in a saved project file.
+
+    ``extra`` names further domains the caller has already written under ``root/data``.
+    """
+    from stainshift.data.simulate import simulate
+    from stainshift.project import DomainConfig, Project, save_project
+
+    simulate(root / "data", hospitals=["clinic", "hgtp"], per_class=per_class, size=40, seed=0,
+             classes=("lymphocyte", "eosinophil"))
+    project = Project(file=root / "stainshift.toml", split=split)
+    for name in ("clinic", "hgtp", *extra):
+        mask_dir = f"data/{name}/masks" if masks and name in ("clinic", "hgtp") else None
+        project = project.with_domain(DomainConfig(name, f"data/{name}", root, masks=mask_dir))
+    save_project(project)
+    return project
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -19,13 +19,12 @@ from stainshift.classify.models import ARCHS, NORMS, Classifier, build_classifie
 from stainshift.classify.train import LOSSES, ClassifierRequest, finetune_classifier, train_classifier
 from stainshift.data.datasets import load_cell, to_tensor
 from stainshift.data.scale import scale_factor
-from stainshift.data.simulate import simulate
 from stainshift.data.splits import samples_in
 from stainshift.errors import DataError, StainshiftError
 from stainshift.losses import FocalLoss
-from stainshift.project import DomainConfig, Project, save_project
+from stainshift.project import Project
 
-from .conftest import make_domain
+from .conftest import make_domain, simulated_project
 
 FAST = {"size": 32, "epochs": 1, "batch_size": 4, "progress": False, "track": False}
 
@@ -33,15 +32,9 @@ FAST = {"size": 32, "epochs": 1, "batch_size": 4, "progress": False, "track": Fa
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Project:
     root = tmp_path_factory.mktemp("classify")
-    simulate(root / "data", hospitals=["clinic", "hgtp"], per_class=6, size=40, seed=0,
-             classes=("lymphocyte", "eosinophil"))
     make_domain(root / "data" / "mixed", {"lymphocyte": 4, "basophil": 3}, size=40)
     make_domain(root / "data" / "foreign", {"basophil": 3, "blast": 3}, size=40, seed=2)
-    project = Project(file=root / "stainshift.toml", split=(0.5, 0.25, 0.25))
-    for name in ("clinic", "hgtp", "mixed", "foreign"):
-        project = project.with_domain(DomainConfig(name, f"data/{name}", root))
-    save_project(project)
-    return project
+    return simulated_project(root, per_class=6, split=(0.5, 0.25, 0.25), extra=("mixed", "foreign"))
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,15 @@ import torch
 from stainshift.cli import harmonize as harmonize_cli
 from stainshift.cli.main import main
 from stainshift.data.io import list_images, read_image, write_image
-from stainshift.data.simulate import simulate
 from stainshift.errors import StainshiftError
 from stainshift.harmonize import METHODS, HarmonizeRequest, harmonize, translate_tiled
 from stainshift.models.registry import build_model
-from stainshift.project import DomainConfig, Project, save_project
+from stainshift.project import Project
 from stainshift.train.loop import TrainRequest, train
 
-TINY = {"ngf": 4, "ndf": 4, "n_blocks": 1, "crop_size": 32, "load_size": 32, "batch_size": 1, "epochs_decay": 0}
+from .conftest import TINY_CYCLEGAN, simulated_project
+
+TINY = TINY_CYCLEGAN
 
 
 def _digest(paths) -> dict[str, str]:
@@ -28,14 +29,7 @@ def _digest(paths) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Project:
-    root = tmp_path_factory.mktemp("harm")
-    simulate(root / "data", hospitals=["clinic", "hgtp"], per_class=3, size=40, seed=0,
-             classes=("lymphocyte", "eosinophil"))
-    project = Project(file=root / "stainshift.toml", split=(0.34, 0.33, 0.33))
-    for name in ("clinic", "hgtp"):
-        project = project.with_domain(DomainConfig(name, f"data/{name}", root))
-    save_project(project)
-    return project
+    return simulated_project(tmp_path_factory.mktemp("harm"), per_class=3, split=(0.34, 0.33, 0.33))
 
 
 def test_cli_method_list_matches_the_api():

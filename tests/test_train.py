@@ -14,25 +14,19 @@ import pytest
 import torch
 
 from stainshift.data.domains import Sample
-from stainshift.data.simulate import simulate
 from stainshift.errors import StainshiftError
-from stainshift.project import DomainConfig, Project, save_project
+from stainshift.project import Project
 from stainshift.train.checkpoints import load
 from stainshift.train.loop import TrainRequest, class_weights, epoch_plan, train
 
-TINY = {"ngf": 4, "ndf": 4, "n_blocks": 1, "crop_size": 32, "load_size": 32, "batch_size": 1, "epochs_decay": 0}
+from .conftest import TINY_CYCLEGAN, simulated_project
+
+TINY = TINY_CYCLEGAN
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Project:
-    root = tmp_path_factory.mktemp("tiny")
-    simulate(root / "data", hospitals=["clinic", "hgtp"], per_class=4, size=40, seed=0,
-             classes=("lymphocyte", "eosinophil"))
-    project = Project(file=root / "stainshift.toml", split=(0.5, 0.25, 0.25))
-    for name in ("clinic", "hgtp"):
-        project = project.with_domain(DomainConfig(name, f"data/{name}", root, masks=f"data/{name}/masks"))
-    save_project(project)
-    return project
+    return simulated_project(tmp_path_factory.mktemp("tiny"), per_class=4, split=(0.5, 0.25, 0.25), masks=True)
 
 
 def _request(run_id: str, epochs: int, **kw) -> TrainRequest:
