@@ -313,6 +313,7 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
     rows: list[dict[str, object]] = []
     protect = set(files)
 
+    @torch.inference_mode()
     def flush(items: Sequence[tuple[Path, np.ndarray]]) -> None:
         originals = [img for _, img in items]
         scaled = [rescale(img, scale) for img in originals]
@@ -324,8 +325,10 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
         else:
             outs = to_uint8(translate_batch(model, batch) if r.method in LEARNED else model(batch).clamp(0, 1))
         for (src_path, original), out in zip(items, outs, strict=True):
-            if out.shape[:2] != original.shape[:2]:
-                out = cv2.resize(out, (original.shape[1], original.shape[0]), interpolation=cv2.INTER_AREA)
+            if out.shape[:2] != original.shape[:2]:  # back to the input's size after scale harmonization
+                shrink = out.shape[0] > original.shape[0]
+                out = cv2.resize(out, (original.shape[1], original.shape[0]),
+                                 interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
             target = out_dir / src_path.relative_to(root)
             write_image(target, out, protect=protect)
             rows.append({"input": str(src_path), "output": str(target), "method": r.method,

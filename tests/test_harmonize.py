@@ -125,3 +125,16 @@ def test_cli_harmonize(project, tmp_path, capsys):
                  "--project", str(project.file)])
     err = capsys.readouterr().err
     assert code == 2 and "unknown domain 'nowhere'" in err and err.count("\n") == 1
+
+
+def test_scale_harmonized_output_keeps_the_input_size(project, tmp_path):
+    import dataclasses
+
+    scaled = dataclasses.replace(project, cell_diameter=20.0)
+    scaled = scaled.with_domain(dataclasses.replace(scaled.domain("hgtp"), cell_diameter=40.0))  # factor 0.5
+    train(scaled, TrainRequest(src="hgtp", dst="clinic", run_id="scaled", progress=False, track=False,
+                               overrides={**TINY, "epochs": 1, "keep_epochs": (1,)}))
+    result = harmonize(scaled, HarmonizeRequest("hgtp", "clinic", method="cyclegan", epoch=1, run_id="scaled",
+                                                out=tmp_path / "s", progress=False))
+    for row in csv.DictReader(result.manifest.open()):
+        assert read_image(row["output"]).shape == read_image(row["input"]).shape
