@@ -41,6 +41,8 @@ _API = {
     "HarmonizeRequest": "stainshift.harmonize",
     "harmonize": "stainshift.harmonize",
     "select_epoch": "stainshift.select",
+    "BenchmarkRequest": "stainshift.benchmark",
+    "run_benchmark": "stainshift.benchmark",
     "Selection": "stainshift.select",
     "ClassifierRequest": "stainshift.classify.train",
     "train_classifier": "stainshift.classify.train",

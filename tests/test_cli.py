@@ -32,7 +32,7 @@ def project_dir(tmp_path, monkeypatch):
 def test_every_command_has_help_with_an_example(capsys):
     for argv in (["demo"], ["simulate"], ["domains"], ["domains", "add"], ["domains", "list"],
                  ["domains", "inspect"], ["domains", "split"], ["train"], ["select"], ["harmonize"],
-                 ["classify"], ["classify", "train"], ["classify", "finetune"], ["classify", "eval"]):
+                 ["classify"], ["classify", "train"], ["classify", "finetune"], ["classify", "eval"], ["benchmark"]):
         with pytest.raises(SystemExit) as exit_:
             main([*argv, "--help"])
         assert exit_.value.code == 0

@@ -6,10 +6,10 @@ import argparse
 import sys
 import warnings
 
-from stainshift.cli import classify, demo, domains, harmonize, select, simulate, train
+from stainshift.cli import benchmark, classify, demo, domains, harmonize, select, simulate, train
 from stainshift.errors import StainshiftError
 
-COMMAND_GROUPS = (demo, simulate, domains, train, select, harmonize, classify)
+COMMAND_GROUPS = (demo, simulate, domains, train, select, harmonize, classify, benchmark)
 
 
 def common_options() -> argparse.ArgumentParser:

@@ -1,0 +1,151 @@
+"""``stainshift benchmark``: the accuracy-before/after table (the core paper's Table 4 made into a tool).
+
+For each classifier trained on the TARGET domain's train split (reused when it exists), accuracy with bootstrap 95%
+confidence intervals and macro-F1 on the SOURCE domain's test split, for: the original images, each classical
+method, each kept epoch of the latest CycleGAN run, the CycleGAN epoch selected under each rule, the latest
+ColorizationGAN run's selected (else last) epoch, and the classifier fine-tuned on the source's train split (the
+upper bound). "gap closed" = (harmonized - original) / (fine-tuned - original).
+
+Harmonized images are written once per method and epoch under ``runs/<src>_to_<dst>/benchmark/images/`` and
+reused by every classifier. The table goes to ``runs/<src>_to_<dst>/benchmark/`` as markdown, CSV and an
+accuracy-vs-epoch plot.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from stainshift.atomic import atomic_write_text
+from stainshift.harmonize import CLASSICAL, HarmonizeRequest, harmonize, kept_epochs
+from stainshift.project import Project
+from stainshift.train.loop import latest_run
+
+# The paper's four classifiers: name -> (architecture, loss)
+CLASSIFIERS = {"resnet18": ("resnet18", "ce"), "resnet18-focal": ("resnet18", "focal"),
+               "resnet34": ("resnet34", "ce"), "resnet34-focal": ("resnet34", "focal")}
+RULES = ("labelled", "label-free")
+
+
+@dataclass(frozen=True)
+class BenchmarkRequest:
+    src: str
+    dst: str
+    classifiers: tuple[str, ...] = tuple(CLASSIFIERS)
+    norm: str = "group"  # BatchNorm ResNets collapse under stain shift (DESIGN section 6 measured GroupNorm)
+    size: int = 96
+    epochs: int = 10
+    finetune_epochs: int = 5
+    batch_size: int = 32
+    seed: int = 0
+    progress: bool = True
+    track: bool = True
+
+
+def _conditions(project: Project, r: BenchmarkRequest, out: Path) -> list[tuple[str, str, int | None, Path | None]]:
+    """(label, method, epoch, harmonized folder) for every condition; the folders are written here, once."""
+    conditions: list[tuple[str, str, int | None, Path | None]] = [("original", "original", None, None)]
+
+    def folder(method: str, epoch: int | str | None) -> Path:
+        target = out / "images" / (method if epoch is None else f"{method}_e{epoch}")
+        if not (target / "manifest.csv").exists():
+            harmonize(project, HarmonizeRequest(r.src, r.dst, method=method, epoch=epoch or "last", out=target,
+                                                progress=r.progress))
+        return target
+
+    conditions += [(m, m, None, folder(m, None)) for m in CLASSICAL]
+    run = latest_run(project, r.src, r.dst, "cyclegan")
+    if run is not None:
+        conditions += [(f"cyclegan e{e}", "cyclegan", e, folder("cyclegan", e)) for e in kept_epochs(run)]
+    color = latest_run(project, r.src, r.dst, "colorization")
+    if color is not None:
+        selected = color / "selected.json"
+        epoch = int(json.loads(selected.read_text())["epoch"]) if selected.exists() else kept_epochs(color)[-1]
+        conditions.append((f"colorization e{epoch}", "colorization", epoch, folder("colorization", epoch)))
+    return conditions
+
+
+def _classifier(project: Project, r: BenchmarkRequest, spec: str) -> Path:
+    from stainshift.classify.train import ClassifierRequest, classifier_dir, default_name, train_classifier
+    from stainshift.errors import StainshiftError
+
+    if spec not in CLASSIFIERS:
+        raise StainshiftError(f"unknown classifier '{spec}'; use some of {', '.join(CLASSIFIERS)}")
+    arch, loss = CLASSIFIERS[spec]
+    existing = classifier_dir(project, default_name(r.dst, arch, loss, r.norm)) / "model.pt"
+    if existing.exists():
+        return existing
+    return train_classifier(project, ClassifierRequest(r.dst, arch=arch, loss=loss, norm=r.norm, size=r.size,
+                                                       epochs=r.epochs, batch_size=r.batch_size, seed=r.seed,
+                                                       progress=r.progress, track=r.track))
+
+
+def run_benchmark(project: Project, r: BenchmarkRequest) -> pd.DataFrame:
+    """Build the table (one row per classifier and condition) and write it under the pair's benchmark folder."""
+    from stainshift.classify.evaluate import evaluate
+    from stainshift.classify.train import finetune_classifier
+    from stainshift.select import select_epoch
+
+    project.domain(r.src), project.domain(r.dst)
+    out = project.runs / f"{r.src}_to_{r.dst}" / "benchmark"
+    conditions = _conditions(project, r, out)
+    has_cyclegan = any(method == "cyclegan" for _, method, _, _ in conditions)
+    rows: list[dict] = []
+    for spec in r.classifiers:
+        model = _classifier(project, r, spec)
+
+        def row(label: str, method: str, epoch: int | None, folder: Path | None, model: Path = model,
+                spec: str = spec) -> dict:
+            report = evaluate(model, project, r.src, "test", harmonized_root=folder, seed=r.seed)
+            return {"classifier": spec, "condition": label, "method": method, "epoch": epoch,
+                    "accuracy": report.accuracy, "ci_low": report.accuracy_ci[0], "ci_high": report.accuracy_ci[1],
+                    "macro_f1": report.macro_f1, "n": report.n}
+
+        table = [row(*c) for c in conditions]
+        if has_cyclegan:
+            for rule in RULES:
+                chosen = select_epoch(project, r.src, r.dst, "cyclegan", classifier=model, rule=rule,
+                                      progress=r.progress, track=r.track).epoch
+                picked = next(t for t in table if t["method"] == "cyclegan" and t["epoch"] == chosen)
+                table.append({**picked, "condition": f"cyclegan selected ({rule})"})
+        tuned = finetune_classifier(project, model, r.src, epochs=r.finetune_epochs, batch_size=r.batch_size,
+                                    seed=r.seed, overwrite=True, progress=r.progress, track=r.track)
+        table.append(row("fine-tuned on source (upper bound)", "finetuned", None, None, model=tuned))
+        original = table[0]["accuracy"]
+        upper = table[-1]["accuracy"]
+        for t in table:
+            t["gap_closed"] = (t["accuracy"] - original) / (upper - original) if upper != original else float("nan")
+        rows += table
+    frame = pd.DataFrame(rows)
+    write_tables(frame, out, r)
+    return frame
+
+
+def write_tables(frame: pd.DataFrame, out: Path, r: BenchmarkRequest) -> None:
+    """Markdown + CSV + accuracy-vs-epoch plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "benchmark.csv", frame.to_csv(index=False))
+    lines = [f"# {r.src} -> {r.dst}: accuracy on {r.src}'s test split", "",
+             "| classifier | condition | accuracy (95% CI) | macro-F1 | gap closed |", "|---|---|---|---:|---:|"]
+    lines += [f"| {t.classifier} | {t.condition} | {t.accuracy:.3f} ({t.ci_low:.3f}-{t.ci_high:.3f}) | "
+              f"{t.macro_f1:.3f} | {t.gap_closed:.0%} |" for t in frame.itertuples()]
+    atomic_write_text(out / "benchmark.md", "\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for spec, group in frame.groupby("classifier", sort=False):
+        epochs = group[(group.method == "cyclegan") & ~group.condition.str.contains("selected")]
+        line = ax.plot(epochs.epoch, epochs.accuracy, marker="o", label=f"{spec}: cyclegan")[0]
+        ax.axhline(group.accuracy.iloc[0], color=line.get_color(), ls=":", lw=1)
+        ax.axhline(group.accuracy.iloc[-1], color=line.get_color(), ls="--", lw=1)
+    ax.set(xlabel="CycleGAN epoch", ylabel=f"accuracy on {r.src} test", title="dotted: original, dashed: fine-tuned")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_epoch.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,43 @@
+"""``stainshift benchmark``: accuracy on the source hospital before and after every harmonization method."""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLE = """examples:
+  stainshift benchmark --src hgtp --dst clinic
+  stainshift benchmark --src hgtp --dst clinic --classifiers resnet18 --epochs 5 --size 64
+Trains (or reuses) the target-domain classifiers, harmonizes the source with every method and kept epoch, selects
+CycleGAN epochs under both rules, fine-tunes on the source (upper bound) and writes
+runs/<src>_to_<dst>/benchmark/ (benchmark.md, benchmark.csv, accuracy_vs_epoch.png)."""
+
+
+def add_parser(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("benchmark", parents=[common], help="accuracy before/after harmonization, every method",
+                       description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--src", required=True, help="source domain (evaluated on its test split)")
+    p.add_argument("--dst", required=True, help="target domain (the classifiers are trained on it)")
+    p.add_argument("--classifiers", default="resnet18,resnet18-focal,resnet34,resnet34-focal",
+                   help="comma-separated, from resnet18, resnet18-focal, resnet34, resnet34-focal")
+    p.add_argument("--norm", default="group", choices=["batch", "group", "frozen-batch"])
+    p.add_argument("--size", type=int, default=96, help="classifier input size in pixels")
+    p.add_argument("--epochs", type=int, default=10, help="classifier training epochs")
+    p.add_argument("--finetune-epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-track", action="store_true", help="do not log to mlflow")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from stainshift.benchmark import BenchmarkRequest, run_benchmark
+    from stainshift.project import load_project
+
+    request = BenchmarkRequest(args.src, args.dst, tuple(c.strip() for c in args.classifiers.split(",") if c.strip()),
+                               norm=args.norm, size=args.size, epochs=args.epochs,
+                               finetune_epochs=args.finetune_epochs, batch_size=args.batch_size, seed=args.seed,
+                               progress=not args.quiet, track=not args.no_track)
+    project = load_project(args.project)
+    frame = run_benchmark(project, request)
+    print((project.runs / f"{args.src}_to_{args.dst}" / "benchmark" / "benchmark.md").read_text())
+    return 0 if len(frame) else 1

@@ -1,0 +1,52 @@
+"""The accuracy-before/after benchmark on a tiny simulated pair: every condition, gap closed, files."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from stainshift.benchmark import BenchmarkRequest, run_benchmark
+from stainshift.errors import StainshiftError
+from stainshift.train.loop import TrainRequest, train
+
+from .conftest import TINY_CYCLEGAN, simulated_project
+
+
+def test_benchmark_table_structure_and_numbers(tmp_path):
+    project = simulated_project(tmp_path, per_class=6, split=(0.5, 0.25, 0.25))
+    train(project, TrainRequest(src="hgtp", dst="clinic", run_id="g", progress=False, track=False,
+                                overrides={**TINY_CYCLEGAN, "epochs": 2, "keep_epochs": (1, 2)}))
+    request = BenchmarkRequest("hgtp", "clinic", classifiers=("resnet18",), size=32, epochs=1, finetune_epochs=1,
+                               batch_size=4, progress=False, track=False)
+    frame = run_benchmark(project, request)
+    assert frame.condition.tolist() == [
+        "original", "reinhard", "macenko", "histogram", "cyclegan e1", "cyclegan e2",
+        "cyclegan selected (labelled)", "cyclegan selected (label-free)", "fine-tuned on source (upper bound)"]
+    assert (frame.n == frame.n.iloc[0]).all() and frame.n.iloc[0] > 0  # the same source test images throughout
+    assert ((frame.ci_low <= frame.accuracy) & (frame.accuracy <= frame.ci_high)).all()
+    original, upper = frame.accuracy.iloc[0], frame.accuracy.iloc[-1]
+    for row in frame.itertuples():
+        expected = (row.accuracy - original) / (upper - original) if upper != original else math.nan
+        assert row.gap_closed == pytest.approx(expected, nan_ok=True)
+    selected = frame[frame.condition.str.contains("selected")]
+    assert set(selected.epoch) <= {1, 2}
+    out = project.runs / "hgtp_to_clinic" / "benchmark"
+    assert pd.read_csv(out / "benchmark.csv").shape[0] == len(frame)
+    assert "gap closed" in (out / "benchmark.md").read_text() and (out / "accuracy_vs_epoch.png").exists()
+    # a second run reuses the classifier and the harmonized images
+    stamp = (out / "images" / "reinhard" / "manifest.csv").stat().st_mtime_ns
+    run_benchmark(project, request)
+    assert (out / "images" / "reinhard" / "manifest.csv").stat().st_mtime_ns == stamp
+    with pytest.raises(StainshiftError, match="unknown classifier"):
+        run_benchmark(project, BenchmarkRequest("hgtp", "clinic", classifiers=("vgg",), progress=False, track=False))
+
+
+def test_benchmark_command_errors(tmp_path, capsys):
+    from stainshift.cli.main import main
+
+    project = simulated_project(tmp_path, per_class=2, split=(0.5, 0.25, 0.25))
+    code = main(["benchmark", "--src", "hgtp", "--dst", "nowhere", "--project", str(project.file)])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown domain 'nowhere'" in err and err.count("\n") == 1
