@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import sys
 import time
 from collections import defaultdict
@@ -22,6 +21,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from provenance import cpu_model  # noqa: E402
 
 from stainshift.data.io import list_images, read_image, read_mask  # noqa: E402
 from stainshift.data.stats import (  # noqa: E402
@@ -120,16 +121,6 @@ def error_line(name: str, pairs: list[tuple[float, float]]) -> str:
             f"{100 * np.median(np.abs(rel)):.1f}% | {100 * np.median(rel):+.1f}% | "
             f"{100 * np.percentile(np.abs(rel), 90):.1f}% | {100 * np.mean(np.abs(rel) <= 0.15):.0f}% | "
             f"{int((~found).sum())} |")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

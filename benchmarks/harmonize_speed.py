@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from provenance import cpu_model, git_commit
 from torch.utils.flop_counter import FlopCounterMode
 
 from stainshift.data.simulate import render_cells
@@ -33,14 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return f"{model}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-
-
-def commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip() or "uncommitted"
+    return f"{cpu_model()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
 def interleaved(calls: dict[int, object], rounds: int = 5, min_seconds: float = 0.5) -> dict[int, float]:
@@ -112,7 +104,7 @@ def main() -> None:
 
     header = [
         "# Harmonization inference speed", "",
-        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}", f"- commit: {commit()}",
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}", f"- commit: {git_commit()}",
         f"- machine: {machine()}", "- command: `python benchmarks/harmonize_speed.py`",
         f"- float32 matmul (1024^3) measured in the same run: **{peak:.1f} GFLOP/s**", "",
         "| method | size | batch | layout | images/s | MP/s | GFLOP/image | achieved GFLOP/s | vs matmul |",

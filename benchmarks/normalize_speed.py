@@ -23,10 +23,8 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import random
 import shlex
-import subprocess
 import sys
 import time
 import warnings
@@ -36,6 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from provenance import git_commit, machine
 
 from stainshift.normalize import HE_STAIN_VECTORS, NORMALIZERS, build
 
@@ -43,29 +42,6 @@ HERE = Path(__file__).resolve().parent
 # Our Macenko configured like torchstain's: I0 = 240 fixed, H&E references (ordering), all-pixel percentiles.
 MACENKO_TORCHSTAIN_OPTIONS = {"background": 240.0, "stain_vectors": HE_STAIN_VECTORS,
                               "concentration_pixels": "all", "min_angle": 0.0, "min_pixels": 2}
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or "unknown"
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_1min": load,
-            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
-                             timeout=10, check=True)
-        return out.stdout.strip() or "uncommitted"
-    except (OSError, subprocess.SubprocessError):
-        return "uncommitted"
 
 
 def data_root() -> Path:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from provenance import cpu_model, git_commit
 
 from stainshift.data.datasets import center_crop, rescale
 from stainshift.data.io import read_image, write_image
@@ -105,9 +105,7 @@ def main() -> None:
     write_image(RESULTS / "real_harmonize_grid.png", grid)
     shutil.rmtree(work, ignore_errors=True)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    cpu = next((x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
-                if x.startswith("model name")), "?")
+    commit, cpu = git_commit(), cpu_model()
     lines = [
         f"# Real data: {args.src} -> {args.dst} with every method", "",
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; commit: {commit}; machine: {cpu}, 2 cores, CPU",

@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,38 +21,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
+from provenance import git_commit, machine
 
 from stainshift.classify.baseline import per_class_accuracy, predict, train_baseline
 from stainshift.data.io import write_image
 from stainshift.data.simulate import CLASSES, make_cell, render, render_cells, simulate
 
 HERE = Path(__file__).resolve().parent
+
 TARGETS = {"clinic_accuracy": 0.95, "drop_points": 25.0, "images_per_s": 200.0}
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or "unknown"
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_1min": load,
-            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "opencv": cv2.__version__}
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
-                             timeout=10, check=True)
-        return out.stdout.strip() or "uncommitted"
-    except (OSError, subprocess.SubprocessError):
-        return "uncommitted"
 
 
 def measure_speed(per_class: int, size: int, seed: int) -> dict:
@@ -221,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": git_commit(),
         "command": shlex.join([sys.executable, *sys.argv] if argv is None else ["simulator_shift.py", *argv]),
-        "machine": machine(),
+        "machine": machine(opencv=cv2.__version__),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "speed": speed,
         "shift": shift,

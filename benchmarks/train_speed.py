@@ -24,6 +24,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from provenance import cpu_model, git_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # (label, model, preset, overrides, timed iterations)
@@ -87,21 +89,10 @@ def run_one(model_name: str, preset: str, overrides: dict, iters: int) -> dict:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     import torch
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "commit": commit,
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "commit": git_commit(),
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "load_avg_start": os.getloadavg()}
 
 
