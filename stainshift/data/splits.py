@@ -96,6 +96,12 @@ def domain_split(project: Project, domain: str, refresh: bool = False, skip_bad:
     A saved split is reused as is; if the domain's files changed since, a :class:`DataError` asks for
     ``stainshift domains split NAME --refresh``.
     """
+    return _split_and_samples(project, domain, refresh, skip_bad, progress)[0]
+
+
+def _split_and_samples(project: Project, domain: str, refresh: bool = False, skip_bad: bool = False,
+                       progress: bool = False) -> tuple[pd.DataFrame, list[Sample]]:
+    """:func:`domain_split` plus the domain's samples, from a single scan of its folder."""
     config = project.domain(domain)
     samples = scan_domain(config)
     path = split_file(project, domain)
@@ -109,13 +115,13 @@ def domain_split(project: Project, domain: str, refresh: bool = False, skip_bad:
                 f"{path}: saved split of '{domain}' no longer matches its folder ({len(current - saved)} new, "
                 f"{len(saved - current)} missing images); run `stainshift domains split {domain} --refresh`"
             )
-        return frame
+        return frame, samples
     bad = find_unreadable(samples, progress)
     if bad and not skip_bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise DataError(f"{bad[0][1]}{more}; or pass --skip-bad to leave unreadable files out of the split")
     for _, reason in bad:
-        warnings.warn(f"skipped: {reason}", stacklevel=2)
+        warnings.warn(f"skipped: {reason}", stacklevel=3)
     excluded = {s.key for s, _ in bad}
     kept = [s for s in samples if s.key not in excluded]
     if not kept:
@@ -125,14 +131,14 @@ def domain_split(project: Project, domain: str, refresh: bool = False, skip_bad:
                 "folder": str(config.folder), "n_images": len(kept), "excluded": sorted(excluded),
                 "excluded_reasons": [reason for _, reason in bad]}
     save_split(frame, path, settings)
-    return frame
+    return frame, samples
 
 
 def samples_in(project: Project, domain: str, split: str | None = None) -> list[Sample]:
     """The domain's samples in ``split`` ("train", "val", "test" or None for all), in split-file order."""
     if split is not None and split not in SPLITS:
         raise DataError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
-    frame = domain_split(project, domain)
-    by_key = {s.key: s for s in scan_domain(project.domain(domain))}
+    frame, samples = _split_and_samples(project, domain)
+    by_key = {s.key: s for s in samples}
     keys = frame["key"] if split is None else frame.loc[frame["split"] == split, "key"]
     return [by_key[k] for k in keys]
