@@ -22,12 +22,13 @@ import pandas as pd
 from stainshift.atomic import atomic_write_text
 from stainshift.harmonize import CLASSICAL, HarmonizeRequest, harmonize, kept_epochs
 from stainshift.project import Project
-from stainshift.train.loop import latest_run
+from stainshift.train.loop import serving_run
 
 # The paper's four classifiers: name -> (architecture, loss)
 CLASSIFIERS = {"resnet18": ("resnet18", "ce"), "resnet18-focal": ("resnet18", "focal"),
                "resnet34": ("resnet34", "ce"), "resnet34-focal": ("resnet34", "focal")}
-RULES = ("labelled", "label-free")
+# label-free first: the rule run last writes the run's selected.json, and with labels at hand that should be labelled
+RULES = ("label-free", "labelled")
 
 
 @dataclass(frozen=True)
@@ -46,25 +47,31 @@ class BenchmarkRequest:
 
 
 def _conditions(project: Project, r: BenchmarkRequest, out: Path) -> list[tuple[str, str, int | None, Path | None]]:
-    """(label, method, epoch, harmonized folder) for every condition; the folders are written here, once."""
+    """(label, method, epoch, harmonized folder) for every condition; the folders are written here, once.
+
+    Learned methods' folders carry the run name, so a newer run never reuses an older run's images.
+    """
     conditions: list[tuple[str, str, int | None, Path | None]] = [("original", "original", None, None)]
 
-    def folder(method: str, epoch: int | str | None) -> Path:
-        target = out / "images" / (method if epoch is None else f"{method}_e{epoch}")
+    def folder(name: str, method: str, epoch: int | None = None) -> Path:
+        target = out / "images" / name
         if not (target / "manifest.csv").exists():
             harmonize(project, HarmonizeRequest(r.src, r.dst, method=method, epoch=epoch or "last", out=target,
                                                 progress=r.progress))
         return target
 
-    conditions += [(m, m, None, folder(m, None)) for m in CLASSICAL]
-    run = latest_run(project, r.src, r.dst, "cyclegan")
+    conditions += [(m, m, None, folder(m, m)) for m in CLASSICAL]
+    run = serving_run(project, r.src, r.dst, "cyclegan")
     if run is not None:
-        conditions += [(f"cyclegan e{e}", "cyclegan", e, folder("cyclegan", e)) for e in kept_epochs(run)]
-    color = latest_run(project, r.src, r.dst, "colorization")
+        conditions += [(f"cyclegan e{e}", "cyclegan", e, folder(f"cyclegan_{run.name}_e{e}", "cyclegan", e))
+                       for e in kept_epochs(run)]
+    color = serving_run(project, r.src, r.dst, "colorization")
     if color is not None:
         selected = color / "selected.json"
         epoch = int(json.loads(selected.read_text())["epoch"]) if selected.exists() else kept_epochs(color)[-1]
-        conditions.append((f"colorization e{epoch}", "colorization", epoch, folder("colorization", epoch)))
+        conditions.append((f"colorization e{epoch}", "colorization", epoch,
+                           folder(f"colorization_{color.parent.parent.name}_{color.name}_e{epoch}", "colorization",
+                                  epoch)))
     return conditions
 
 

@@ -1,22 +1,24 @@
-"""The synthetic two-hospital demo: simulate ``clinic`` and ``hgtp``, name them in a project, inspect and split them,
-train a classifier on the clinic, measure how much it loses on the other hospital and how much each classical
-normalizer wins back, all tracked in mlflow (sqlite).
+"""The synthetic two-hospital demo, the whole stainshift flow on simulated data with local sqlite tracking.
 
-Later capabilities (harmonization, epoch selection, the accuracy-before/after benchmark) extend this flow.
+1. simulate two hospitals (``clinic``, the target; ``hgtp``, a strongly shifted source), name them in a project,
+   inspect them (measured cell diameters set the common scale) and split them;
+2. train a short CycleGAN hgtp -> clinic (the ``demo`` preset, every epoch kept);
+3. ``stainshift benchmark``: a GroupNorm ResNet18 trained on the clinic, evaluated on hgtp's test split for the
+   original images, the three classical methods and every kept CycleGAN epoch; the epoch selected under both rules;
+   the classifier fine-tuned on hgtp as the upper bound;
+4. harmonize hgtp with the selected epoch (``--epoch best``) and draw a before/after grid.
+
+Everything lands in ``workdir`` (data, ``stainshift.toml``, ``runs/``) and in the ``demo`` mlflow experiment.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
 from stainshift.atomic import atomic_write_text
-from stainshift.data.datasets import domain_dataset
 from stainshift.data.inspect import DomainReport, inspect_domain
 from stainshift.data.simulate import simulate
 from stainshift.data.splits import domain_split
@@ -25,18 +27,27 @@ from stainshift.project import DomainConfig, Project, save_project
 from stainshift.tracking import tracked_run
 
 TARGET, SOURCE = "clinic", "hgtp"
+CLASSIFIER = "resnet18"
 
 
 @dataclass(frozen=True)
 class DemoSettings:
-    per_class: int
-    size: int
-    epochs: int
+    """Sizes of one demo run; ``preset`` gives the full and ``--quick`` ones (the tests pass tinier ones)."""
+
+    per_class: int             # simulated images per class and hospital (6 classes)
+    size: int = 96             # simulated image side, px
+    classifier_size: int = 64  # classifier input (centre crop after scale harmonization), px
+    classifier_epochs: int = 10
+    finetune_epochs: int = 5
+    gan_epochs: int = 5
+    gan_options: tuple[tuple[str, object], ...] = ()  # overrides of the CycleGAN `demo` preset
     seed: int = 0
 
     @classmethod
     def preset(cls, quick: bool, seed: int = 0) -> DemoSettings:
-        return cls(per_class=30, size=96, epochs=8, seed=seed) if quick else cls(120, 96, 15, seed)
+        if quick:
+            return cls(per_class=30, classifier_epochs=8, finetune_epochs=4, gan_epochs=3, seed=seed)
+        return cls(per_class=100, seed=seed)
 
 
 @dataclass
@@ -44,9 +55,11 @@ class DemoSummary:
     workdir: str
     settings: dict
     domains: dict[str, dict] = field(default_factory=dict)
-    accuracy: dict[str, float] = field(default_factory=dict)
-    harmonized: dict[str, float] = field(default_factory=dict)
-    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    accuracy: dict[str, float] = field(default_factory=dict)   # the clinic classifier on each test split
+    table: list[dict] = field(default_factory=list)            # the benchmark rows (hgtp test split)
+    selected: dict[str, int] = field(default_factory=dict)     # rule -> CycleGAN epoch
+    files: dict[str, str] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_text(self) -> str:
@@ -55,18 +68,20 @@ class DemoSummary:
             lines.append(f"  {name:<7} {d['n_images']:>5} images  L*a*b* mean ({d['lab_mean']})  "
                          f"cell diameter {d['diameter_px']} px")
         acc_t, acc_s = self.accuracy[TARGET], self.accuracy[SOURCE]
-        lines += ["", f"classifier trained on '{TARGET}' (train split), accuracy on each test split:",
+        lines += ["", f"{CLASSIFIER} (GroupNorm) trained on '{TARGET}', accuracy on each test split:",
                   f"  {TARGET:<7} {acc_t:6.3f}", f"  {SOURCE:<7} {acc_s:6.3f}   "
-                  f"(stain shift costs {100 * (acc_t - acc_s):.1f} points)"]
-        if self.harmonized:
-            lines += ["", f"'{SOURCE}' test images harmonized to '{TARGET}' first (classical methods):"]
-            lines += [f"  {m:<10} {a:6.3f}   ({100 * (a - acc_s):+.1f} points)" for m, a in self.harmonized.items()]
-        lines += ["", "per-class accuracy (no harmonization):"]
-        classes = list(self.per_class[TARGET])
-        lines.append("  " + " " * 12 + "".join(f"{d:>9}" for d in (TARGET, SOURCE)))
-        lines += ["  " + f"{c:<12}" + "".join(f"{self.per_class[d][c]:>9.2f}" for d in (TARGET, SOURCE))
-                  for c in classes]
-        lines += ["", f"done in {self.seconds:.0f} s; tracking: {self.settings['tracking_uri']}"]
+                  f"(stain shift costs {100 * (acc_t - acc_s):.1f} points)",
+                  "", f"'{SOURCE}' test images harmonized to '{TARGET}' first:",
+                  f"  {'condition':<36} {'accuracy (95% CI)':<22} {'macro-F1':>8} {'gap closed':>11}"]
+        for t in self.table:
+            ci = f"{t['accuracy']:.3f} ({t['ci_low']:.2f}-{t['ci_high']:.2f})"
+            gap = "" if t["gap_closed"] != t["gap_closed"] else f"{t['gap_closed']:.0%}"
+            lines.append(f"  {t['condition']:<36} {ci:<22} {t['macro_f1']:>8.3f} {gap:>11}")
+        chosen = ", ".join(f"{e} ({rule} rule)" for rule, e in self.selected.items())
+        lines += ["", f"selected CycleGAN epoch: {chosen}", "", "files:"]
+        lines += [f"  {k:<14} {v}" for k, v in self.files.items()]
+        stages = ", ".join(f"{k} {v:.0f} s" for k, v in self.stage_seconds.items())
+        lines += ["", f"done in {self.seconds:.0f} s ({stages}); tracking: {self.settings['tracking_uri']}"]
         return "\n".join(lines)
 
 
@@ -74,13 +89,6 @@ def _domain_row(report: DomainReport) -> dict:
     diameter = report.diameter.get("median")
     return {"n_images": sum(report.counts.values()), "lab_mean": ", ".join(f"{v:.1f}" for v in report.lab_mean),
             "diameter_px": None if diameter is None else round(diameter, 1), "unreadable": len(report.unreadable)}
-
-
-def _arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Load a whole (small) dataset as uint8 NHWC images and labels."""
-    images, labels = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
-    x = np.stack([(img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for img in images])
-    return x, np.asarray(labels)
 
 
 def build_demo_project(workdir: Path, diameters: dict[str, float] | None = None) -> Project:
@@ -93,21 +101,52 @@ def build_demo_project(workdir: Path, diameters: dict[str, float] | None = None)
     return project
 
 
+def _before_after(project: Project, harmonized: Path, out: Path, per_class: int = 2) -> Path:
+    """Rows of hgtp test cells as they came, after Reinhard and after the selected CycleGAN epoch, then clinic cells."""
+    from stainshift.data.io import read_image, write_image
+    from stainshift.data.splits import samples_in
+    from stainshift.grids import image_grid
+
+    def pick(domain: str) -> list:
+        chosen: dict[str, list] = {}
+        for s in samples_in(project, domain, "test"):
+            if len(chosen.setdefault(s.label, [])) < per_class:
+                chosen[s.label].append(s)
+        return [s for group in chosen.values() for s in group]
+
+    source = pick(SOURCE)
+    reinhard = project.runs / f"{SOURCE}_to_{TARGET}" / "benchmark" / "images" / "reinhard"
+    rows = [[read_image(s.path) for s in source],
+            [read_image(reinhard / s.key) for s in source],
+            [read_image(harmonized / s.key) for s in source],
+            [read_image(s.path) for s in pick(TARGET)][: len(source)]]
+    labels = [f"{SOURCE} original", "reinhard", "cyclegan best", f"{TARGET} (target)"]
+    return write_image(out, image_grid(rows, cell=96, row_labels=labels))
+
+
 def run_demo(workdir: str | Path = "stainshift-demo", quick: bool = False, progress: bool = True,
              seed: int = 0, settings: DemoSettings | None = None) -> DemoSummary:
     """Run the demo end to end in ``workdir``; returns (and writes ``summary.json``/``summary.md``) its summary.
 
     ``settings`` overrides the quick/full preset (the tests use a tiny one).
     """
-    from stainshift.classify.baseline import per_class_accuracy, predict, train_baseline
-    from stainshift.normalize import NORMALIZERS, DegenerateImageWarning, normalize_images
-    from stainshift.normalize import build as build_normalizer
+    from stainshift.benchmark import BenchmarkRequest, run_benchmark
+    from stainshift.classify.evaluate import evaluate
+    from stainshift.classify.train import classifier_dir, default_name
+    from stainshift.harmonize import HarmonizeRequest, harmonize
+    from stainshift.train.loop import TrainRequest, train
 
     start = time.perf_counter()
+    stages: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        stages[name] = round(time.perf_counter() - start - sum(stages.values()), 1)
+
     workdir = Path(workdir).resolve()
     if workdir.exists() and not workdir.is_dir():
         raise StainshiftError(f"{workdir}: --workdir is a file; pass a folder (it is created if missing)")
     settings = settings or DemoSettings.preset(quick, seed)
+    seed = settings.seed
     simulate(workdir / "data", hospitals=[TARGET, SOURCE], per_class=settings.per_class, size=settings.size,
              seed=seed, progress=progress)
     project = build_demo_project(workdir)
@@ -118,35 +157,51 @@ def run_demo(workdir: str | Path = "stainshift-demo", quick: bool = False, progr
     save_project(project)
     for name in (TARGET, SOURCE):
         domain_split(project, name)
-
-    train = domain_dataset(project, TARGET, "train", size=settings.size)
-    classes = train.classes
-    x_train, y_train = _arrays(train)
     summary = DemoSummary(workdir=str(workdir), settings={**asdict(settings), "tracking_uri": project.tracking_uri})
     summary.domains = {n: _domain_row(r) for n, r in reports.items()}
-    params = {**asdict(settings), "classes": ",".join(classes), "train_images": len(y_train)}
-    with tracked_run(project, "demo", f"baseline-{TARGET}", params, tags={"stainshift.step": "demo"}) as mlflow:
-        model = train_baseline(x_train, y_train, epochs=settings.epochs, seed=seed, class_names=classes,
-                               progress=progress)
-        tests = {n: _arrays(domain_dataset(project, n, "test", size=settings.size, classes=classes))
-                 for n in (TARGET, SOURCE)}
-        for name, (x_test, y_test) in tests.items():
-            predicted = predict(model, x_test)
-            summary.accuracy[name] = float((predicted == y_test).mean())
-            per_class = per_class_accuracy(predicted, y_test, len(classes))
-            summary.per_class[name] = {c: round(float(a), 3) for c, a in zip(classes, per_class, strict=True)}
-            mlflow.log_metric(f"accuracy_{name}", summary.accuracy[name])
+    lap("data")
+
+    gan = {"epochs": settings.gan_epochs, "keep_epochs": tuple(range(1, settings.gan_epochs + 1)),
+           **dict(settings.gan_options)}
+    run = train(project, TrainRequest(SOURCE, TARGET, preset="demo", seed=seed, overrides=gan,
+                                      progress=progress)).run_dir
+    lap("cyclegan")
+
+    request = BenchmarkRequest(SOURCE, TARGET, classifiers=(CLASSIFIER,), size=settings.classifier_size,
+                               epochs=settings.classifier_epochs, finetune_epochs=settings.finetune_epochs,
+                               seed=seed, progress=progress)
+    table = run_benchmark(project, request)
+    lap("benchmark")
+
+    model = classifier_dir(project, default_name(TARGET, CLASSIFIER, "ce", request.norm)) / "model.pt"
+    for name in (TARGET, SOURCE):
+        summary.accuracy[name] = evaluate(model, project, name, "test", seed=seed).accuracy
+    selection = json.loads((run / "selected.json").read_text())
+    summary.selected = {row.condition.split("(")[1].rstrip(")"): int(row.epoch) for row in table.itertuples()
+                        if row.condition.startswith("cyclegan selected")}
+    best = harmonize(project, HarmonizeRequest(SOURCE, TARGET, "cyclegan", epoch="best", progress=progress))
+    bench = project.runs / f"{SOURCE}_to_{TARGET}" / "benchmark"
+    grid = _before_after(project, best.out_dir, workdir / "before_after.png")
+    summary.table = table.drop(columns=["classifier"]).to_dict("records")
+    summary.files = {"project": str(project.file), "benchmark": str(bench / "benchmark.md"),
+                     "plot": str(bench / "accuracy_vs_epoch.png"), "selection": str(run / "selection.png"),
+                     "harmonized": f"{best.out_dir} (epoch {selection['epoch']}, {selection['rule']} rule)",
+                     "before/after": str(grid)}
+    lap("harmonize")
+
+    params = {**asdict(settings), "gan_run": run.name, "classifier": CLASSIFIER}
+    params.pop("gan_options")
+    with tracked_run(project, "demo", "demo", params, tags={"stainshift.step": "demo"}) as mlflow:
+        for name, value in summary.accuracy.items():
+            mlflow.log_metric(f"accuracy_{name}", value)
         mlflow.log_metric("accuracy_drop", summary.accuracy[TARGET] - summary.accuracy[SOURCE])
-        x_source, y_source = tests[SOURCE]
-        for method in NORMALIZERS:
-            normalizer = build_normalizer(method).fit(list(x_train))
-            with warnings.catch_warnings():  # lone cells on plasma may trigger the normalizers' documented fallbacks
-                warnings.simplefilter("ignore", DegenerateImageWarning)
-                x_harmonized = np.stack(normalize_images(normalizer, list(x_source)))
-            summary.harmonized[method] = float((predict(model, x_harmonized) == y_source).mean())
-            mlflow.log_metric(f"accuracy_{SOURCE}_{method}", summary.harmonized[method])
+        for t in summary.table:
+            key = t["condition"].replace(" ", "_").replace("(", "").replace(")", "")
+            mlflow.log_metric(f"accuracy_{SOURCE}_{key}", t["accuracy"])
         summary.seconds = time.perf_counter() - start
+        summary.stage_seconds = stages
         atomic_write_text(workdir / "summary.json", json.dumps(asdict(summary), indent=2))
         atomic_write_text(workdir / "summary.md", "```\n" + summary.to_text() + "\n```\n")
-        mlflow.log_artifact(str(workdir / "summary.md"))
+        for artifact in (workdir / "summary.md", bench / "benchmark.md", bench / "accuracy_vs_epoch.png", grid):
+            mlflow.log_artifact(str(artifact))
     return summary

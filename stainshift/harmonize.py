@@ -37,7 +37,7 @@ from stainshift.data.splits import samples_in
 from stainshift.errors import ImageReadError, StainshiftError
 from stainshift.project import Project
 from stainshift.train import checkpoints
-from stainshift.train.loop import latest_run, pair_dir, resolve_device
+from stainshift.train.loop import pair_dir, resolve_device, serving_run
 
 CLASSICAL = ("reinhard", "macenko", "histogram")
 LEARNED = ("cyclegan", "colorization")
@@ -81,7 +81,7 @@ def resolve_checkpoint(project: Project, src: str, dst: str, method: str, epoch:
                        run_id: str | None = None) -> tuple[Path, int]:
     """The epoch file for ``epoch`` ("best", "last" or a number) of the latest (or named) run."""
     base = pair_dir(project, src, dst, method)
-    run = base / run_id if run_id else latest_run(project, src, dst, method)
+    run = base / run_id if run_id else serving_run(project, src, dst, method)
     if run is None or not run.is_dir():
         raise StainshiftError(f"no trained {method} run for {src} -> {dst} under {base}; train one with "
                               f"`stainshift train {method} --src {src} --dst {dst}`")

@@ -105,7 +105,7 @@ from stainshift.metrics import (
     wasserstein_1d_sorted,
 )
 from stainshift.project import Project
-from stainshift.train.loop import fixed_samples, latest_run, pair_dir, resolve_device
+from stainshift.train.loop import fixed_samples, pair_dir, resolve_device, serving_run
 
 RULES = ("labelled", "label-free")
 DEFAULT_SSIM_MIN = 0.75
@@ -357,7 +357,7 @@ def _original_note(scores: Sequence[EpochScores], choice: Choice) -> str:
 # -- the whole selection ------------------------------------------------------------------------------------------
 def _run_dir(project: Project, src: str, dst: str, method: str, run_id: str | None) -> Path:
     base = pair_dir(project, src, dst, method)
-    run = base / run_id if run_id else latest_run(project, src, dst, method)
+    run = base / run_id if run_id else serving_run(project, src, dst, method)
     if run is None or not run.is_dir():
         what = f"run '{run_id}'" if run_id else "trained run"
         raise StainshiftError(f"no {method} {what} for {src} -> {dst} under {base}; train one with "

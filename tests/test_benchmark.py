@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -23,7 +24,7 @@ def test_benchmark_table_structure_and_numbers(tmp_path):
     frame = run_benchmark(project, request)
     assert frame.condition.tolist() == [
         "original", "reinhard", "macenko", "histogram", "cyclegan e1", "cyclegan e2",
-        "cyclegan selected (labelled)", "cyclegan selected (label-free)", "fine-tuned on source (upper bound)"]
+        "cyclegan selected (label-free)", "cyclegan selected (labelled)", "fine-tuned on source (upper bound)"]
     assert (frame.n == frame.n.iloc[0]).all() and frame.n.iloc[0] > 0  # the same source test images throughout
     assert ((frame.ci_low <= frame.accuracy) & (frame.accuracy <= frame.ci_high)).all()
     original, upper = frame.accuracy.iloc[0], frame.accuracy.iloc[-1]
@@ -39,6 +40,16 @@ def test_benchmark_table_structure_and_numbers(tmp_path):
     stamp = (out / "images" / "reinhard" / "manifest.csv").stat().st_mtime_ns
     run_benchmark(project, request)
     assert (out / "images" / "reinhard" / "manifest.csv").stat().st_mtime_ns == stamp
+    # the run keeps the labelled choice (the rule that applies when labels exist), which harmonize --epoch best uses
+    chosen = json.loads((project.runs / "hgtp_to_clinic" / "cyclegan" / "g" / "selected.json").read_text())
+    labelled = frame[frame.condition == "cyclegan selected (labelled)"].epoch.iloc[0]
+    assert (chosen["rule"], chosen["epoch"]) == ("labelled", labelled)
+    # a newer GAN run gets its own harmonized images, never the older run's
+    train(project, TrainRequest(src="hgtp", dst="clinic", run_id="g2", progress=False, track=False,
+                                overrides={**TINY_CYCLEGAN, "epochs": 1, "keep_epochs": (1,)}))
+    again = run_benchmark(project, request)
+    assert again[again.method == "cyclegan"].epoch.tolist() == [1, 1, 1]
+    assert (out / "images" / "cyclegan_g2_e1" / "manifest.csv").exists()
     with pytest.raises(StainshiftError, match="unknown classifier"):
         run_benchmark(project, BenchmarkRequest("hgtp", "clinic", classifiers=("vgg",), progress=False, track=False))
 
@@ -50,3 +61,28 @@ def test_benchmark_command_errors(tmp_path, capsys):
     code = main(["benchmark", "--src", "hgtp", "--dst", "nowhere", "--project", str(project.file)])
     err = capsys.readouterr().err
     assert code == 2 and "unknown domain 'nowhere'" in err and err.count("\n") == 1
+
+
+def test_colorization_trained_for_one_source_serves_every_source(tmp_path):
+    """ColorizationGAN learns from the target alone, so one run serves all sources of that target; CycleGAN,
+    which learns the pair, never does."""
+    from stainshift.data.simulate import simulate
+    from stainshift.harmonize import HarmonizeRequest, harmonize
+    from stainshift.train.loop import serving_run
+
+    simulate(tmp_path / "data", hospitals=["site3"], per_class=3, size=40, seed=1, classes=("lymphocyte",))
+    project = simulated_project(tmp_path, per_class=3, split=(0.5, 0.25, 0.25), extra=("site3",))
+    tiny = {"ngf": 4, "num_downs": 3, "ndf": 4, "crop_size": 32, "load_size": 32, "batch_size": 2, "epochs": 1,
+            "epochs_decay": 0, "keep_epochs": (1,)}
+    run = train(project, TrainRequest(src="hgtp", dst="clinic", method="colorization", run_id="c", progress=False,
+                                      track=False, overrides=tiny)).run_dir
+    train(project, TrainRequest(src="hgtp", dst="clinic", run_id="g", progress=False, track=False,
+                                overrides={**TINY_CYCLEGAN, "epochs": 1, "keep_epochs": (1,)}))
+    assert serving_run(project, "site3", "clinic", "colorization") == run
+    assert serving_run(project, "site3", "clinic", "cyclegan") is None
+    assert serving_run(project, "site3", "hgtp", "colorization") is None  # another target
+    result = harmonize(project, HarmonizeRequest("site3", "clinic", method="colorization", epoch=1,
+                                                 out=tmp_path / "out", progress=False))
+    assert result.n_images == 3 and result.epoch == 1
+    with pytest.raises(StainshiftError, match="no trained cyclegan run for site3 -> clinic"):
+        harmonize(project, HarmonizeRequest("site3", "clinic", epoch=1, out=tmp_path / "out2", progress=False))

@@ -1,35 +1,75 @@
-"""The demo end to end on tiny settings: files on disk, the project it names, and the mlflow sqlite store."""
+"""The demo end to end on tiny settings: files on disk, the project it names, the benchmark table, the selected
+epoch's harmonized images, and the mlflow sqlite store."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import mlflow
 
+from stainshift.data.io import read_image
+from stainshift.data.splits import samples_in
 from stainshift.demo import DemoSettings, run_demo
 from stainshift.project import load_project
+
+TINY = DemoSettings(per_class=8, size=64, classifier_size=48, classifier_epochs=2, finetune_epochs=1, gan_epochs=2,
+                    gan_options=(("ngf", 8), ("ndf", 8), ("n_blocks", 1), ("crop_size", 32), ("load_size", 32)))
 
 
 def test_tiny_demo_end_to_end(tmp_path):
     workdir = tmp_path / "demo"
-    summary = run_demo(workdir, progress=False, settings=DemoSettings(per_class=8, size=64, epochs=2))
+    summary = run_demo(workdir, progress=False, settings=TINY)
     project = load_project(workdir / "stainshift.toml")
     assert set(project.domains) == {"clinic", "hgtp"}
     assert project.cell_diameter == summary.domains["clinic"]["diameter_px"] > 0
     assert all((workdir / "runs" / "splits" / f"{d}.csv").exists() for d in ("clinic", "hgtp"))
-    assert set(summary.accuracy) == {"clinic", "hgtp"} and all(0 <= a <= 1 for a in summary.accuracy.values())
-    assert set(summary.harmonized) == {"reinhard", "macenko", "histogram"}
-    saved = json.loads((workdir / "summary.json").read_text())
-    assert saved["accuracy"] == summary.accuracy
-    assert "stain shift costs" in (workdir / "summary.md").read_text()
 
-    # the run is in the embedded sqlite store, with its metrics and the summary as an artifact
+    # the benchmark table: every condition once, in order, on hgtp's test split
+    conditions = [t["condition"] for t in summary.table]
+    assert conditions == ["original", "reinhard", "macenko", "histogram", "cyclegan e1", "cyclegan e2",
+                          "cyclegan selected (label-free)", "cyclegan selected (labelled)",
+                          "fine-tuned on source (upper bound)"]
+    n_test = len(samples_in(project, "hgtp", "test"))
+    assert all(t["n"] == n_test for t in summary.table)
+    original, tuned = summary.table[0], summary.table[-1]
+    assert original["accuracy"] == summary.accuracy["hgtp"]  # the same classifier on the same images
+    if tuned["accuracy"] == original["accuracy"]:  # no gap to close: "gap closed" is undefined, not 0 or 1
+        assert all(math.isnan(t["gap_closed"]) for t in summary.table)
+    else:
+        assert (original["gap_closed"], tuned["gap_closed"]) == (0, 1)
+    for t in summary.table:
+        assert t["ci_low"] <= t["accuracy"] <= t["ci_high"]
+    for rule in ("labelled", "label-free"):
+        picked = next(t for t in summary.table if t["condition"] == f"cyclegan selected ({rule})")
+        same = next(t for t in summary.table if t["condition"] == f"cyclegan e{summary.selected[rule]}")
+        assert picked["accuracy"] == same["accuracy"]
+
+    # harmonize --epoch best used the labelled choice and mirrored every hgtp image
+    (run,) = (workdir / "runs" / "hgtp_to_clinic" / "cyclegan").glob("demo-*")
+    selected = json.loads((run / "selected.json").read_text())
+    assert (selected["rule"], selected["epoch"]) == ("labelled", summary.selected["labelled"])
+    harmonized = workdir / "runs" / "hgtp_to_clinic" / "cyclegan" / "harmonized"
+    for sample in samples_in(project, "hgtp", None):
+        assert read_image(harmonized / sample.key).shape == read_image(sample.path).shape
+    grid = read_image(workdir / "before_after.png")
+    assert grid.shape[0] > 4 * 96 and grid.std() > 10
+
+    saved = json.loads((workdir / "summary.json").read_text())
+    assert saved["accuracy"] == summary.accuracy and saved["selected"] == summary.selected
+    text = (workdir / "summary.md").read_text()
+    assert "stain shift costs" in text and "cyclegan selected (labelled)" in text
+    assert set(saved["stage_seconds"]) == {"data", "cyclegan", "benchmark", "harmonize"}
+
+    # the run is in the embedded sqlite store, with its metrics and artifacts
     assert project.tracking_uri.startswith("sqlite:///") and (workdir / "runs" / "mlflow.db").exists()
     client = mlflow.MlflowClient(tracking_uri=project.tracking_uri)
     experiment = client.get_experiment_by_name("demo")
-    (run,) = client.search_runs([experiment.experiment_id])
-    assert run.data.metrics["accuracy_clinic"] == summary.accuracy["clinic"]
-    assert run.data.metrics["accuracy_hgtp_reinhard"] == summary.harmonized["reinhard"]
-    assert run.data.params["per_class"] == "8"
-    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["summary.md"]
-    assert (workdir / "runs" / "mlartifacts").is_dir()
+    (demo_run,) = client.search_runs([experiment.experiment_id])
+    assert demo_run.data.metrics["accuracy_clinic"] == summary.accuracy["clinic"]
+    assert demo_run.data.metrics["accuracy_hgtp_reinhard"] == summary.table[1]["accuracy"]
+    assert demo_run.data.params["per_class"] == "8"
+    artifacts = {a.path for a in client.list_artifacts(demo_run.info.run_id)}
+    assert artifacts == {"summary.md", "benchmark.md", "accuracy_vs_epoch.png", "before_after.png"}
+    gan_run = client.get_run(json.loads((run / "config.json").read_text())["mlflow_run_id"])
+    assert len(client.get_metric_history(gan_run.info.run_id, "loss_G")) == TINY.gan_epochs

@@ -93,6 +93,19 @@ def latest_run(project: Project, src: str, dst: str, method: str) -> Path | None
     return max(runs, key=lambda p: (p / "last.pt").stat().st_mtime) if runs else None
 
 
+def serving_run(project: Project, src: str, dst: str, method: str) -> Path | None:
+    """The run that translates ``src`` to ``dst``: the pair's latest run; failing that, for a model that learns
+    from the target domain alone (ColorizationGAN), the latest run of that method for any source with this target,
+    since such a model never saw its source."""
+    from stainshift.models.registry import MODELS
+
+    run = latest_run(project, src, dst, method)
+    if run is not None or method not in MODELS or not MODELS[method].target_only:
+        return run
+    runs = [p.parent for p in project.runs.glob(f"*_to_{dst}/{method}/*/last.pt")]
+    return max(runs, key=lambda p: (p / "last.pt").stat().st_mtime) if runs else None
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
