@@ -37,9 +37,12 @@ def test_benchmark_table_structure_and_numbers(tmp_path):
     assert pd.read_csv(out / "benchmark.csv").shape[0] == len(frame)
     assert "gap closed" in (out / "benchmark.md").read_text() and (out / "accuracy_vs_epoch.png").exists()
     # a second run reuses the classifier and the harmonized images
-    stamp = (out / "images" / "reinhard" / "manifest.csv").stat().st_mtime_ns
-    run_benchmark(project, request)
-    assert (out / "images" / "reinhard" / "manifest.csv").stat().st_mtime_ns == stamp
+    tuned = project.runs / "classifiers" / "clinic-resnet18-group-ft-hgtp"
+    assert json.loads((tuned / "config.json").read_text())["balanced"] is True
+    stamps = [p.stat().st_mtime_ns for p in (out / "images" / "reinhard" / "manifest.csv", tuned / "model.pt")]
+    again = run_benchmark(project, request)
+    assert [p.stat().st_mtime_ns for p in (out / "images" / "reinhard" / "manifest.csv", tuned / "model.pt")] == stamps
+    assert again.accuracy.tolist() == frame.accuracy.tolist()  # same models, same images, same numbers
     # the run keeps the labelled choice (the rule that applies when labels exist), which harmonize --epoch best uses
     chosen = json.loads((project.runs / "hgtp_to_clinic" / "cyclegan" / "g" / "selected.json").read_text())
     labelled = frame[frame.condition == "cyclegan selected (labelled)"].epoch.iloc[0]
