@@ -147,6 +147,12 @@ def run_demo(workdir: str | Path = "stainshift-demo", quick: bool = False, progr
         raise StainshiftError(f"{workdir}: --workdir is a file; pass a folder (it is created if missing)")
     settings = settings or DemoSettings.preset(quick, seed)
     seed = settings.seed
+    previous = workdir / "summary.json"
+    if previous.exists():  # same settings: the data, splits and classifier are reused; other settings would clash
+        before = {k: v for k, v in json.loads(previous.read_text())["settings"].items() if k != "tracking_uri"}
+        if before != json.loads(json.dumps(asdict(settings))):
+            raise StainshiftError(f"{workdir} holds a demo run with other settings ({before['per_class']} images per "
+                                  "class); pass another --workdir, or delete that folder first")
     simulate(workdir / "data", hospitals=[TARGET, SOURCE], per_class=settings.per_class, size=settings.size,
              seed=seed, progress=progress)
     project = build_demo_project(workdir)

@@ -7,6 +7,7 @@ import json
 import math
 
 import mlflow
+import pytest
 
 from stainshift.data.io import read_image
 from stainshift.data.splits import samples_in
@@ -73,3 +74,15 @@ def test_tiny_demo_end_to_end(tmp_path):
     assert artifacts == {"summary.md", "benchmark.md", "accuracy_vs_epoch.png", "before_after.png"}
     gan_run = client.get_run(json.loads((run / "config.json").read_text())["mlflow_run_id"])
     assert len(client.get_metric_history(gan_run.info.run_id, "loss_G")) == TINY.gan_epochs
+
+
+def test_a_demo_folder_with_other_settings_is_refused(tmp_path):
+    from stainshift.errors import StainshiftError
+
+    workdir = tmp_path / "demo"
+    workdir.mkdir()
+    (workdir / "summary.json").write_text(json.dumps({"settings": {"per_class": 30, "tracking_uri": "x"}}))
+    with pytest.raises(StainshiftError, match=r"holds a demo run with other settings \(30 images per class\).*"
+                       "--workdir"):
+        run_demo(workdir, progress=False, settings=TINY)
+    assert sorted(p.name for p in workdir.iterdir()) == ["summary.json"]  # nothing written
