@@ -311,7 +311,7 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
     by_size: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = defaultdict(list)
     skipped: list[str] = []
     rows: list[dict[str, object]] = []
-    protect = set(files)
+    protect = {f.resolve() for f in files}
 
     @torch.inference_mode()
     def flush(items: Sequence[tuple[Path, np.ndarray]]) -> None:

@@ -38,7 +38,7 @@ def test_benchmark_table_structure_and_numbers(tmp_path):
     assert "gap closed" in (out / "benchmark.md").read_text() and (out / "accuracy_vs_epoch.png").exists()
     # a second run reuses the classifier and the harmonized images
     tuned = project.runs / "classifiers" / "clinic-resnet18-group-ft-hgtp"
-    assert json.loads((tuned / "config.json").read_text())["balanced"] is True
+    assert json.loads((tuned / "config.json").read_text())["balanced"] is False
     stamps = [p.stat().st_mtime_ns for p in (out / "images" / "reinhard" / "manifest.csv", tuned / "model.pt")]
     again = run_benchmark(project, request)
     assert [p.stat().st_mtime_ns for p in (out / "images" / "reinhard" / "manifest.csv", tuned / "model.pt")] == stamps

@@ -172,6 +172,8 @@ def test_write_is_atomic_and_protects_inputs(tmp_path, rng):
     before = src.read_bytes()
     with pytest.raises(ImageWriteError, match="overwrite an input"):
         write_image(tmp_path / "." / "in.png", image[::-1], protect=[src])
+    with pytest.raises(ImageWriteError, match="overwrite an input"):  # the resolved-set form harmonize uses
+        write_image(tmp_path / "in.png", image[::-1], protect={src.resolve(), tmp_path / "other.png"})
     assert src.read_bytes() == before
     with pytest.raises(ImageWriteError):
         write_image(tmp_path / "x.png", image.astype(np.float32))

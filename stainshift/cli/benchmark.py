@@ -23,8 +23,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=96, help="classifier input size in pixels")
     p.add_argument("--epochs", type=int, default=10, help="classifier training epochs")
     p.add_argument("--finetune-epochs", type=int, default=5)
-    p.add_argument("--unbalanced-finetune", action="store_true",
-                   help="fine-tune the upper bound without class-balanced sampling (default: balanced)")
+    p.add_argument("--balanced-finetune", action="store_true",
+                   help="fine-tune the upper bound with class-balanced sampling (default: the data as it comes)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-track", action="store_true", help="do not log to mlflow")
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     request = BenchmarkRequest(args.src, args.dst, tuple(c.strip() for c in args.classifiers.split(",") if c.strip()),
                                norm=args.norm, size=args.size, epochs=args.epochs,
                                finetune_epochs=args.finetune_epochs,
-                               finetune_balanced=not args.unbalanced_finetune, batch_size=args.batch_size,
+                               finetune_balanced=args.balanced_finetune, batch_size=args.batch_size,
                                seed=args.seed,
                                progress=not args.quiet, track=not args.no_track)
     project = load_project(args.project)

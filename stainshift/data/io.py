@@ -244,12 +244,15 @@ def write_image(
 ) -> Path:
     """Write an RGB (H, W, 3) or gray (H, W) ``uint8`` array atomically; format follows the suffix.
 
-    ``protect`` lists input files that must never be overwritten (harmonize passes its inputs here).
+    ``protect`` lists input files that must never be overwritten (harmonize passes its inputs here, as a set of
+    resolved paths).
     """
     path = Path(path)
-    target = path.resolve()
-    for p in protect:
-        if Path(p).resolve() == target:
+    if protect:
+        target = path.resolve()
+        # a set of resolved paths (harmonize passes one for thousands of writes) is checked in O(1)
+        protected = protect if isinstance(protect, (set, frozenset)) else {Path(p).resolve() for p in protect}
+        if target in protected:
             raise ImageWriteError(f"{path}: refusing to overwrite an input image; choose another --out folder")
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise ImageWriteError(f"{path}: unknown image type '{path.suffix}'; use one of {', '.join(IMAGE_EXTENSIONS)}")
