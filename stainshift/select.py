@@ -7,9 +7,11 @@ small data the best classifier accuracy came at epochs 2-3 and fell after). Noth
 What is measured, for every kept epoch ``epochs/epoch_NNN.pt`` of the latest (or ``run_id``) run, on the SOURCE
 domain's *validation* split only (the GAN trained on the source train split; the test split stays untouched):
 
-- images are loaded as a classifier's dataset loads them: rescaled by the domain's scale factor (the project's common
-  cell diameter), then centre-cropped (or reflect-padded) to the classifier's ``input_size`` (without a classifier:
-  the run's training ``crop_size``); the translator is fully convolutional and runs on these crops in memory;
+- each image is translated as ``harmonize`` translates it: the whole image, rescaled by the domain's scale factor
+  (the project's common cell diameter), tiled above 512 px; then the output is centre-cropped (or reflect-padded)
+  to the classifier's ``input_size`` (without a classifier: the run's training ``crop_size``), as a classifier's
+  dataset crops. Translating the crop alone would not do: instance normalization sees the whole input, so a crop's
+  colours differ from the same region of the harmonized image (on the simulated demo, the epoch ranking changed);
 - ``accuracy`` and ``macro_f1`` of the target-domain classifier on the translated images (classes matched by name;
   images of classes the classifier lacks are left out; macro-F1 averages the classes present in the labels);
 - ``ssim``: structure preservation, the mean SSIM between the grayscale input and grayscale output (window 11),
@@ -94,7 +96,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from stainshift.atomic import atomic_path, atomic_write_text
-from stainshift.data.datasets import load_cell, to_tensor
+from stainshift.data.datasets import center_crop_tensor, load_cell, to_tensor
 from stainshift.data.domains import Sample
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
@@ -278,6 +280,32 @@ def _load(samples: Sequence[Sample], scale: float, size: int) -> torch.Tensor:
     return torch.stack([to_tensor(load_cell(s.path, scale, size)) for s in samples])
 
 
+def _load_whole(samples: Sequence[Sample], scale: float) -> list[torch.Tensor]:
+    return [to_tensor(load_cell(s.path, scale)) for s in samples]
+
+
+@torch.inference_mode()
+def translate_and_crop(translator: nn.Module, images: Sequence[torch.Tensor], size: int, device: torch.device,
+                       tile: int = 512, overlap: int = 64) -> torch.Tensor:
+    """Translate whole CHW images the way ``harmonize`` does (same-size batches, tiles above ``tile`` px), then
+    centre-crop each output to ``size`` (N x 3 x size x size)."""
+    from stainshift.harmonize import translate_batch, translate_tiled
+
+    out: list[torch.Tensor | None] = [None] * len(images)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        by_shape.setdefault(tuple(image.shape), []).append(i)
+    for shape, indices in by_shape.items():
+        batch = torch.stack([images[i] for i in indices]).to(device)
+        if max(shape[1:]) > tile:
+            done = torch.stack([translate_tiled(translator, b, tile, overlap) for b in batch])
+        else:
+            done = translate_batch(translator, batch)
+        for i, crop in zip(indices, center_crop_tensor(done.float(), size), strict=True):
+            out[i] = crop.cpu()
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
 def _subset(samples: list[Sample], max_images: int | None) -> list[Sample]:
     """All samples, or ``max_images`` of them taken class by class in turn (always the same ones)."""
     if max_images is None or len(samples) <= max_images:
@@ -322,12 +350,13 @@ class _Scorer:
         return torch.cat([self.inception(b.to(self.device)).float().cpu() for b in _batches(x, 16)]).numpy()
 
     @torch.inference_mode()
-    def score(self, epoch: int, source: torch.Tensor, translator: nn.Module | None) -> EpochScores:
+    def score(self, epoch: int, source: torch.Tensor, translated: torch.Tensor | None) -> EpochScores:
+        """Scores of ``translated`` (None: the untranslated ``source``), crops aligned with ``source``."""
         start = time.perf_counter()
         ssims, labs, feats, preds, inception = [], [], [], [], []
-        for i, batch in enumerate(_batches(source, self.batch_size)):
-            batch = batch.to(self.device)
-            out = batch if translator is None else translator(batch).float().clamp(0, 1)
+        outs = _batches(source if translated is None else translated, self.batch_size)
+        for i, (batch, out) in enumerate(zip(_batches(source, self.batch_size), outs, strict=True)):
+            batch, out = batch.to(self.device), out.to(self.device)
             ssims.append(ssim_gray(batch, out, blur_sigma=SSIM_BLUR).cpu())
             if self.inception is not None:
                 inception.append(self.inception(out).float().cpu())
@@ -434,7 +463,8 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
         size = int(model.input_size)
     else:
         size = int(config.get("options", {}).get("crop_size", 0)) or 96
-    source = _load(src_val, scale_factor(project, src), size)
+    whole = _load_whole(src_val, scale_factor(project, src))
+    source = torch.stack([center_crop_tensor(x, size) for x in whole])
     target = _load(dst_val, scale_factor(project, dst), size)
     if size < 11:
         raise StainshiftError(f"images of {size} px are too small for SSIM (window 11)")
@@ -449,7 +479,10 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
     scores = [scorer.score(0, source, None)]
     for epoch in tqdm(epochs, desc=f"select {method}", unit="epoch", disable=not progress):
         translator = load_translator(run / "epochs" / f"epoch_{epoch:03d}.pt").to(dev)
-        scores.append(scorer.score(epoch, source, translator))
+        start = time.perf_counter()
+        row = scorer.score(epoch, source, translate_and_crop(translator, whole, size, dev))
+        row.seconds = round(time.perf_counter() - start, 3)  # translation included
+        scores.append(row)
     choice = choose_epoch(scores, rule, ssim_min, tie_tol)
     reason = choice.reason + _original_note(scores, choice)
     selection = Selection(run, choice.epoch, rule, ssim_min, scores, classifier_name or None, choice.fallback,

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from stainshift.atomic import atomic_path, atomic_write_text
 from stainshift.classify.models import Classifier, load_classifier
-from stainshift.data.datasets import CellDataset, center_crop, rescale, to_tensor
+from stainshift.data.datasets import CellDataset, center_crop, center_crop_tensor, rescale, to_tensor
 from stainshift.errors import DataError, StainshiftError
 from stainshift.project import Project
 
@@ -208,18 +208,6 @@ def evaluate(classifier: Classifier | str | Path, project: Project, domain: str,
 
 
 # -- arrays in memory -----------------------------------------------------------------------------------------------
-def _crop_tensor(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Centre crop (reflect pad when smaller) BCHW to ``size`` x ``size``, as datasets.center_crop does."""
-    h, w = x.shape[-2:]
-    pad_y, pad_x = max(0, size - h), max(0, size - w)
-    if pad_y or pad_x:
-        mode = "reflect" if pad_y < h and pad_x < w else "replicate"
-        x = F.pad(x, (pad_x // 2, pad_x - pad_x // 2, pad_y // 2, pad_y - pad_y // 2), mode=mode)
-        h, w = x.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return x[..., top:top + size, left:left + size]
-
-
 def prepare_images(images: np.ndarray | torch.Tensor | Sequence[np.ndarray], size: int, scale: float = 1.0
                    ) -> torch.Tensor:
     """uint8 NHWC (array, tensor or list of HxWx3 arrays of any sizes) or float BCHW in [0, 1] -> float BCHW
@@ -238,7 +226,7 @@ def prepare_images(images: np.ndarray | torch.Tensor | Sequence[np.ndarray], siz
             h, w = x.shape[-2:]
             x = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear",
                               antialias=scale < 1, align_corners=False)
-        return _crop_tensor(x, size)
+        return center_crop_tensor(x, size)
     raise StainshiftError(f"images: expected uint8 (N, H, W, 3) or float (B, 3, H, W) in [0, 1], got "
                           f"{tuple(x.shape)} {x.dtype}")
 

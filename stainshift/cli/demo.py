@@ -17,7 +17,7 @@ then: cd stainshift-demo && stainshift domains list && mlflow ui --backend-store
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("demo", parents=[common], help="run the synthetic two-hospital demo end to end",
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="30 images per class, 3 GAN epochs (under 2 minutes)")
+    p.add_argument("--quick", action="store_true", help="20 images per class, 3 short GAN epochs (under 2 minutes)")
     p.add_argument("--workdir", default="stainshift-demo", help="where data, project file and runs go")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)

@@ -38,6 +38,18 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     return image[top:top + size, left:left + size]
 
 
+def center_crop_tensor(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre crop (reflect pad when smaller) BCHW (or CHW) to ``size`` x ``size``, as :func:`center_crop` does."""
+    h, w = x.shape[-2:]
+    pad_y, pad_x = max(0, size - h), max(0, size - w)
+    if pad_y or pad_x:
+        mode = "reflect" if pad_y < h and pad_x < w else "replicate"
+        x = torch.nn.functional.pad(x, (pad_x // 2, pad_x - pad_x // 2, pad_y // 2, pad_y - pad_y // 2), mode=mode)
+        h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
 def load_cell(path, scale: float = 1.0, size: int | None = None) -> np.ndarray:
     """Read an image, rescale it by ``scale`` and centre-crop it to ``size`` (RGB uint8)."""
     image = rescale(read_image(path), scale)
