@@ -9,6 +9,7 @@ CycleGAN, the classifier, selection, harmonization and the benchmark table are a
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -38,7 +39,8 @@ def main() -> None:
     info = machine()
     lines = ["# `stainshift demo`: wall time as a user runs it", "",
              f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; commit: {git_commit()}; machine: {info['cpu']}, "
-             f"{info['cores']} cores, CPU only; load (1 min) at start {info['load_1min']:.2f}",
+             f"{info['cores']} cores, CPU only; load (1 min) at start {info['load_1min']:.2f}; "
+             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
              "- command: `python benchmarks/demo_time.py` (runs the console script in a fresh folder each time)", "",
              "| command | wall time (s) | target (s) | within target |", "|---|---:|---:|---|"]
     outputs = {}

@@ -122,7 +122,7 @@ def _before_after(project: Project, harmonized: Path, out: Path, per_class: int 
             [read_image(reinhard / s.key) for s in source],
             [read_image(harmonized / s.key) for s in source],
             [read_image(s.path) for s in pick(TARGET)][: len(source)]]
-    labels = [f"{SOURCE} original", "reinhard", "cyclegan best", f"{TARGET} (target)"]
+    labels = [f"{SOURCE} original", "reinhard", "cyclegan best", f"{TARGET} target"]
     return write_image(out, image_grid(rows, cell=96, row_labels=labels))
 
 
