@@ -13,6 +13,7 @@ from stainshift.data.io import write_image
 
 # Test tensors are tiny: one thread avoids OpenMP spin/wait overhead, which costs 100x under a loaded machine.
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # and the CLI, called in-process, keeps it (see cli.main.free_cores)
 
 
 def data_root() -> Path:

@@ -126,3 +126,18 @@ def test_demo_command_refuses_a_file_as_workdir(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     code, _, err = run(capsys, "demo", "--quick", "--workdir", str(tmp_path / "f"))
     assert code == 2 and "is a file" in err
+
+
+def test_free_cores_follows_the_load_and_respects_the_user(monkeypatch):
+    import os
+
+    from stainshift.cli.main import free_cores
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert free_cores() == cores
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 3.0, 0.0, 0.0))
+    assert free_cores() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert free_cores() is None
