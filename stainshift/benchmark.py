@@ -170,6 +170,7 @@ def write_tables(frame: pd.DataFrame, out: Path, r: BenchmarkRequest) -> None:
         line = ax.plot(epochs.epoch, epochs.accuracy, marker="o", label=f"{spec}: cyclegan")[0]
         ax.axhline(group.accuracy.iloc[0], color=line.get_color(), ls=":", lw=1)
         ax.axhline(group.accuracy.iloc[-1], color=line.get_color(), ls="--", lw=1)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set(xlabel="CycleGAN epoch", ylabel=f"accuracy on {r.src} test", title="dotted: original, dashed: fine-tuned")
     ax.legend(fontsize=7)
     fig.tight_layout()
