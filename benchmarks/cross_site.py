@@ -7,6 +7,7 @@ fine-tuned upper bound; val: epoch selection; test: reported), all at the common
 
     P=benchmarks/real_sites.toml
     stainshift train cyclegan --project $P --src jtsc --dst pbc --preset cpu --epochs 5 --run-id cpu-s0
+    #   (this one ran as 2 epochs, interrupted, then --resume --epochs 5: bit-identical to one go, see issue 3)
     stainshift train cyclegan --project $P --src bccd --dst pbc --preset cpu --epochs 5 --run-id cpu-s0
     stainshift train cyclegan --project $P --src cvblog --dst pbc --preset cpu --epochs 5 --run-id cpu-s0
     stainshift train colorization --project $P --src jtsc --dst pbc --preset cpu --epochs 2 --run-id cpu-s0
