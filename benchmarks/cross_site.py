@@ -138,13 +138,16 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
 def grid(project, frame: pd.DataFrame, path: Path) -> None:
     """Per source: one test cell per class as it came, after Reinhard, after the selected CycleGAN epoch and after
     colorization; then PBC cells of the same classes."""
+    def first_of_each_class(domain: str) -> list:
+        first = {}
+        for s in samples_in(project, domain, "test"):
+            first.setdefault(s.label, s)
+        return [first[c] for c in classes if c in first]
+
     rows, labels = [], []
     classes = list(project.domain(TARGET).classes)
     for source in dict.fromkeys(frame.source):
-        first = {}
-        for s in samples_in(project, source, "test"):
-            first.setdefault(s.label, s)
-        picked = [first[c] for c in classes if c in first]
+        picked = first_of_each_class(source)
         images = project.runs / f"{source}_to_{TARGET}" / "benchmark" / "images"
         run = serving_run(project, source, TARGET, "cyclegan")
         epoch = json.loads((run / "selected.json").read_text())["epoch"]
@@ -154,10 +157,7 @@ def grid(project, frame: pd.DataFrame, path: Path) -> None:
         for label, folder in methods:
             rows.append([read_image(s.path if folder is None else folder / s.key) for s in picked])
             labels.append(f"{source} {label}")
-    first = {}
-    for s in samples_in(project, TARGET, "test"):
-        first.setdefault(s.label, s)
-    rows.append([read_image(first[c].path) for c in classes])
+    rows.append([read_image(s.path) for s in first_of_each_class(TARGET)])
     labels.append("pbc (target)")
     write_image(path, image_grid(rows, cell=96, row_labels=labels, label_width=150))
 

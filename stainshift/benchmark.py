@@ -27,8 +27,7 @@ from stainshift.train.loop import serving_run
 # The paper's four classifiers: name -> (architecture, loss)
 CLASSIFIERS = {"resnet18": ("resnet18", "ce"), "resnet18-focal": ("resnet18", "focal"),
                "resnet34": ("resnet34", "ce"), "resnet34-focal": ("resnet34", "focal")}
-# label-free first: the rule run last writes the run's selected.json, and with labels at hand that should be labelled
-RULES = ("label-free", "labelled")
+RULES = ("label-free", "labelled")  # the order of the table's "selected" rows
 
 
 @dataclass(frozen=True)
@@ -97,9 +96,9 @@ def _classifier(project: Project, r: BenchmarkRequest, spec: str) -> Path:
 def _finetuned(project: Project, r: BenchmarkRequest, model: Path) -> Path:
     """The classifier fine-tuned on the source's train split: reused when an earlier benchmark made it the same way
     (fine-tuning is seeded, so it would come out identical), else trained."""
-    from stainshift.classify.train import finetune_classifier
+    from stainshift.classify.train import classifier_dir, finetune_classifier, finetuned_name
 
-    existing = model.parent.parent / f"{model.parent.name}-ft-{r.src}" / "model.pt"
+    existing = classifier_dir(project, finetuned_name(model.parent.name, r.src)) / "model.pt"
     if existing.exists():
         config = json.loads((existing.parent / "config.json").read_text())
         wanted = {"base_model": str(model.resolve()), "epochs": r.finetune_epochs, "batch_size": r.batch_size,
@@ -114,7 +113,7 @@ def _finetuned(project: Project, r: BenchmarkRequest, model: Path) -> Path:
 def run_benchmark(project: Project, r: BenchmarkRequest) -> pd.DataFrame:
     """Build the table (one row per classifier and condition) and write it under the pair's benchmark folder."""
     from stainshift.classify.evaluate import evaluate
-    from stainshift.select import select_epoch
+    from stainshift.select import choose_epoch, select_epoch
 
     project.domain(r.src), project.domain(r.dst)
     out = project.runs / f"{r.src}_to_{r.dst}" / "benchmark"
@@ -133,10 +132,14 @@ def run_benchmark(project: Project, r: BenchmarkRequest) -> pd.DataFrame:
 
         table = [row(*c) for c in conditions]
         if has_cyclegan:
+            # one scoring pass serves both rules; the run's selected.json keeps the labelled choice, the rule that
+            # applies when labels exist
+            selection = select_epoch(project, r.src, r.dst, "cyclegan", classifier=model, rule="labelled",
+                                     progress=r.progress, track=r.track)
+            chosen = {"labelled": selection.epoch,
+                      "label-free": choose_epoch(selection.scores, "label-free", selection.ssim_min).epoch}
             for rule in RULES:
-                chosen = select_epoch(project, r.src, r.dst, "cyclegan", classifier=model, rule=rule,
-                                      progress=r.progress, track=r.track).epoch
-                picked = next(t for t in table if t["method"] == "cyclegan" and t["epoch"] == chosen)
+                picked = next(t for t in table if t["method"] == "cyclegan" and t["epoch"] == chosen[rule])
                 table.append({**picked, "condition": f"cyclegan selected ({rule})"})
         tuned = _finetuned(project, r, model)
         table.append(row("fine-tuned on source (upper bound)", "finetuned", None, None, model=tuned))

@@ -182,8 +182,8 @@ def run_demo(workdir: str | Path = "stainshift-demo", quick: bool = False, progr
     lap("benchmark")
 
     model = classifier_dir(project, default_name(TARGET, CLASSIFIER, "ce", request.norm)) / "model.pt"
-    for name in (TARGET, SOURCE):
-        summary.accuracy[name] = evaluate(model, project, name, "test", seed=seed).accuracy
+    summary.accuracy[TARGET] = evaluate(model, project, TARGET, "test", seed=seed).accuracy
+    summary.accuracy[SOURCE] = float(table[table.condition == "original"].accuracy.iloc[0])
     selection = json.loads((run / "selected.json").read_text())
     summary.selected = {row.condition.split("(")[1].rstrip(")"): int(row.epoch) for row in table.itertuples()
                         if row.condition.startswith("cyclegan selected")}

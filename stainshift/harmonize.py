@@ -267,6 +267,13 @@ def translate_tiled(model: nn.Module, image: torch.Tensor, tile: int, overlap: i
     return out / weight.clamp_min(1e-8)
 
 
+def translate_images(model: nn.Module, batch: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    """Translate a BCHW [0,1] batch of same-size images: as a batch, or image by image in tiles above ``tile`` px."""
+    if max(batch.shape[2:]) > tile:
+        return torch.stack([translate_tiled(model, image, tile, overlap) for image in batch])
+    return translate_batch(model, batch)
+
+
 def to_uint8(batch: torch.Tensor) -> list[np.ndarray]:
     return list(batch.mul(255).round_().byte().permute(0, 2, 3, 1).cpu().numpy())
 
@@ -319,11 +326,8 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
         scaled = [rescale(img, scale) for img in originals]
         batch = torch.stack([torch.from_numpy(np.array(s, np.float32)).permute(2, 0, 1) / 255 for s in scaled])
         batch = batch.to(device)
-        h, w = batch.shape[2:]
-        if r.method in LEARNED and max(h, w) > r.tile:
-            outs = [to_uint8(translate_tiled(model, b, r.tile, r.overlap)[None])[0] for b in batch]
-        else:
-            outs = to_uint8(translate_batch(model, batch) if r.method in LEARNED else model(batch).clamp(0, 1))
+        done = translate_images(model, batch, r.tile, r.overlap) if r.method in LEARNED else model(batch).clamp(0, 1)
+        outs = to_uint8(done)
         for (src_path, original), out in zip(items, outs, strict=True):
             if out.shape[:2] != original.shape[:2]:  # back to the input's size after scale harmonization
                 shrink = out.shape[0] > original.shape[0]

@@ -103,7 +103,7 @@ from stainshift.data.domains import Sample
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
 from stainshift.errors import StainshiftError
-from stainshift.harmonize import kept_epochs, load_translator
+from stainshift.harmonize import kept_epochs, load_translator, translate_images
 from stainshift.metrics import (
     frechet_distance,
     lab_pixels,
@@ -291,18 +291,13 @@ def translate_and_crop(translator: nn.Module, images: Sequence[torch.Tensor], si
                        tile: int = 512, overlap: int = 64) -> torch.Tensor:
     """Translate whole CHW images the way ``harmonize`` does (same-size batches, tiles above ``tile`` px), then
     centre-crop each output to ``size`` (N x 3 x size x size)."""
-    from stainshift.harmonize import translate_batch, translate_tiled
-
     out: list[torch.Tensor | None] = [None] * len(images)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, image in enumerate(images):
         by_shape.setdefault(tuple(image.shape), []).append(i)
-    for shape, indices in by_shape.items():
+    for indices in by_shape.values():
         batch = torch.stack([images[i] for i in indices]).to(device)
-        if max(shape[1:]) > tile:
-            done = torch.stack([translate_tiled(translator, b, tile, overlap) for b in batch])
-        else:
-            done = translate_batch(translator, batch)
+        done = translate_images(translator, batch, tile, overlap)
         for i, crop in zip(indices, center_crop_tensor(done.float(), size), strict=True):
             out[i] = crop.cpu()
     return torch.stack(out)  # type: ignore[arg-type]

@@ -119,6 +119,11 @@ def _check_name(name: str) -> None:
         raise StainshiftError(f"classifier name {name!r}: use a plain folder name (letters, digits, '-', '_')")
 
 
+def finetuned_name(base: str, domain: str) -> str:
+    """Default name of ``base`` fine-tuned on ``domain``."""
+    return f"{base}-ft-{domain}"
+
+
 def classifier_dir(project: Project, name: str) -> Path:
     """``<runs>/classifiers/<name>``."""
     _check_name(name)
@@ -385,7 +390,7 @@ def finetune_classifier(project: Project, model_path: str | Path, domain: str, e
         domain=domain, arch=clf.arch, loss=loss, norm=clf.norm, size=clf.input_size, epochs=epochs, lr=lr,
         lr_find=lr_find, lr_find_iters=lr_find_iters, batch_size=batch_size, balanced=balanced, augment=augment,
         gamma=float(base.get("gamma") or 2.0), seed=seed, weights=None,
-        name=name or f"{base.get('name') or model_path.parent.name}-ft-{domain}", overwrite=overwrite,
+        name=name or finetuned_name(base.get("name") or model_path.parent.name, domain), overwrite=overwrite,
         device=device, workers=workers, progress=progress, track=track,
     )
     request.validate()

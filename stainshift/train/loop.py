@@ -26,7 +26,7 @@ import json
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,7 +89,12 @@ def pair_dir(project: Project, src: str, dst: str, method: str) -> Path:
 
 def latest_run(project: Project, src: str, dst: str, method: str) -> Path | None:
     """The most recently updated run of this pair and method that has a ``last.pt``."""
-    runs = [p.parent for p in pair_dir(project, src, dst, method).glob("*/last.pt")]
+    return _newest(pair_dir(project, src, dst, method).glob("*/last.pt"))
+
+
+def _newest(checkpoints: Iterable[Path]) -> Path | None:
+    """The run folder whose ``last.pt`` was written last."""
+    runs = [p.parent for p in checkpoints]
     return max(runs, key=lambda p: (p / "last.pt").stat().st_mtime) if runs else None
 
 
@@ -102,8 +107,7 @@ def serving_run(project: Project, src: str, dst: str, method: str) -> Path | Non
     run = latest_run(project, src, dst, method)
     if run is not None or method not in MODELS or not MODELS[method].target_only:
         return run
-    runs = [p.parent for p in project.runs.glob(f"*_to_{dst}/{method}/*/last.pt")]
-    return max(runs, key=lambda p: (p / "last.pt").stat().st_mtime) if runs else None
+    return _newest(project.runs.glob(f"*_to_{dst}/{method}/*/last.pt"))
 
 
 def resolve_device(name: str) -> torch.device:
