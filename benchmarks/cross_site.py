@@ -34,12 +34,11 @@ import numpy as np
 import pandas as pd
 from provenance import git_commit, machine
 
-from stainshift.benchmark import CLASSIFIERS, BenchmarkRequest, run_benchmark
-from stainshift.data.io import read_image, write_image
-from stainshift.data.splits import samples_in
-from stainshift.grids import image_grid
+from stainshift import runs
+from stainshift.benchmark import CLASSIFIERS, BenchmarkRequest, plot_accuracy_vs_epoch, run_benchmark
+from stainshift.data.io import write_image
+from stainshift.grids import first_test_cells, harmonized_row, image_grid
 from stainshift.project import load_project
-from stainshift.train.loop import serving_run
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -49,13 +48,19 @@ SUMMARY = ("original", "reinhard", "macenko", "histogram", "cyclegan selected (l
            "cyclegan selected (label-free)", "colorization", "fine-tuned on source (upper bound)")
 
 
-def _short(condition: str) -> str:
-    return "colorization" if condition.startswith("colorization") else condition
+def _colorization_row(frame: pd.DataFrame) -> pd.Series:
+    """The colorization row of the summary: its labelled-rule selection where the benchmark made one, else (tables
+    from before every learned model got selection rows) its single epoch row."""
+    selected = frame.condition == "colorization selected (labelled)"
+    if selected.any():
+        return selected
+    return frame.condition.str.startswith("colorization e")
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean over the classifiers of accuracy, macro-F1 and gap closed, per source and condition."""
-    frame = frame.assign(condition=frame.condition.map(_short))
+    color = _colorization_row(frame)
+    frame = frame.assign(condition=frame.condition.where(~color, "colorization"))
     mean = frame.groupby(["source", "condition"], sort=False)[["accuracy", "macro_f1"]].mean().reset_index()
     out = []
     for _, group in mean.groupby("source", sort=False):
@@ -117,15 +122,10 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, len(sources), figsize=(4.2 * len(sources), 3.8), sharey=True, squeeze=False)
     for ax, source in zip(axes[0], sources, strict=True):
         part = frame[frame.source == source]
-        for spec, group in part.groupby("classifier", sort=False):
-            epochs = group[(group.method == "cyclegan") & ~group.condition.str.contains("selected")]
-            line = ax.plot(epochs.epoch, epochs.accuracy, marker="o", ms=3, lw=1, label=spec)[0]
-            ax.axhline(group[group.condition == "original"].accuracy.iloc[0], color=line.get_color(), ls=":", lw=1)
-            ax.axhline(group.accuracy.iloc[-1], color=line.get_color(), ls="--", lw=1)
+        plot_accuracy_vs_epoch(ax, part, "cyclegan", ms=3, lw=1)
         reinhard = part[part.condition == "reinhard"].accuracy.mean()
         ax.axhline(reinhard, color="black", lw=2, alpha=0.4, label="reinhard (mean)")
         ax.set(title=f"{source} -> pbc", xlabel="CycleGAN epoch", ylim=(0, 1))
-        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy on the source's test split")
     axes[0][0].legend(fontsize=7, loc="lower left")
@@ -138,26 +138,21 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
 def grid(project, frame: pd.DataFrame, path: Path) -> None:
     """Per source: one test cell per class as it came, after Reinhard, after the selected CycleGAN epoch and after
     colorization; then PBC cells of the same classes."""
-    def first_of_each_class(domain: str) -> list:
-        first = {}
-        for s in samples_in(project, domain, "test"):
-            first.setdefault(s.label, s)
-        return [first[c] for c in classes if c in first]
-
     rows, labels = [], []
     classes = list(project.domain(TARGET).classes)
     for source in dict.fromkeys(frame.source):
-        picked = first_of_each_class(source)
-        images = project.runs / f"{source}_to_{TARGET}" / "benchmark" / "images"
-        run = serving_run(project, source, TARGET, "cyclegan")
-        epoch = json.loads((run / "selected.json").read_text())["epoch"]
+        picked = first_test_cells(project, source, 1, classes)
+        run = runs.serving_run(project, source, TARGET, "cyclegan")
+        epoch = json.loads(runs.selected_file(run).read_text())["epoch"]
+        images = runs.benchmark_images(project, source, TARGET)
         methods = [("original", None), ("reinhard", images / "reinhard"),
-                   (f"cyclegan e{epoch}", images / f"cyclegan_{run.name}_e{epoch}")]
+                   (f"cyclegan e{epoch}", runs.benchmark_images(project, source, TARGET,
+                                                                runs.learned_condition(run, source, TARGET, epoch)))]
         methods += [("colorization", folder) for folder in sorted(images.glob("colorization_*"))[-1:]]
         for label, folder in methods:
-            rows.append([read_image(s.path if folder is None else folder / s.key) for s in picked])
+            rows.append(harmonized_row(picked, folder))
             labels.append(f"{source} {label}")
-    rows.append([read_image(s.path) for s in first_of_each_class(TARGET)])
+    rows.append(harmonized_row(first_test_cells(project, TARGET, 1, classes)))
     labels.append("pbc (target)")
     write_image(path, image_grid(rows, cell=96, row_labels=labels, label_width=150))
 

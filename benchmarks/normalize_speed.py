@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from provenance import git_commit, machine
 
+from stainshift.data.datasets import to_uint8 as batch_to_uint8
 from stainshift.normalize import HE_STAIN_VECTORS, NORMALIZERS, build
 
 HERE = Path(__file__).resolve().parent
@@ -93,7 +94,7 @@ def ours_outputs(norm, x: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def to_uint8(y: torch.Tensor) -> np.ndarray:
-    return (y * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return np.stack(batch_to_uint8(y))
 
 
 def torchstain_normalizers():

@@ -29,9 +29,9 @@ from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
 from stainshift.data.stats import to_lab
 from stainshift.grids import image_grid
-from stainshift.harmonize import HarmonizeRequest, harmonize, kept_epochs
+from stainshift.harmonize import HarmonizeRequest, harmonize
 from stainshift.project import load_project
-from stainshift.train.loop import latest_run
+from stainshift.runs import kept_epochs, latest_run
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

@@ -2,9 +2,9 @@
 
 For each classifier trained on the TARGET domain's train split (reused when it exists), accuracy with bootstrap 95%
 confidence intervals and macro-F1 on the SOURCE domain's test split, for: the original images, each classical
-method, each kept epoch of the latest CycleGAN run, the CycleGAN epoch selected under each rule, the latest
-ColorizationGAN run's selected (else last) epoch, and the classifier fine-tuned on the source's train split (the
-upper bound). "gap closed" = (harmonized - original) / (fine-tuned - original).
+method, and for every learned image-to-image model of the registry with a run serving the pair (CycleGAN,
+ColorizationGAN, ...), each kept epoch and the epoch selected under each rule; then the classifier fine-tuned on
+the source's train split (the upper bound). "gap closed" = (harmonized - original) / (fine-tuned - original).
 
 Harmonized images are written once per method and epoch under ``runs/<src>_to_<dst>/benchmark/images/`` and
 reused by every classifier. The table goes to ``runs/<src>_to_<dst>/benchmark/`` as markdown, CSV and an
@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from stainshift.atomic import atomic_write_text
-from stainshift.harmonize import CLASSICAL, HarmonizeRequest, harmonize, kept_epochs
+from stainshift import runs
+from stainshift.atomic import atomic_path, atomic_write_text
+from stainshift.harmonize import HarmonizeRequest, harmonize
+from stainshift.models.kinds import Kind
+from stainshift.models.registry import names
 from stainshift.project import Project
-from stainshift.train.loop import serving_run
 
 # The paper's four classifiers: name -> (architecture, loss)
 CLASSIFIERS = {"resnet18": ("resnet18", "ce"), "resnet18-focal": ("resnet18", "focal"),
@@ -49,7 +51,7 @@ class BenchmarkRequest:
     track: bool = True
 
 
-def _conditions(project: Project, r: BenchmarkRequest, out: Path) -> list[tuple[str, str, int | None, Path | None]]:
+def _conditions(project: Project, r: BenchmarkRequest) -> list[tuple[str, str, int | None, Path | None]]:
     """(label, method, epoch, harmonized folder) for every condition; the folders are written here, once.
 
     Learned methods' folders carry the run name, so a newer run never reuses an older run's images.
@@ -57,35 +59,39 @@ def _conditions(project: Project, r: BenchmarkRequest, out: Path) -> list[tuple[
     conditions: list[tuple[str, str, int | None, Path | None]] = [("original", "original", None, None)]
 
     def folder(name: str, method: str, epoch: int | None = None) -> Path:
-        target = out / "images" / name
+        target = runs.benchmark_images(project, r.src, r.dst, name)
         if not (target / "manifest.csv").exists():
             harmonize(project, HarmonizeRequest(r.src, r.dst, method=method, epoch=epoch or "last", out=target,
                                                 progress=r.progress))
         return target
 
-    conditions += [(m, m, None, folder(m, m)) for m in CLASSICAL]
-    run = serving_run(project, r.src, r.dst, "cyclegan")
-    if run is not None:
-        conditions += [(f"cyclegan e{e}", "cyclegan", e, folder(f"cyclegan_{run.name}_e{e}", "cyclegan", e))
-                       for e in kept_epochs(run)]
-    color = serving_run(project, r.src, r.dst, "colorization")
-    if color is not None:
-        selected = color / "selected.json"
-        epoch = int(json.loads(selected.read_text())["epoch"]) if selected.exists() else kept_epochs(color)[-1]
-        conditions.append((f"colorization e{epoch}", "colorization", epoch,
-                           folder(f"colorization_{color.parent.parent.name}_{color.name}_e{epoch}", "colorization",
-                                  epoch)))
+    conditions += [(m, m, None, folder(m, m)) for m in names(Kind.CLASSICAL, images_only=True)]
+    for method in learned_methods(project, r.src, r.dst):
+        run = runs.serving_run(project, r.src, r.dst, method)
+        assert run is not None
+        conditions += [(f"{method} e{e}", method, e, folder(runs.learned_condition(run, r.src, r.dst, e), method, e))
+                       for e in runs.kept_epochs(run)]
     return conditions
 
 
+def learned_methods(project: Project, src: str, dst: str) -> list[str]:
+    """The learned image-to-image methods with a run (with kept epochs) serving ``src -> dst``."""
+    out = []
+    for method in names(Kind.LEARNED, images_only=True):
+        run = runs.serving_run(project, src, dst, method)
+        if run is not None and runs.kept_epochs(run):
+            out.append(method)
+    return out
+
+
 def _classifier(project: Project, r: BenchmarkRequest, spec: str) -> Path:
-    from stainshift.classify.train import ClassifierRequest, classifier_dir, default_name, train_classifier
+    from stainshift.classify.train import ClassifierRequest, default_name, train_classifier
     from stainshift.errors import StainshiftError
 
     if spec not in CLASSIFIERS:
         raise StainshiftError(f"unknown classifier '{spec}'; use some of {', '.join(CLASSIFIERS)}")
     arch, loss = CLASSIFIERS[spec]
-    existing = classifier_dir(project, default_name(r.dst, arch, loss, r.norm)) / "model.pt"
+    existing = runs.classifier_dir(project, default_name(r.dst, arch, loss, r.norm)) / runs.MODEL_FILE
     if existing.exists():
         return existing
     return train_classifier(project, ClassifierRequest(r.dst, arch=arch, loss=loss, norm=r.norm, size=r.size,
@@ -96,9 +102,9 @@ def _classifier(project: Project, r: BenchmarkRequest, spec: str) -> Path:
 def _finetuned(project: Project, r: BenchmarkRequest, model: Path) -> Path:
     """The classifier fine-tuned on the source's train split: reused when an earlier benchmark made it the same way
     (fine-tuning is seeded, so it would come out identical), else trained."""
-    from stainshift.classify.train import classifier_dir, finetune_classifier, finetuned_name
+    from stainshift.classify.train import finetune_classifier, finetuned_name
 
-    existing = classifier_dir(project, finetuned_name(model.parent.name, r.src)) / "model.pt"
+    existing = runs.classifier_dir(project, finetuned_name(model.parent.name, r.src)) / runs.MODEL_FILE
     if existing.exists():
         config = json.loads((existing.parent / "config.json").read_text())
         wanted = {"base_model": str(model.resolve()), "epochs": r.finetune_epochs, "batch_size": r.batch_size,
@@ -116,9 +122,9 @@ def run_benchmark(project: Project, r: BenchmarkRequest) -> pd.DataFrame:
     from stainshift.select import choose_epoch, select_epoch
 
     project.domain(r.src), project.domain(r.dst)
-    out = project.runs / f"{r.src}_to_{r.dst}" / "benchmark"
-    conditions = _conditions(project, r, out)
-    has_cyclegan = any(method == "cyclegan" for _, method, _, _ in conditions)
+    out = runs.benchmark_dir(project, r.src, r.dst)
+    conditions = _conditions(project, r)
+    learned = list(dict.fromkeys(method for _, method, epoch, _ in conditions if epoch is not None))
     rows: list[dict] = []
     for spec in r.classifiers:
         model = _classifier(project, r, spec)
@@ -131,16 +137,16 @@ def run_benchmark(project: Project, r: BenchmarkRequest) -> pd.DataFrame:
                     "macro_f1": report.macro_f1, "n": report.n}
 
         table = [row(*c) for c in conditions]
-        if has_cyclegan:
+        for method in learned:
             # one scoring pass serves both rules; the run's selected.json keeps the labelled choice, the rule that
             # applies when labels exist
-            selection = select_epoch(project, r.src, r.dst, "cyclegan", classifier=model, rule="labelled",
+            selection = select_epoch(project, r.src, r.dst, method, classifier=model, rule="labelled",
                                      progress=r.progress, track=r.track)
             chosen = {"labelled": selection.epoch,
                       "label-free": choose_epoch(selection.scores, "label-free", selection.ssim_min).epoch}
             for rule in RULES:
-                picked = next(t for t in table if t["method"] == "cyclegan" and t["epoch"] == chosen[rule])
-                table.append({**picked, "condition": f"cyclegan selected ({rule})"})
+                picked = next(t for t in table if t["method"] == method and t["epoch"] == chosen[rule])
+                table.append({**picked, "condition": f"{method} selected ({rule})"})
         tuned = _finetuned(project, r, model)
         table.append(row("fine-tuned on source (upper bound)", "finetuned", None, None, model=tuned))
         original = table[0]["accuracy"]
@@ -168,14 +174,23 @@ def write_tables(frame: pd.DataFrame, out: Path, r: BenchmarkRequest) -> None:
               f"{t.macro_f1:.3f} | {t.gap_closed:.0%} |" for t in frame.itertuples()]
     atomic_write_text(out / "benchmark.md", "\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(6, 4))
-    for spec, group in frame.groupby("classifier", sort=False):
-        epochs = group[(group.method == "cyclegan") & ~group.condition.str.contains("selected")]
-        line = ax.plot(epochs.epoch, epochs.accuracy, marker="o", label=f"{spec}: cyclegan")[0]
-        ax.axhline(group.accuracy.iloc[0], color=line.get_color(), ls=":", lw=1)
-        ax.axhline(group.accuracy.iloc[-1], color=line.get_color(), ls="--", lw=1)
-    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    plot_accuracy_vs_epoch(ax, frame, "cyclegan", label="{classifier}: cyclegan")
     ax.set(xlabel="CycleGAN epoch", ylabel=f"accuracy on {r.src} test", title="dotted: original, dashed: fine-tuned")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_epoch.png", dpi=110)
+    with atomic_path(out / "accuracy_vs_epoch.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def plot_accuracy_vs_epoch(ax, frame: pd.DataFrame, method: str, label: str = "{classifier}", **style) -> None:
+    """One line per classifier: the accuracy of each kept epoch of ``method``; dotted at the classifier's accuracy
+    on the original images, dashed at its fine-tuned upper bound (the last row of its table)."""
+    import matplotlib.pyplot as plt
+
+    for spec, group in frame.groupby("classifier", sort=False):
+        epochs = group[(group.method == method) & ~group.condition.str.contains("selected")]
+        line = ax.plot(epochs.epoch, epochs.accuracy, marker="o", label=label.format(classifier=spec), **style)[0]
+        ax.axhline(group[group.condition == "original"].accuracy.iloc[0], color=line.get_color(), ls=":", lw=1)
+        ax.axhline(group.accuracy.iloc[-1], color=line.get_color(), ls="--", lw=1)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from stainshift import runs
 from stainshift.atomic import atomic_write_text
 from stainshift.data.inspect import DomainReport, inspect_domain
 from stainshift.data.simulate import simulate
@@ -105,23 +106,13 @@ def build_demo_project(workdir: Path, diameters: dict[str, float] | None = None)
 
 def _before_after(project: Project, harmonized: Path, out: Path, per_class: int = 2) -> Path:
     """Rows of hgtp test cells as they came, after Reinhard and after the selected CycleGAN epoch, then clinic cells."""
-    from stainshift.data.io import read_image, write_image
-    from stainshift.data.splits import samples_in
-    from stainshift.grids import image_grid
+    from stainshift.data.io import write_image
+    from stainshift.grids import first_test_cells, harmonized_row, image_grid
 
-    def pick(domain: str) -> list:
-        chosen: dict[str, list] = {}
-        for s in samples_in(project, domain, "test"):
-            if len(chosen.setdefault(s.label, [])) < per_class:
-                chosen[s.label].append(s)
-        return [s for group in chosen.values() for s in group]
-
-    source = pick(SOURCE)
-    reinhard = project.runs / f"{SOURCE}_to_{TARGET}" / "benchmark" / "images" / "reinhard"
-    rows = [[read_image(s.path) for s in source],
-            [read_image(reinhard / s.key) for s in source],
-            [read_image(harmonized / s.key) for s in source],
-            [read_image(s.path) for s in pick(TARGET)][: len(source)]]
+    source = first_test_cells(project, SOURCE, per_class)
+    reinhard = runs.benchmark_images(project, SOURCE, TARGET, "reinhard")
+    rows = [harmonized_row(source), harmonized_row(source, reinhard), harmonized_row(source, harmonized),
+            harmonized_row(first_test_cells(project, TARGET, per_class))[: len(source)]]
     labels = [f"{SOURCE} original", "reinhard", "cyclegan best", f"{TARGET} target"]
     return write_image(out, image_grid(rows, cell=96, row_labels=labels))
 
@@ -134,7 +125,7 @@ def run_demo(workdir: str | Path = "stainshift-demo", quick: bool = False, progr
     """
     from stainshift.benchmark import BenchmarkRequest, run_benchmark
     from stainshift.classify.evaluate import evaluate
-    from stainshift.classify.train import classifier_dir, default_name
+    from stainshift.classify.train import default_name
     from stainshift.harmonize import HarmonizeRequest, harmonize
     from stainshift.train.loop import TrainRequest, train
 
@@ -181,18 +172,18 @@ def run_demo(workdir: str | Path = "stainshift-demo", quick: bool = False, progr
     table = run_benchmark(project, request)
     lap("benchmark")
 
-    model = classifier_dir(project, default_name(TARGET, CLASSIFIER, "ce", request.norm)) / "model.pt"
+    model = runs.classifier_dir(project, default_name(TARGET, CLASSIFIER, "ce", request.norm)) / runs.MODEL_FILE
     summary.accuracy[TARGET] = evaluate(model, project, TARGET, "test", seed=seed).accuracy
     summary.accuracy[SOURCE] = float(table[table.condition == "original"].accuracy.iloc[0])
-    selection = json.loads((run / "selected.json").read_text())
+    selection = json.loads(runs.selected_file(run).read_text())
     summary.selected = {row.condition.split("(")[1].rstrip(")"): int(row.epoch) for row in table.itertuples()
                         if row.condition.startswith("cyclegan selected")}
     best = harmonize(project, HarmonizeRequest(SOURCE, TARGET, "cyclegan", epoch="best", progress=progress))
-    bench = project.runs / f"{SOURCE}_to_{TARGET}" / "benchmark"
+    bench = runs.benchmark_dir(project, SOURCE, TARGET)
     grid = _before_after(project, best.out_dir, workdir / "before_after.png")
     summary.table = table.drop(columns=["classifier"]).to_dict("records")
     summary.files = {"project": str(project.file), "benchmark": str(bench / "benchmark.md"),
-                     "plot": str(bench / "accuracy_vs_epoch.png"), "selection": str(run / "selection.png"),
+                     "plot": str(bench / "accuracy_vs_epoch.png"), "selection": str(runs.selection_plot(run)),
                      "harmonized": f"{best.out_dir} (epoch {selection['epoch']}, {selection['rule']} rule)",
                      "before/after": str(grid)}
     lap("harmonize")

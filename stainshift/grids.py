@@ -26,3 +26,23 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], cell: int = 128, gap: int =
             grid[y:y + cell, x:x + cell] = cv2.resize(np.ascontiguousarray(image), (cell, cell),
                                                       interpolation=cv2.INTER_AREA)
     return grid
+
+
+def first_test_cells(project, domain: str, per_class: int = 1, classes: Sequence[str] | None = None) -> list:
+    """The first ``per_class`` test-split samples of each class: in ``classes`` order (those present) when given,
+    else in the order the classes first appear."""
+    from stainshift.data.splits import samples_in
+
+    chosen: dict[str, list] = {}
+    for s in samples_in(project, domain, "test"):
+        if len(chosen.setdefault(s.label, [])) < per_class:
+            chosen[s.label].append(s)
+    order = [c for c in classes if c in chosen] if classes is not None else list(chosen)
+    return [s for c in order for s in chosen[c]]
+
+
+def harmonized_row(samples: Sequence, folder=None) -> list[np.ndarray]:
+    """The samples' images as they came (``folder`` None) or as harmonized into ``folder`` (same relative keys)."""
+    from stainshift.data.io import read_image
+
+    return [read_image(s.path if folder is None else folder / s.key) for s in samples]

@@ -1,9 +1,11 @@
 """``harmonize``: translate a folder of images from one domain's staining to another's, with any method.
 
+Every method of the registry that turns RGB images into RGB images (:mod:`stainshift.models.registry`) works here.
 Classical methods (reinhard, macenko, histogram) are fitted on the target domain's train split; learned methods
-(cyclegan, colorization) load a kept epoch of a training run (``--epoch N``, ``last``, or ``best`` from the run's
-``selected.json``). Outputs mirror the input tree with the same file names, types and sizes, and a ``manifest.csv``
-(input, output, method, epoch, checkpoint hash). Inputs are never written to.
+(cyclegan, colorization, ...) load a kept epoch of a training run (``--epoch N``, ``last``, or ``best`` from the
+run's ``selected.json``), and rescale the input as their epoch file says training did (a one-line warning when
+the project file now says otherwise). Outputs mirror the input tree with the same file names, types and sizes, and
+a ``manifest.csv`` (input, output, method, epoch, checkpoint hash). Inputs are never written to.
 
 Learned models run fully convolutionally at the input's size (after the same scale harmonization as in training).
 Images larger than ``tile`` are processed as overlapping tiles blended with feathered (linear ramp) weights;
@@ -16,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,20 +31,19 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from stainshift import runs
 from stainshift.atomic import atomic_write_text
-from stainshift.data.datasets import rescale
+from stainshift.data.datasets import rescale, to_batch, to_uint8
 from stainshift.data.domains import scan_domain
 from stainshift.data.io import list_images, read_image, write_image
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
+from stainshift.device import resolve_device
 from stainshift.errors import ImageReadError, StainshiftError
+from stainshift.models.kinds import Kind
+from stainshift.models.registry import entry, load_epoch, names
 from stainshift.project import Project
 from stainshift.train import checkpoints
-from stainshift.train.loop import pair_dir, resolve_device, serving_run
-
-CLASSICAL = ("reinhard", "macenko", "histogram")
-LEARNED = ("cyclegan", "colorization")
-METHODS = CLASSICAL + LEARNED
 
 
 @dataclass(frozen=True)
@@ -73,49 +75,32 @@ class HarmonizeResult:
 
 
 # -- loading a method ---------------------------------------------------------------------------------------------
-def kept_epochs(run: Path) -> list[int]:
-    return sorted(int(p.stem.split("_")[1]) for p in (run / "epochs").glob("epoch_*.pt"))
+def methods() -> tuple[str, ...]:
+    """Every registered method that translates RGB images (classical and learned)."""
+    return names(images_only=True)
 
 
-def resolve_checkpoint(project: Project, src: str, dst: str, method: str, epoch: str | int,
-                       run_id: str | None = None) -> tuple[Path, int]:
-    """The epoch file for ``epoch`` ("best", "last" or a number) of the latest (or named) run."""
-    base = pair_dir(project, src, dst, method)
-    run = base / run_id if run_id else serving_run(project, src, dst, method)
-    if run is None or not run.is_dir():
-        raise StainshiftError(f"no trained {method} run for {src} -> {dst} under {base}; train one with "
-                              f"`stainshift train {method} --src {src} --dst {dst}`")
-    kept = kept_epochs(run)
-    if not kept:
-        raise StainshiftError(f"{run}: no kept epoch files yet; let the training reach a kept epoch or pass "
-                              "--keep-epochs")
-    if epoch == "best":
-        selected = run / "selected.json"
-        if not selected.exists():
-            raise StainshiftError(f"{run}: no epoch selected yet; run `stainshift select --src {src} --dst {dst} "
-                                  f"--method {method}` first, or pass --epoch last / --epoch N")
-        epoch = int(json.loads(selected.read_text())["epoch"])
-    elif epoch == "last":
-        epoch = kept[-1]
-    epoch = int(epoch)
-    if epoch not in kept:
-        raise StainshiftError(f"{run}: epoch {epoch} was not kept (kept: {', '.join(map(str, kept))}); "
-                              "pass one of those with --epoch")
-    return run / "epochs" / f"epoch_{epoch:03d}.pt", epoch
-
-
-def load_translator(path: Path) -> nn.Module:
-    """Rebuild a learned translator from an epoch file (which carries its model name and options)."""
-    from stainshift.models.base import Translator
-
-    ckpt = checkpoints.load(path, "epoch checkpoint", "train again or pick another --epoch")
-    return Translator.from_checkpoint(ckpt).eval()
+def source_scale(project: Project, src: str, meta: dict[str, Any]) -> float:
+    """The factor to rescale ``src`` images by before a learned translator: the one its training used (recorded in
+    the epoch file) when it was trained on ``src``, else (older files; target-only models serving another source)
+    the project's. Warns in one line when the project file now says otherwise."""
+    now = scale_factor(project, src)
+    trained = (meta.get("preprocessing") or {}).get("src") or {}
+    if trained.get("domain") != src or trained.get("scale") is None:
+        return now
+    if abs(float(trained["scale"]) - now) > 1e-3:
+        warnings.warn(f"{meta.get('run', 'this run')} epoch {meta.get('epoch')} was trained with '{src}' scaled by "
+                      f"{trained['scale']:.4g}, the project file now gives {now:.4g}; using the checkpoint's "
+                      "(train again to use the new cell diameters)", stacklevel=3)
+    return float(trained["scale"])
 
 
 def fit_classical(project: Project, method: str, dst: str, n_images: int, seed: int = 0) -> nn.Module:
     """A classical normalizer fitted on (up to ``n_images`` of) the target domain's train split."""
     from stainshift.normalize import build
 
+    if entry(method).kind is not Kind.CLASSICAL:
+        raise StainshiftError(f"{method} is not a classical method (classical: {', '.join(names(Kind.CLASSICAL))})")
     samples = samples_in(project, dst, "train")
     if len(samples) > n_images:
         order = np.random.default_rng(seed).permutation(len(samples))[:n_images]
@@ -274,10 +259,6 @@ def translate_images(model: nn.Module, batch: torch.Tensor, tile: int, overlap: 
     return translate_batch(model, batch)
 
 
-def to_uint8(batch: torch.Tensor) -> list[np.ndarray]:
-    return list(batch.mul(255).round_().byte().permute(0, 2, 3, 1).cpu().numpy())
-
-
 # -- the whole folder ---------------------------------------------------------------------------------------------
 def _inputs(project: Project, request: HarmonizeRequest) -> tuple[Path, list[Path]]:
     if request.input is not None:
@@ -296,24 +277,28 @@ def _inputs(project: Project, request: HarmonizeRequest) -> tuple[Path, list[Pat
 def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
     """Translate the source domain's images (or ``request.input``) to the target's staining."""
     r = request
-    if r.method not in METHODS:
-        raise StainshiftError(f"unknown method '{r.method}'; use one of {', '.join(METHODS)}")
+    method = entry(r.method)
+    if not method.translates_images:
+        raise StainshiftError(f"{r.method} turns {method.consumes.value} into {method.produces.value}, not images into "
+                              f"images; harmonize takes one of {', '.join(methods())}")
     project.domain(r.src), project.domain(r.dst)
     root, files = _inputs(project, r)
-    out_dir = Path(r.out).resolve() if r.out else project.runs / f"{r.src}_to_{r.dst}" / r.method / "harmonized"
+    out_dir = Path(r.out).resolve() if r.out else runs.harmonized_dir(project, r.src, r.dst, r.method)
     if out_dir == root or out_dir.is_relative_to(root):
         raise StainshiftError(f"{out_dir}: output folder lies inside the input folder {root}; choose another --out")
     device = resolve_device(r.device)
     epoch: int | None = None
     ckpt_hash: str | None = None
     scale = 1.0
-    if r.method in CLASSICAL:
-        model = fit_classical(project, r.method, r.dst, r.fit_images, project.seed).to(device)
+    learned = method.kind is Kind.LEARNED
+    if not learned:
+        model: nn.Module = fit_classical(project, r.method, r.dst, r.fit_images, project.seed).to(device)
     else:
-        path, epoch = resolve_checkpoint(project, r.src, r.dst, r.method, r.epoch, r.run_id)
-        model = load_translator(path).to(device)
+        path, epoch = runs.resolve_epoch(project, r.src, r.dst, r.method, r.epoch, r.run_id)
+        translator, meta = load_epoch(path)
+        model = translator.to(device)
         ckpt_hash = checkpoints.file_hash(path)
-        scale = scale_factor(project, r.src)  # the GAN saw cells at the common diameter: show it them that way
+        scale = source_scale(project, r.src, meta)  # the GAN saw cells at the common diameter: show them that way
 
     by_size: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = defaultdict(list)
     skipped: list[str] = []
@@ -323,10 +308,8 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
     @torch.inference_mode()
     def flush(items: Sequence[tuple[Path, np.ndarray]]) -> None:
         originals = [img for _, img in items]
-        scaled = [rescale(img, scale) for img in originals]
-        batch = torch.stack([torch.from_numpy(np.array(s, np.float32)).permute(2, 0, 1) / 255 for s in scaled])
-        batch = batch.to(device)
-        done = translate_images(model, batch, r.tile, r.overlap) if r.method in LEARNED else model(batch).clamp(0, 1)
+        batch = to_batch([rescale(img, scale) for img in originals]).to(device)
+        done = translate_images(model, batch, r.tile, r.overlap) if learned else model(batch).clamp(0, 1)
         outs = to_uint8(done)
         for (src_path, original), out in zip(items, outs, strict=True):
             if out.shape[:2] != original.shape[:2]:  # back to the input's size after scale harmonization

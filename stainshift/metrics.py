@@ -202,3 +202,24 @@ def frechet_distance(feats_a: ArrayLike, feats_b: ArrayLike, shrinkage: float | 
     diff = mu_a - mu_b
     value = float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
     return max(value, 0.0)
+
+
+# -- classification ---------------------------------------------------------------------------------------------
+def macro_f1_from_counts(conf: np.ndarray) -> np.ndarray:
+    """Macro-F1 of confusion matrices (..., K, K) (rows: true class), over the classes with support:
+    the mean of 2 tp / (support + predicted). A prediction of a class absent from the labels only costs recall."""
+    tp = np.diagonal(conf, axis1=-2, axis2=-1).astype(float)
+    support, predicted = conf.sum(-1).astype(float), conf.sum(-2).astype(float)
+    present = support > 0
+    f1 = np.where(present, 2 * tp / np.maximum(support + predicted, 1), 0.0)
+    return f1.sum(-1) / np.maximum(present.sum(-1), 1)
+
+
+def macro_f1(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> float:
+    """Mean F1 over the classes present in ``y_true`` (non-negative class indices); NaN without labels."""
+    t, p = np.asarray(y_true, np.int64).ravel(), np.asarray(y_pred, np.int64).ravel()
+    if t.size == 0:
+        return float("nan")
+    k = int(max(t.max(), p.max())) + 1
+    conf = np.bincount(t * k + p, minlength=k * k).reshape(k, k)
+    return float(macro_f1_from_counts(conf))

@@ -66,7 +66,8 @@ SSIM depends on the scale: with other crop sizes or cell diameters, check the ta
 ``ssim_min`` accordingly.
 
 Outputs in the run folder: ``selected.json`` (``epoch``, ``rule``, ``ssim_min``, ``scores`` per epoch, ``classifier``,
-``created``, ``fallback``, ``reason``; read by ``harmonize --epoch best``), ``selection.csv``, ``selection.png``
+``created``, ``fallback``, ``reason``; read by ``harmonize --epoch best``) and the same record kept per rule and
+classifier under ``selections/`` (:func:`stainshift.runs.selection_file`), ``selection.csv``, ``selection.png``
 (metrics vs epoch), each ``manifest.json`` epoch entry gains a ``selection`` dict (a training run still in progress
 rewrites its manifest at the next epoch: select again when it has finished), and, when ``config.json`` has an
 ``mlflow_run_id``, that mlflow run gets tags ``stainshift.selected_epoch`` / ``stainshift.selection_rule``, metrics
@@ -86,7 +87,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,28 +98,33 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from stainshift import runs
 from stainshift.atomic import atomic_path, atomic_write_text
-from stainshift.data.datasets import center_crop_tensor, load_cell, to_tensor
+from stainshift.data.datasets import center_crop_tensor, group_by_shape, load_cell, to_tensor
 from stainshift.data.domains import Sample
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
+from stainshift.device import resolve_device
 from stainshift.errors import StainshiftError
-from stainshift.harmonize import kept_epochs, load_translator, translate_images
+from stainshift.harmonize import source_scale, translate_images
 from stainshift.metrics import (
     frechet_distance,
     lab_pixels,
+    macro_f1,
     random_directions,
     sorted_projections,
     ssim_gray,
     wasserstein_1d_sorted,
 )
+from stainshift.models.kinds import EpochScoring
+from stainshift.models.registry import load_epoch, model_class
 from stainshift.project import Project
-from stainshift.train.loop import fixed_samples, pair_dir, resolve_device, serving_run
+from stainshift.rules import DEFAULT_SSIM_MIN, DEFAULT_TIE_TOL, RULES, SSIM_BLUR
+from stainshift.runs import find_classifier
+from stainshift.train.batches import fixed_samples
 
-RULES = ("labelled", "label-free")
-DEFAULT_SSIM_MIN = 0.75
-SSIM_BLUR = 1.0          # px: Gaussian blur before SSIM (morphology, not pixel noise or GAN texture)
-DEFAULT_TIE_TOL = 0.01
+__all__ = ["DEFAULT_SSIM_MIN", "RULES", "SSIM_BLUR", "Selection", "choose_epoch", "format_table", "select_epoch"]
+
 PIXELS_PER_IMAGE = 1024  # L*a*b* pixels sampled per image for the colour distance
 N_PROJECTIONS = 64       # directions of the sliced Wasserstein distance
 METRICS = {  # column -> (label, higher is better)
@@ -263,13 +269,10 @@ def _classifier(project: Project, classifier: Classifier | str | Path | None, de
         return None, ""
     name = ""
     if isinstance(classifier, str | Path):
-        try:
-            from stainshift.classify import models
-        except ImportError as exc:
-            raise StainshiftError(f"cannot load classifiers in this installation ({exc})") from None
-        find = getattr(models, "find_classifier", None)
-        path = find(project.runs, classifier) if find is not None else Path(classifier)
-        classifier, name = models.load_classifier(path), str(path)
+        from stainshift.classify.models import load_classifier
+
+        path = find_classifier(project.runs, classifier)
+        classifier, name = load_classifier(path), str(path)
     missing = [a for a in ("classes", "input_size", "forward", "features") if not hasattr(classifier, a)]
     if missing:
         raise StainshiftError(f"{type(classifier).__name__} is not a classifier: it lacks {', '.join(missing)}")
@@ -292,10 +295,7 @@ def translate_and_crop(translator: nn.Module, images: Sequence[torch.Tensor], si
     """Translate whole CHW images the way ``harmonize`` does (same-size batches, tiles above ``tile`` px), then
     centre-crop each output to ``size`` (N x 3 x size x size)."""
     out: list[torch.Tensor | None] = [None] * len(images)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, image in enumerate(images):
-        by_shape.setdefault(tuple(image.shape), []).append(i)
-    for indices in by_shape.values():
+    for indices in group_by_shape(images).values():
         batch = torch.stack([images[i] for i in indices]).to(device)
         done = translate_images(translator, batch, tile, overlap)
         for i, crop in zip(indices, center_crop_tensor(done.float(), size), strict=True):
@@ -312,13 +312,6 @@ def _subset(samples: list[Sample], max_images: int | None) -> list[Sample]:
 
 def _batches(x: torch.Tensor, size: int) -> list[torch.Tensor]:
     return [x[i:i + size] for i in range(0, len(x), size)]
-
-
-def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    from sklearn.metrics import f1_score
-
-    labels = sorted(set(y_true.tolist()))
-    return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
 
 
 class _Scorer:
@@ -374,7 +367,7 @@ class _Scorer:
                 predicted, known = torch.cat(preds).numpy(), self.labels >= 0
                 if known.any():
                     row.accuracy = float((predicted[known] == self.labels[known]).mean())
-                    row.macro_f1 = _macro_f1(self.labels[known], predicted[known])
+                    row.macro_f1 = macro_f1(self.labels[known], predicted[known])
                     row.n_labelled = int(known.sum())
         row.seconds = round(time.perf_counter() - start, 3)
         return row
@@ -397,20 +390,80 @@ def _original_note(scores: Sequence[EpochScores], choice: Choice) -> str:
             f"{after:.4g}): no kept epoch helps by this measure")
 
 
+# -- scoring a run's epochs, by the model's declared kind of scoring ---------------------------------------------
+@dataclass
+class ScoringContext:
+    """What an epoch scorer gets: the run, the domains and the (optional) target-domain classifier."""
+
+    project: Project
+    run: Path
+    src: str
+    dst: str
+    method: str
+    config: dict[str, Any]
+    classifier: Classifier | None
+    rule: str
+    max_images: int | None
+    batch_size: int
+    device: torch.device
+    fid_model: str | Path | None
+    progress: bool
+
+
+def score_translations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str, Any]]:
+    """Epoch 0 (the untranslated images) and every kept epoch, on the source's validation split translated as
+    ``harmonize`` translates it (see the module docstring). Returns the rows and the image counts and size."""
+    project, src, dst, model = ctx.project, ctx.src, ctx.dst, ctx.classifier
+    src_val = _subset(samples_in(project, src, "val"), ctx.max_images)
+    dst_val = _subset(samples_in(project, dst, "val"), ctx.max_images)
+    for domain, val in ((src, src_val), (dst, dst_val)):
+        if not val:
+            raise StainshiftError(f"domain '{domain}' has no validation images; give it more images per class or "
+                                  "a larger validation fraction (split = [train, val, test] in the project file)")
+    labels = None
+    if model is not None:
+        classes = list(model.classes)
+        labels = np.asarray([classes.index(s.label) if s.label in classes else -1 for s in src_val])
+        if (labels < 0).all() and ctx.rule == "labelled":
+            raise StainshiftError(
+                f"the classifier's classes ({', '.join(classes)}) do not overlap the classes of '{src}' "
+                f"({', '.join(sorted({s.label for s in src_val}))}); pass a classifier of the same classes, or "
+                "--rule label-free")
+        size = int(model.input_size)
+    else:
+        size = int(ctx.config.get("options", {}).get("crop_size", 0)) or 96
+    if size < 11:
+        raise StainshiftError(f"images of {size} px are too small for SSIM (window 11)")
+    epochs = runs.kept_epochs(ctx.run)
+    # the epoch files say how training scaled the source: select scales it as harmonize does
+    first, meta = load_epoch(runs.epoch_file(ctx.run, epochs[0]))
+    whole = _load_whole(src_val, source_scale(project, src, meta))
+    source = torch.stack([center_crop_tensor(x, size) for x in whole])
+    target = _load(dst_val, scale_factor(project, dst), size)
+    inception = None
+    if ctx.fid_model is not None:
+        from stainshift.inception import load_inception
+
+        inception = load_inception(ctx.fid_model, ctx.device)
+    scorer = _Scorer(model, labels, target, ctx.device, ctx.batch_size, inception)
+
+    scores = [scorer.score(0, source, None)]
+    for epoch in tqdm(epochs, desc=f"select {ctx.method}", unit="epoch", disable=not ctx.progress):
+        translator = (first if epoch == epochs[0] else load_epoch(runs.epoch_file(ctx.run, epoch))[0]).to(ctx.device)
+        start = time.perf_counter()
+        row = scorer.score(epoch, source, translate_and_crop(translator, whole, size, ctx.device))
+        row.seconds = round(time.perf_counter() - start, 3)  # translation included
+        scores.append(row)
+    return scores, {"src": len(src_val), "dst": len(dst_val), "size": size}
+
+
+# A model's ``scoring`` picks its scorer; generation scoring (mask -> image) comes with the mask-to-image models.
+EPOCH_SCORERS: dict[EpochScoring, Callable[[ScoringContext], tuple[list[EpochScores], dict[str, Any]]]] = {
+    EpochScoring.TRANSLATION: score_translations,
+}
+
+
 # -- the whole selection ------------------------------------------------------------------------------------------
-def _run_dir(project: Project, src: str, dst: str, method: str, run_id: str | None) -> Path:
-    base = pair_dir(project, src, dst, method)
-    run = base / run_id if run_id else serving_run(project, src, dst, method)
-    if run is None or not run.is_dir():
-        what = f"run '{run_id}'" if run_id else "trained run"
-        raise StainshiftError(f"no {method} {what} for {src} -> {dst} under {base}; train one with "
-                              f"`stainshift train {method} --src {src} --dst {dst}`")
-    if not kept_epochs(run):
-        raise StainshiftError(f"{run}: no kept epoch files (epochs/epoch_NNN.pt) to select from; train with "
-                              "--keep-epochs, e.g. 1,2,3,5,10")
-    return run
-
-
 def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
                  classifier: Classifier | str | Path | None = None, rule: str | None = None,
                  ssim_min: float = DEFAULT_SSIM_MIN, run_id: str | None = None, max_images: int | None = None,
@@ -436,58 +489,24 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
         raise StainshiftError("the labelled rule needs a target-domain classifier: pass --classifier PATH, or use "
                               "--rule label-free")
     project.domain(src), project.domain(dst)
-    run = _run_dir(project, src, dst, method, run_id)
-    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+    run = runs.find_run(project, src, dst, method, run_id)
+    scoring = model_class(method).scoring
+    if scoring not in EPOCH_SCORERS:
+        raise StainshiftError(f"select cannot score {scoring.value} models such as {method} yet; pick an epoch "
+                              "yourself (--epoch N) from the run's samples/ grids")
     dev = resolve_device(device)
     model, classifier_name = _classifier(project, classifier, dev)
     rule = rule or ("labelled" if model is not None else "label-free")
-
-    src_val = _subset(samples_in(project, src, "val"), max_images)
-    dst_val = _subset(samples_in(project, dst, "val"), max_images)
-    for domain, val in ((src, src_val), (dst, dst_val)):
-        if not val:
-            raise StainshiftError(f"domain '{domain}' has no validation images; give it more images per class or "
-                                  "a larger validation fraction (split = [train, val, test] in the project file)")
-    labels = None
-    if model is not None:
-        classes = list(model.classes)
-        labels = np.asarray([classes.index(s.label) if s.label in classes else -1 for s in src_val])
-        if (labels < 0).all() and rule == "labelled":
-            raise StainshiftError(
-                f"the classifier's classes ({', '.join(classes)}) do not overlap the classes of '{src}' "
-                f"({', '.join(sorted({s.label for s in src_val}))}); pass a classifier of the same classes, or "
-                "--rule label-free")
-        size = int(model.input_size)
-    else:
-        size = int(config.get("options", {}).get("crop_size", 0)) or 96
-    whole = _load_whole(src_val, scale_factor(project, src))
-    source = torch.stack([center_crop_tensor(x, size) for x in whole])
-    target = _load(dst_val, scale_factor(project, dst), size)
-    if size < 11:
-        raise StainshiftError(f"images of {size} px are too small for SSIM (window 11)")
-    inception = None
-    if fid_model is not None:
-        from stainshift.inception import load_inception
-
-        inception = load_inception(fid_model, dev)
-    scorer = _Scorer(model, labels, target, dev, batch_size, inception)
-
-    epochs = kept_epochs(run)
-    scores = [scorer.score(0, source, None)]
-    for epoch in tqdm(epochs, desc=f"select {method}", unit="epoch", disable=not progress):
-        translator = load_translator(run / "epochs" / f"epoch_{epoch:03d}.pt").to(dev)
-        start = time.perf_counter()
-        row = scorer.score(epoch, source, translate_and_crop(translator, whole, size, dev))
-        row.seconds = round(time.perf_counter() - start, 3)  # translation included
-        scores.append(row)
+    context = ScoringContext(project, run, src, dst, method, runs.read_config(run), model, rule, max_images,
+                             batch_size, dev, fid_model, progress)
+    scores, extra = EPOCH_SCORERS[scoring](context)
     choice = choose_epoch(scores, rule, ssim_min, tie_tol)
     reason = choice.reason + _original_note(scores, choice)
     selection = Selection(run, choice.epoch, rule, ssim_min, scores, classifier_name or None, choice.fallback,
                           reason, choice.primary, choice.tie_tol)
     if reason != choice.reason or choice.fallback:
         warnings.warn(f"{run.name}: {reason}", stacklevel=2)
-    _write(selection, config, project, track, {"src": len(src_val), "dst": len(dst_val), "size": size,
-                                               "tie_tol": choice.tie_tol, "ssim_blur": SSIM_BLUR})
+    _write(selection, context.config, project, track, {**extra, "tie_tol": choice.tie_tol, "ssim_blur": SSIM_BLUR})
     return selection
 
 
@@ -500,20 +519,22 @@ def _write(sel: Selection, config: dict[str, Any], project: Project, track: bool
               "primary": sel.primary, "fallback": sel.fallback, "reason": sel.reason, "run_id": run.name,
               "n_images": {"src": extra["src"], "dst": extra["dst"]}, "image_size": extra["size"],
               "tie_tol": extra["tie_tol"], "ssim_blur": extra["ssim_blur"]}
-    sel.files["selected"] = run / "selected.json"
+    sel.files["selected"] = runs.selected_file(run)
     atomic_write_text(sel.files["selected"], json.dumps(record, indent=2))
+    sel.files["record"] = runs.selection_file(run, sel.rule, sel.classifier)
+    atomic_write_text(sel.files["record"], json.dumps(record, indent=2))
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    sel.files["csv"] = run / "selection.csv"
+    sel.files["csv"] = runs.selection_table(run)
     atomic_write_text(sel.files["csv"], buffer.getvalue())
 
-    sel.files["plot"] = run / "selection.png"
+    sel.files["plot"] = runs.selection_plot(run)
     plot_selection(sel, sel.files["plot"])
 
-    manifest = run / "manifest.json"
+    manifest = runs.manifest_file(run)
     if manifest.exists():
         data = json.loads(manifest.read_text())
         by_epoch = {s.epoch: s.as_dict() for s in sel.scores}
@@ -532,19 +553,13 @@ def _write(sel: Selection, config: dict[str, Any], project: Project, track: bool
 
 
 def _track(project: Project, mlflow_id: str, sel: Selection) -> None:
-    import mlflow
-    from mlflow.entities import Metric
+    from stainshift.tracking import log_to_run
 
-    client = mlflow.MlflowClient(tracking_uri=project.tracking_uri)
-    client.set_tag(mlflow_id, "stainshift.selected_epoch", str(sel.epoch))
-    client.set_tag(mlflow_id, "stainshift.selection_rule", sel.rule)
-    client.set_tag(mlflow_id, "stainshift.selection_ssim_min", str(sel.ssim_min))
-    now = int(time.time() * 1000)
-    metrics = [Metric(f"select_{k}", float(getattr(s, k)), now, s.epoch)
-               for s in sel.scores for k in METRICS if getattr(s, k) is not None]
-    client.log_batch(mlflow_id, metrics=metrics)
-    for path in sel.files.values():
-        client.log_artifact(mlflow_id, str(path), artifact_path="selection")
+    tags = {"stainshift.selected_epoch": str(sel.epoch), "stainshift.selection_rule": sel.rule,
+            "stainshift.selection_ssim_min": str(sel.ssim_min)}
+    metrics = [(f"select_{k}", float(getattr(s, k)), s.epoch) for s in sel.scores for k in METRICS
+               if getattr(s, k) is not None]
+    log_to_run(project, mlflow_id, tags, metrics, [sel.files[k] for k in ("selected", "csv", "plot")], "selection")
 
 
 def plot_selection(sel: Selection, path: Path) -> Path:

@@ -71,7 +71,7 @@ def test_colorization_trained_for_one_source_serves_every_source(tmp_path):
     which learns the pair, never does."""
     from stainshift.data.simulate import simulate
     from stainshift.harmonize import HarmonizeRequest, harmonize
-    from stainshift.train.loop import serving_run
+    from stainshift.runs import serving_run
 
     simulate(tmp_path / "data", hospitals=["site3"], per_class=3, size=40, seed=1, classes=("lymphocyte",))
     project = simulated_project(tmp_path, per_class=3, split=(0.5, 0.25, 0.25), extra=("site3",))

@@ -12,14 +12,14 @@ import torch
 from stainshift.errors import StainshiftError
 from stainshift.losses import GANLoss
 from stainshift.models import (
-    MODELS,
     ColorizationGAN,
     CycleGAN,
     ImagePool,
-    Translator,
     build_model,
     model_options,
 )
+from stainshift.models.kinds import Kind
+from stainshift.models.registry import model_class, names, translator_from_checkpoint
 from stainshift.nets import PatchDiscriminator, ResnetGenerator, UnetGenerator
 
 TINY = {
@@ -114,8 +114,9 @@ def test_image_pool_replays_history_and_round_trips():
 
 # -- registry and presets -------------------------------------------------------------------------------------------
 def test_registry_and_paper_presets():
-    assert {"cyclegan": CycleGAN, "colorization": ColorizationGAN} == MODELS
-    for cls in MODELS.values():
+    learned = {name: model_class(name) for name in names(Kind.LEARNED)}
+    assert {"cyclegan": CycleGAN, "colorization": ColorizationGAN} == learned
+    for cls in learned.values():
         assert {"paper", "cpu"} <= set(cls.presets())
     p = model_options("cyclegan", "paper")
     assert (p.ngf, p.n_blocks, p.ndf, p.n_layers_d, p.norm, p.gan_mode, p.pool_size) == \
@@ -288,7 +289,7 @@ def test_translator_checkpoint_round_trip(name):
     buffer = io.BytesIO()
     torch.save({**ckpt, "epoch": 3}, buffer)  # extra keys (the loop adds epoch, run, src, dst) are ignored
     buffer.seek(0)
-    loaded = Translator.from_checkpoint(torch.load(buffer, weights_only=False))
+    loaded = translator_from_checkpoint(torch.load(buffer, weights_only=False))
     assert not loaded.training
     x = torch.rand(2, 3, 37, 53)
     with torch.no_grad():
@@ -306,9 +307,9 @@ def test_translator_checkpoint_errors_are_one_line(mutate, words):
     ckpt = tiny("cyclegan").translator().checkpoint()
     mutate(ckpt)
     with pytest.raises(StainshiftError) as info:
-        Translator.from_checkpoint(ckpt)
+        translator_from_checkpoint(ckpt)
     assert "\n" not in str(info.value)
     for word in words:
         assert word in str(info.value)
     with pytest.raises(StainshiftError):
-        Translator.from_checkpoint("not a dict")  # type: ignore[arg-type]
+        translator_from_checkpoint("not a dict")  # type: ignore[arg-type]

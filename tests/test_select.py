@@ -27,9 +27,11 @@ from stainshift.data.datasets import center_crop, load_cell, to_tensor
 from stainshift.data.simulate import render_cells, simulate
 from stainshift.data.splits import samples_in
 from stainshift.errors import StainshiftError
-from stainshift.harmonize import HarmonizeRequest, harmonize, kept_epochs, load_translator
+from stainshift.harmonize import HarmonizeRequest, harmonize
 from stainshift.metrics import psnr
+from stainshift.models.registry import load_translator
 from stainshift.project import DomainConfig, Project, save_project
+from stainshift.runs import kept_epochs
 from stainshift.select import DEFAULT_SSIM_MIN, EpochScores, choose_epoch, format_table, select_epoch
 from stainshift.train.loop import TrainRequest, train
 
@@ -264,7 +266,7 @@ def test_mlflow_tags_and_metrics(project, classifier):
 
 # -- errors and the command line ----------------------------------------------------------------------------------
 def test_api_errors(project, classifier):
-    with pytest.raises(StainshiftError, match=r"no cyclegan trained run for clinic -> hgtp.*stainshift train"):
+    with pytest.raises(StainshiftError, match=r"no trained cyclegan run for clinic -> hgtp.*stainshift train"):
         select_epoch(project, "clinic", "hgtp", progress=False)
     with pytest.raises(StainshiftError, match="labelled rule needs a target-domain classifier"):
         select_epoch(project, "hgtp", "clinic", rule="labelled", progress=False)
@@ -318,7 +320,7 @@ def test_cli_prints_the_table_and_the_choice(project, selection, capsys):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--src", "clinic", "--dst", "hgtp"], "no cyclegan trained run for clinic -> hgtp"),
+    (["--src", "clinic", "--dst", "hgtp"], "no trained cyclegan run for clinic -> hgtp"),
     (["--src", "hgtp", "--dst", "clinic", "--rule", "labelled"], "labelled rule needs a target-domain classifier"),
     (["--src", "hgtp", "--dst", "clinic", "--run-id", "nope"], "no cyclegan run 'nope'"),
     (["--src", "hgtp", "--dst", "clinic", "--classifier", "missing.pt"], "missing.pt"),

@@ -16,8 +16,9 @@ import torch
 from stainshift.data.domains import Sample
 from stainshift.errors import StainshiftError
 from stainshift.project import Project
+from stainshift.train.batches import class_weights, epoch_plan
 from stainshift.train.checkpoints import load
-from stainshift.train.loop import TrainRequest, class_weights, epoch_plan, train
+from stainshift.train.loop import TrainRequest, train
 
 from .conftest import TINY_CYCLEGAN, simulated_project
 

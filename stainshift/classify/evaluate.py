@@ -34,6 +34,7 @@ from stainshift.atomic import atomic_path, atomic_write_text
 from stainshift.classify.models import Classifier, load_classifier
 from stainshift.data.datasets import CellDataset, center_crop, center_crop_tensor, rescale, to_tensor
 from stainshift.errors import DataError, StainshiftError
+from stainshift.metrics import macro_f1_from_counts
 from stainshift.project import Project
 
 N_BOOT = 1000
@@ -88,15 +89,6 @@ class EvalReport:
 
 
 # -- metrics ------------------------------------------------------------------------------------------------------
-def _f1_from_counts(conf: np.ndarray) -> np.ndarray:
-    """Macro-F1 per confusion matrix (..., K, K) over the classes with support, 2 tp / (support + predicted)."""
-    tp = np.diagonal(conf, axis1=-2, axis2=-1).astype(float)
-    support, predicted = conf.sum(-1).astype(float), conf.sum(-2).astype(float)
-    present = support > 0
-    f1 = np.where(present, 2 * tp / np.maximum(support + predicted, 1), 0.0)
-    return f1.sum(-1) / np.maximum(present.sum(-1), 1)
-
-
 def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, n_boot: int = N_BOOT, seed: int = 0,
                  level: float = 0.95) -> tuple[tuple[float, float], tuple[float, float]]:
     """Percentile bootstrap intervals (accuracy, macro-F1) from ``n_boot`` resamples of the images."""
@@ -114,7 +106,7 @@ def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, n_boot:
         accs.append((y_true[idx] == y_pred[idx]).mean(1))
         flat = codes[idx] + (np.arange(b)[:, None] * k2)
         conf = np.bincount(flat.ravel(), minlength=b * k2).reshape(b, n_classes, n_classes)
-        f1s.append(_f1_from_counts(conf))
+        f1s.append(macro_f1_from_counts(conf))
     tail = (1 - level) / 2 * 100
     acc_ci = np.percentile(np.concatenate(accs), [tail, 100 - tail])
     f1_ci = np.percentile(np.concatenate(f1s), [tail, 100 - tail])
@@ -136,7 +128,7 @@ def report_from_predictions(classes: Sequence[str], y_true: Sequence[int], y_pre
     names = list(classes)
     return EvalReport(
         classes=names, n=len(t), accuracy=float((t == p).mean()), accuracy_ci=acc_ci,
-        macro_f1=float(_f1_from_counts(conf)), macro_f1_ci=f1_ci, per_class_recall=recall, support=support,
+        macro_f1=float(macro_f1_from_counts(conf)), macro_f1_ci=f1_ci, per_class_recall=recall, support=support,
         confusion=conf, excluded=dict(excluded or {}),
         keys=list(keys) if keys is not None else [str(i) for i in range(len(t))],
         y_true=[names[i] for i in t], y_pred=[names[i] for i in p], n_boot=n_boot, seed=seed, **meta,

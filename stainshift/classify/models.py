@@ -35,7 +35,6 @@ from stainshift.train.checkpoints import FORMAT, save
 ARCHS = ("resnet18", "resnet34")
 NORMS = ("batch", "group", "frozen-batch")
 KIND = "classifier"
-MODEL_FILE = "model.pt"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -200,15 +199,3 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Cla
         raise StainshiftError(f"{path}: weights do not fit a {obj['arch']} ({first}); the file is damaged") from None
     clf.config = dict(obj.get("config") or {})
     return clf.to(device).eval()
-
-
-def find_classifier(runs: Path, ref: str | Path) -> Path:
-    """A classifier file from a path (file or run folder) or a run name under ``<runs>/classifiers/``."""
-    ref_path = Path(ref)
-    for candidate in (ref_path, ref_path / MODEL_FILE, runs / "classifiers" / str(ref) / MODEL_FILE):
-        if candidate.is_file():
-            return candidate
-    folder = runs / "classifiers"
-    known = sorted(p.parent.name for p in folder.glob(f"*/{MODEL_FILE}")) if folder.is_dir() else []
-    raise StainshiftError(f"{ref}: no classifier file or run of that name (known in {folder}: "
-                          f"{', '.join(known) or 'none'}); train one with `stainshift classify train --domain NAME`")

@@ -30,14 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from stainshift.atomic import atomic_write_text
 from stainshift.classify.models import (
     ARCHS,
-    MODEL_FILE,
     NORMS,
     Classifier,
     build_classifier,
@@ -48,8 +46,11 @@ from stainshift.data.datasets import CellDataset
 from stainshift.data.domains import Sample
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
+from stainshift.device import resolve_device
 from stainshift.errors import DataError, StainshiftError
+from stainshift.metrics import macro_f1 as macro_f1_score
 from stainshift.project import Project
+from stainshift.runs import MODEL_FILE, check_classifier_name, classifier_dir, split_file
 
 LOSSES = ("ce", "focal")
 EXPERIMENT = "classifiers"
@@ -102,7 +103,7 @@ class ClassifierRequest:
             if not ok:
                 raise StainshiftError(message)
         if self.name is not None:
-            _check_name(self.name)
+            check_classifier_name(self.name)
 
     @property
     def run_name(self) -> str:
@@ -114,32 +115,9 @@ def default_name(domain: str, arch: str, loss: str = "ce", norm: str = "batch") 
     return "-".join([domain, arch] + (["focal"] if loss == "focal" else []) + ([norm] if norm != "batch" else []))
 
 
-def _check_name(name: str) -> None:
-    if not name or name in (".", "..") or any(c in name for c in "/\\") or name.startswith("."):
-        raise StainshiftError(f"classifier name {name!r}: use a plain folder name (letters, digits, '-', '_')")
-
-
 def finetuned_name(base: str, domain: str) -> str:
     """Default name of ``base`` fine-tuned on ``domain``."""
     return f"{base}-ft-{domain}"
-
-
-def classifier_dir(project: Project, name: str) -> Path:
-    """``<runs>/classifiers/<name>``."""
-    _check_name(name)
-    return project.runs / "classifiers" / name
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise StainshiftError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise StainshiftError(f"device '{name}' requested but no CUDA GPU is available; use --device cpu")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -153,16 +131,6 @@ def build_loss(loss: str, gamma: float = 2.0) -> nn.Module:
     from stainshift.losses import FocalLoss
 
     return FocalLoss(gamma=gamma) if loss == "focal" else nn.CrossEntropyLoss()
-
-
-def macro_f1_score(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> float:
-    """Mean F1 over the classes present in ``y_true`` (a prediction of any other class only costs recall)."""
-    t, p = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
-    scores = []
-    for c in np.unique(t):
-        tp = np.sum((t == c) & (p == c))
-        scores.append(2.0 * tp / (np.sum(t == c) + np.sum(p == c)))
-    return float(np.mean(scores)) if scores else float("nan")
 
 
 # -- data -------------------------------------------------------------------------------------------------------
@@ -315,7 +283,7 @@ def _fit(project: Project, request: ClassifierRequest, clf: Classifier, data: _D
         "epochs": r.epochs, "lr": r.lr, "lr_find": r.lr_find, "batch_size": r.batch_size, "balanced": r.balanced,
         "augment": r.augment, "seed": r.seed, "weights": str(r.weights) if r.weights else None,
         "scale_factor": data.scale, "images": counts, "excluded_classes": data.excluded,
-        "split_file": str(project.runs / "splits" / f"{r.domain}.csv"), "versions": _versions(),
+        "split_file": str(split_file(project, r.domain)), "versions": _versions(),
     }
     history: list[dict[str, Any]] = []
     seed_everything(r.seed)

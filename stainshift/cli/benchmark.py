@@ -7,9 +7,10 @@ import argparse
 EXAMPLE = """examples:
   stainshift benchmark --src hgtp --dst clinic
   stainshift benchmark --src hgtp --dst clinic --classifiers resnet18 --epochs 5 --size 64
-Trains (or reuses) the target-domain classifiers, harmonizes the source with every method and kept epoch, selects
-CycleGAN epochs under both rules, fine-tunes on the source (upper bound) and writes
-runs/<src>_to_<dst>/benchmark/ (benchmark.md, benchmark.csv, accuracy_vs_epoch.png)."""
+Trains (or reuses) the target-domain classifiers, harmonizes the source with every method and kept epoch (every
+image-to-image model of the registry with a run for the pair), selects their epochs under both rules, fine-tunes
+on the source (upper bound) and writes runs/<src>_to_<dst>/benchmark/ (benchmark.md, benchmark.csv,
+accuracy_vs_epoch.png)."""
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
@@ -34,6 +35,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from stainshift.benchmark import BenchmarkRequest, run_benchmark
     from stainshift.project import load_project
+    from stainshift.runs import benchmark_dir
 
     request = BenchmarkRequest(args.src, args.dst, tuple(c.strip() for c in args.classifiers.split(",") if c.strip()),
                                norm=args.norm, size=args.size, epochs=args.epochs,
@@ -43,5 +45,5 @@ def run(args: argparse.Namespace) -> int:
                                progress=not args.quiet, track=not args.no_track)
     project = load_project(args.project)
     frame = run_benchmark(project, request)
-    print((project.runs / f"{args.src}_to_{args.dst}" / "benchmark" / "benchmark.md").read_text())
+    print((benchmark_dir(project, args.src, args.dst) / "benchmark.md").read_text())
     return 0 if len(frame) else 1

@@ -34,6 +34,8 @@ Writes metrics.json, confusion.csv, confusion.png and predictions.csv to --out
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
+    from stainshift.models.registry import names
+
     group = sub.add_parser("classify", help="train, fine-tune and evaluate ResNet cell classifiers",
                            description=__doc__, epilog="example: stainshift classify train --domain clinic",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,7 +81,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="classifier run name or model.pt path")
     p.add_argument("--domain", required=True, help="domain whose images (and labels) are evaluated")
     p.add_argument("--split", default="test", choices=SPLITS, help="which split (default test)")
-    p.add_argument("--method", help="evaluate the images harmonized with this method instead of the raw ones")
+    p.add_argument("--method", choices=names(images_only=True),
+                   help="evaluate the images harmonized with this method instead of the raw ones")
     p.add_argument("--epoch", type=int, help="with --method: require the harmonized folder to hold this epoch")
     p.add_argument("--dst", help="with --method: the target domain (default: the domain the model was trained on)")
     p.add_argument("--harmonized", type=Path, metavar="DIR", help="read the split's images from DIR instead")
@@ -125,9 +128,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from stainshift.classify.models import find_classifier
     from stainshift.classify.train import finetune_classifier
     from stainshift.project import load_project
+    from stainshift.runs import find_classifier
 
     project = load_project(args.project)
     model = find_classifier(project.runs, args.model)
@@ -141,6 +144,7 @@ def _harmonized_folder(project, args: argparse.Namespace, model_domain: str | No
     import csv
 
     from stainshift.errors import StainshiftError
+    from stainshift.runs import harmonized_dir
 
     if args.harmonized is not None:
         if args.method or args.epoch is not None:
@@ -156,7 +160,7 @@ def _harmonized_folder(project, args: argparse.Namespace, model_domain: str | No
     if not dst:
         raise StainshiftError(f"{args.model}: the classifier does not record its training domain; pass --dst")
     project.domain(dst)
-    folder = project.runs / f"{args.domain}_to_{dst}" / args.method / "harmonized"
+    folder = harmonized_dir(project, args.domain, dst, args.method)
     epoch = f" --epoch {args.epoch}" if args.epoch is not None else ""
     command = f"`stainshift harmonize --src {args.domain} --dst {dst} --method {args.method}{epoch}`"
     if not folder.is_dir():
@@ -175,10 +179,11 @@ def _harmonized_folder(project, args: argparse.Namespace, model_domain: str | No
 
 def run_eval(args: argparse.Namespace) -> int:
     from stainshift.classify.evaluate import evaluate, write_report
-    from stainshift.classify.models import find_classifier, load_classifier
-    from stainshift.classify.train import resolve_device
+    from stainshift.classify.models import load_classifier
+    from stainshift.device import resolve_device
     from stainshift.errors import StainshiftError
     from stainshift.project import load_project
+    from stainshift.runs import find_classifier
 
     project = load_project(args.project)
     project.domain(args.domain)

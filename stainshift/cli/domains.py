@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from stainshift.errors import ProjectError
 
@@ -61,54 +60,24 @@ def _number_or_auto(text: str | None) -> float | str | None:
         raise ProjectError(f"--cell-diameter {text!r}: give a number of pixels or 'auto'") from None
 
 
-def _portable(path: Path, root: Path) -> str:
-    """Relative to the project folder when inside it (the project can move), absolute otherwise."""
-    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
-
-
 def run_add(args: argparse.Namespace) -> int:
-    from stainshift.data.domains import MASKS_FOLDER, scan_domain
-    from stainshift.project import (
-        DomainConfig,
-        load_or_new_project,
-        parse_cell_diameter,
-        parse_split,
-        save_project,
-        validate_name,
-    )
+    from stainshift.data.domains import add_domain
+    from stainshift.project import load_or_new_project
 
-    project = load_or_new_project(args.project)
-    name = validate_name(args.name)
-    if name in project.domains and not args.force:
-        raise ProjectError(f"domain '{name}' already exists in {project.file}; pass --force to replace it")
-    folder = Path(args.path).resolve()
-    if not folder.is_dir():
-        raise ProjectError(f"{args.path}: no such folder; give a folder with one subfolder of images per class")
-    masks = Path(args.masks).resolve() if args.masks else None
-    if masks is None and (folder / MASKS_FOLDER).is_dir():
-        masks = folder / MASKS_FOLDER
-    if masks is not None and not masks.is_dir():
-        raise ProjectError(f"{args.masks}: masks folder not found; give the folder holding <class>/<stem>.png masks")
-    diameter = args.cell_diameter
     fractions = None
     if args.split:
         try:
             fractions = [float(v) for v in args.split.split(",")]
         except ValueError:
             raise ProjectError(f"--split {args.split!r}: give train,val,test fractions such as 0.6,0.2,0.2") from None
-    domain = DomainConfig(
-        name=name, path=_portable(folder, project.root), root=project.root,
-        masks=_portable(masks, project.root) if masks else None,
-        classes=tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
-        cell_diameter=parse_cell_diameter(_number_or_auto(diameter), "--cell-diameter"),
-        split=parse_split(fractions, "--split") if fractions else None,
-    )
-    samples = scan_domain(domain)  # fails now, with the reason, rather than at training time
-    save_project(project.with_domain(domain))
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    project, samples = add_domain(load_or_new_project(args.project), args.name, args.path, masks=args.masks,
+                                  classes=classes, cell_diameter=_number_or_auto(args.cell_diameter),
+                                  split=fractions, force=args.force)
     if not args.quiet:
         labels = sorted({s.label for s in samples})
         n_masks = sum(s.mask is not None for s in samples)
-        print(f"added domain '{name}': {len(samples)} images in {len(labels)} classes ({', '.join(labels)}), "
+        print(f"added domain '{args.name}': {len(samples)} images in {len(labels)} classes ({', '.join(labels)}), "
               f"{n_masks} with masks -> {project.file}")
     return 0
 

@@ -13,9 +13,6 @@ Output (default runs/<src>_to_<dst>/<method>/harmonized/) mirrors the input tree
 plus manifest.csv (input, output, method, epoch, checkpoint hash). Inputs are never overwritten."""
 
 
-METHODS = ("reinhard", "macenko", "histogram", "cyclegan", "colorization")  # = stainshift.harmonize.METHODS
-
-
 def _epoch(text: str) -> str | int:
     if text in ("best", "last"):
         return text
@@ -26,11 +23,13 @@ def _epoch(text: str) -> str | int:
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
+    from stainshift.models.registry import names
+
     p = sub.add_parser("harmonize", parents=[common], help="translate images to another domain's staining",
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", required=True, help="source domain")
     p.add_argument("--dst", required=True, help="target domain")
-    p.add_argument("--method", default="cyclegan", choices=METHODS)  # kept in sync by a test
+    p.add_argument("--method", default="cyclegan", choices=names(images_only=True))
     p.add_argument("--epoch", type=_epoch, default="best", help="best (needs `stainshift select`), last, or N")
     p.add_argument("--run-id", help="which training run (default: the latest)")
     p.add_argument("--input", type=Path, help="folder of images (default: the source domain's folder)")

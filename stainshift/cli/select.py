@@ -28,13 +28,15 @@ def _fraction(text: str) -> float:
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
-    from stainshift.select import DEFAULT_SSIM_MIN, RULES
+    from stainshift.models.kinds import Kind
+    from stainshift.models.registry import names
+    from stainshift.rules import DEFAULT_SSIM_MIN, RULES
 
     p = sub.add_parser("select", parents=[common], help="choose the best kept epoch of a translation run",
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", required=True, help="source domain (translated)")
     p.add_argument("--dst", required=True, help="target domain")
-    p.add_argument("--method", default="cyclegan", choices=["cyclegan", "colorization"])
+    p.add_argument("--method", default="cyclegan", choices=names(Kind.LEARNED))
     p.add_argument("--classifier", metavar="PATH",
                    help="target-domain classifier: model.pt, its run folder, or a run name under runs/classifiers/")
     p.add_argument("--rule", choices=RULES, help="labelled (needs --classifier; the default with one) or label-free")

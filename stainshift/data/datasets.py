@@ -1,4 +1,11 @@
-"""Torch datasets over a domain's saved split, with scale harmonization and a fixed crop size."""
+"""Torch datasets over a domain's saved split, with scale harmonization and a fixed crop size, and the conversions
+between HxWx3 uint8 images and float tensors that every step shares.
+
+Training datasets, one per data regime (:class:`stainshift.models.kinds.DataRegime`): :class:`UnpairedCrops`
+(source + target crops), :class:`PairedMaskCrops` (an image and its mask, cropped alike) and
+:class:`LabelledCrops` (an image and its class index). Each takes a *plan* that fixes every random choice of an
+epoch, so an epoch is the same whatever the number of workers and whether training was resumed.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stainshift.data.domains import Sample
-from stainshift.data.io import read_image
+from stainshift.data.io import read_image, read_mask
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
 from stainshift.errors import DataError
@@ -56,9 +63,42 @@ def load_cell(path, scale: float = 1.0, size: int | None = None) -> np.ndarray:
     return center_crop(image, size) if size else image
 
 
+def rescale_mask(mask: np.ndarray, factor: float) -> np.ndarray:
+    """Resize a label map by ``factor`` with nearest-neighbour sampling (labels are never blended)."""
+    if abs(factor - 1.0) < 1e-3:
+        return mask
+    h, w = mask.shape[:2]
+    rows = np.minimum(((np.arange(max(1, round(h * factor))) + 0.5) / factor).astype(int), h - 1)
+    cols = np.minimum(((np.arange(max(1, round(w * factor))) + 0.5) / factor).astype(int), w - 1)
+    return mask[rows[:, None], cols[None, :]]
+
+
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> 3xHxW float in [0, 1]."""
     return torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
+
+
+def mask_tensor(mask: np.ndarray) -> torch.Tensor:
+    """HxW integer label map -> 1xHxW float holding the same ids."""
+    return torch.from_numpy(np.array(mask, dtype=np.float32))[None]
+
+
+def to_batch(images: Sequence[np.ndarray]) -> torch.Tensor:
+    """Same-size HxWx3 uint8 images -> Bx3xHxW float in [0, 1]."""
+    return torch.stack([to_tensor(image) for image in images])
+
+
+def to_uint8(batch: torch.Tensor) -> list[np.ndarray]:
+    """Bx3xHxW float in [0, 1] -> HxWx3 uint8 images (rounded)."""
+    return list(batch.float().clamp(0, 1).mul(255).round_().byte().permute(0, 2, 3, 1).cpu().numpy())
+
+
+def group_by_shape(images: Sequence[np.ndarray | torch.Tensor]) -> dict[tuple[int, ...], list[int]]:
+    """Indices of ``images`` grouped by shape (first-seen order), for batching same-size images."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(i)
+    return groups
 
 
 class CellDataset(Dataset):
@@ -101,9 +141,40 @@ def random_crop_flip(image: np.ndarray, size: int, rng: np.random.Generator) -> 
     if h < size or w < size:
         image = center_crop(image, max(size, h, w))
         h, w = image.shape[:2]
+    top, left, turns, flip = _window(h, w, size, rng)
+    crop = np.rot90(image[top:top + size, left:left + size], k=turns)
+    return crop[:, ::-1] if flip else crop
+
+
+def _window(h: int, w: int, size: int, rng: np.random.Generator) -> tuple[int, int, int, bool]:
+    """(top, left, quarter turns, flip) of a random crop, drawn in :func:`random_crop_flip`'s order."""
     top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-    crop = np.rot90(image[top:top + size, left:left + size], k=int(rng.integers(4)))
-    return crop[:, ::-1] if rng.random() < 0.5 else crop
+    return top, left, int(rng.integers(4)), bool(rng.random() < 0.5)
+
+
+def paired_crop_flip(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The same random window, turns and flip for an image and its mask (both padded by reflection if smaller)."""
+    h, w = image.shape[:2]
+    if h < size or w < size:
+        side = max(size, h, w)
+        image = center_crop(image, side)
+        pads = ((side - h) // 2, side - h - (side - h) // 2), ((side - w) // 2, side - w - (side - w) // 2)
+        mask = np.pad(mask, pads, mode="reflect" if min(h, w) > 1 else "edge")
+        h, w = side, side
+    top, left, turns, flip = _window(h, w, size, rng)
+    out = []
+    for array in (image, mask):
+        crop = np.rot90(array[top:top + size, left:left + size], k=turns)
+        out.append(np.ascontiguousarray(crop[:, ::-1] if flip else crop))
+    return out[0], out[1]
+
+
+def _load_scaled(path, scale: float, load_size: int | None) -> tuple[np.ndarray, float]:
+    image = read_image(path)
+    if load_size:  # no common cell diameter: resize the shorter side to load_size, as the reference does
+        scale = load_size / min(image.shape[:2])
+    return rescale(image, scale), scale
 
 
 class UnpairedCrops(Dataset):
@@ -119,10 +190,7 @@ class UnpairedCrops(Dataset):
         self.crop, self.src_scale, self.dst_scale, self.load_size = crop, src_scale, dst_scale, load_size
 
     def _load(self, sample: Sample, scale: float) -> np.ndarray:
-        image = read_image(sample.path)
-        if self.load_size:  # no common cell diameter: resize the shorter side to load_size, as the reference does
-            scale = self.load_size / min(image.shape[:2])
-        return rescale(image, scale)
+        return _load_scaled(sample.path, scale, self.load_size)[0]
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -133,3 +201,55 @@ class UnpairedCrops(Dataset):
         src = random_crop_flip(self._load(self.src[i_src], self.src_scale), self.crop, rng)
         dst = random_crop_flip(self._load(self.dst[i_dst], self.dst_scale), self.crop, rng)
         return {"src": to_tensor(src), "dst": to_tensor(dst)}
+
+
+class PairedMaskCrops(Dataset):
+    """Images with their own masks: ``{"image": 3xSxS, "mask": 1xSxS label ids}``, cropped and turned alike.
+
+    ``plan`` lists ``(sample index, augmentation seed)``.
+    """
+
+    def __init__(self, samples: Sequence[Sample], plan: Sequence[tuple[int, int]], crop: int, scale: float = 1.0,
+                 load_size: int | None = None) -> None:
+        missing = [s.key for s in samples if s.mask is None]
+        if missing:
+            raise DataError(f"{len(missing)} images have no mask (first: {missing[0]}); a paired-mask model needs "
+                            "a mask for every training image")
+        self.samples, self.plan = list(samples), list(plan)
+        self.crop, self.scale, self.load_size = crop, scale, load_size
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        i, seed = self.plan[index]
+        sample = self.samples[i]
+        image, factor = _load_scaled(sample.path, self.scale, self.load_size)
+        mask = rescale_mask(read_mask(sample.mask), factor)
+        if mask.shape != image.shape[:2]:
+            raise DataError(f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} px after scaling, its image "
+                            f"{image.shape[1]}x{image.shape[0]}; masks must have their image's size")
+        image, mask = paired_crop_flip(image, mask, self.crop, np.random.default_rng(seed))
+        return {"image": to_tensor(image), "mask": mask_tensor(mask)}
+
+
+class LabelledCrops(Dataset):
+    """Labelled images of one domain: ``{"image": 3xSxS, "label": class index}``, randomly cropped and turned.
+
+    ``plan`` lists ``(sample index, augmentation seed)``.
+    """
+
+    def __init__(self, samples: Sequence[Sample], classes: Sequence[str], plan: Sequence[tuple[int, int]],
+                 crop: int, scale: float = 1.0, load_size: int | None = None) -> None:
+        self.samples, self.classes, self.plan = list(samples), list(classes), list(plan)
+        self.crop, self.scale, self.load_size = crop, scale, load_size
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        i, seed = self.plan[index]
+        sample = self.samples[i]
+        image = random_crop_flip(_load_scaled(sample.path, self.scale, self.load_size)[0], self.crop,
+                                 np.random.default_rng(seed))
+        return {"image": to_tensor(image), "label": torch.tensor(self.classes.index(sample.label))}

@@ -1,13 +1,14 @@
-"""Listing a domain's labelled images (one subfolder per class) and their masks."""
+"""Listing a domain's labelled images (one subfolder per class) and their masks; naming a folder as a domain."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from stainshift.data.io import IMAGE_EXTENSIONS, list_images
-from stainshift.errors import DataError
-from stainshift.project import DomainConfig
+from stainshift.errors import DataError, ProjectError
+from stainshift.project import DomainConfig, Project, parse_cell_diameter, parse_split, save_project, validate_name
 
 # A subfolder with this name is never a class: the sites keep their masks there.
 MASKS_FOLDER = "masks"
@@ -79,3 +80,40 @@ def scan_domain(domain: DomainConfig) -> list[Sample]:
         raise DataError(f"{root}: domain '{domain.name}' has no images ({' '.join(IMAGE_EXTENSIONS)}) in its "
                         "class subfolders; point it at a folder with one subfolder of images per class")
     return samples
+
+
+def _portable(path: Path, root: Path) -> str:
+    """Relative to the project folder when inside it (the project can move), absolute otherwise."""
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def add_domain(project: Project, name: str, path: str | Path, masks: str | Path | None = None,
+               classes: Sequence[str] | None = None, cell_diameter: float | str | None = None,
+               split: Sequence[float] | None = None, force: bool = False) -> tuple[Project, list[Sample]]:
+    """Name ``path`` (one subfolder of images per class) as domain ``name`` and save the project file.
+
+    ``masks`` defaults to ``PATH/masks`` when that folder exists. The folder is scanned now, so a bad folder fails
+    here with its reason rather than at training time. Returns the saved project and the domain's samples.
+    """
+    name = validate_name(name)
+    if name in project.domains and not force:
+        raise ProjectError(f"domain '{name}' already exists in {project.file}; pass --force to replace it")
+    folder = Path(path).resolve()
+    if not folder.is_dir():
+        raise ProjectError(f"{path}: no such folder; give a folder with one subfolder of images per class")
+    mask_dir = Path(masks).resolve() if masks else None
+    if mask_dir is None and (folder / MASKS_FOLDER).is_dir():
+        mask_dir = folder / MASKS_FOLDER
+    if mask_dir is not None and not mask_dir.is_dir():
+        raise ProjectError(f"{masks}: masks folder not found; give the folder holding <class>/<stem>.png masks")
+    domain = DomainConfig(
+        name=name, path=_portable(folder, project.root), root=project.root,
+        masks=_portable(mask_dir, project.root) if mask_dir else None,
+        classes=tuple(classes) if classes else None,
+        cell_diameter=parse_cell_diameter(cell_diameter, "--cell-diameter"),
+        split=parse_split(list(split), "--split") if split else None,
+    )
+    samples = scan_domain(domain)
+    project = project.with_domain(domain)
+    save_project(project)
+    return project, samples

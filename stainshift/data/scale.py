@@ -16,6 +16,7 @@ from stainshift.data.domains import scan_domain
 from stainshift.data.stats import domain_cell_diameter
 from stainshift.errors import DataError
 from stainshift.project import Project
+from stainshift.runs import scale_cache
 
 
 def estimate_domain_diameter(project: Project, name: str, max_images: int = 200) -> dict:
@@ -36,7 +37,7 @@ def domain_diameter(project: Project, name: str) -> float | None:
     declared = project.domain(name).cell_diameter
     if declared is None or isinstance(declared, float):
         return declared
-    cache = project.runs / "scale" / f"{name}.json"
+    cache = scale_cache(project, name)
     if cache.exists():
         return float(json.loads(cache.read_text())["median"])
     estimate = estimate_domain_diameter(project, name)

@@ -28,6 +28,7 @@ from stainshift.data.domains import Sample, scan_domain
 from stainshift.data.io import read_image
 from stainshift.errors import DataError, ImageReadError
 from stainshift.project import Project
+from stainshift.runs import split_file
 
 SPLITS = ("train", "val", "test")
 
@@ -64,10 +65,6 @@ def make_split(samples: Sequence[Sample], fractions: Sequence[float], seed: int)
         split_of = {keys[i]: assigned[rank] for rank, i in enumerate(order)}
         rows += [(key, label, split_of[key]) for key in keys]
     return pd.DataFrame(rows, columns=["key", "label", "split"])
-
-
-def split_file(project: Project, domain: str) -> Path:
-    return project.runs / "splits" / f"{domain}.csv"
 
 
 def save_split(frame: pd.DataFrame, path: Path, settings: dict) -> None:

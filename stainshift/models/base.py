@@ -7,14 +7,15 @@ optimizers and learning-rate schedulers and performs one optimisation step of al
     model = build_model("cyclegan", "cpu", epochs=5)      # stainshift.models.registry
     model.to(device)
     for epoch in ...:
-        for batch in loader:                                # {"src": Bx3xHxW, "dst": Bx3xHxW}, RGB in [0, 1]
+        for batch in loader:                                # keys by model.data_regime: {"src", "dst"} RGB in [0, 1]
             losses = model.train_step(batch)                # {"G_gan": 0.9, "D_A": 0.2, ...}
         model.end_epoch()
         torch.save(model.translator().checkpoint(), ...)    # generator + model name + options
         torch.save(model.training_state(), ...)             # everything needed to resume exactly
 
 Options are frozen dataclasses, one subclass per model with its own defaults (the paper's values); presets are
-named instances of them. Nothing here reads a global options object.
+named instances of them. Nothing here reads a global options object. A model declares what its batches hold
+(``data_regime``) and how ``select`` scores its epochs (``scoring``); see :mod:`stainshift.models` for adding one.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from stainshift.errors import StainshiftError
+from stainshift.models.kinds import DataRegime, EpochScoring
 from stainshift.models.pool import ImagePool
 
 CHECKPOINT_FORMAT = 1
@@ -81,7 +83,7 @@ def _ceil_to(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def _check_keys(what: str, state: Any, keys: Iterable[str]) -> dict[str, Any]:
+def check_keys(what: str, state: Any, keys: Iterable[str]) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise StainshiftError(f"{what} is not a dictionary (got {type(state).__name__})")
     missing = sorted(set(keys) - set(state))
@@ -91,7 +93,9 @@ def _check_keys(what: str, state: Any, keys: Iterable[str]) -> dict[str, Any]:
 
 
 class Translator(nn.Module):
-    """Inference-only src -> dst mapping: Bx3xHxW RGB float in [0, 1] in, the same size out, in [0, 1].
+    """Inference-only mapping: B x ``in_channels`` x H x W in, B x ``out_channels`` x H x W in [0, 1] out, same size.
+
+    RGB inputs are floats in [0, 1] (3 channels); mask inputs are label maps (1 channel of integer ids).
 
     ``forward`` pads H and W (reflection) up to a multiple of ``multiple`` (and at least ``min_size``), runs the
     network and crops back, so any input size works. Subclasses implement :meth:`translate_padded`. The networks are
@@ -103,20 +107,25 @@ class Translator(nn.Module):
     options: ModelOptions
     multiple: int
     min_size: int
+    in_channels: int
+    out_channels: int
 
-    def __init__(self, model_name: str, options: ModelOptions, multiple: int, min_size: int | None = None) -> None:
+    def __init__(self, model_name: str, options: ModelOptions, multiple: int, min_size: int | None = None,
+                 in_channels: int = 3, out_channels: int = 3) -> None:
         super().__init__()
         self.model_name, self.options = model_name, options
         self.multiple = multiple
         self.min_size = max(min_size or multiple, multiple)
+        self.in_channels, self.out_channels = in_channels, out_channels
 
     def translate_padded(self, x: torch.Tensor) -> torch.Tensor:
         """Translate a batch whose sides are multiples of ``self.multiple``."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise StainshiftError(f"a translator takes Bx3xHxW RGB batches (got shape {tuple(x.shape)})")
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise StainshiftError(f"a {self.model_name} translator takes Bx{self.in_channels}xHxW batches (got shape "
+                                  f"{tuple(x.shape)})")
         h, w = x.shape[-2:]
         ph, pw = max(_ceil_to(h, self.multiple), self.min_size) - h, max(_ceil_to(w, self.multiple), self.min_size) - w
         if ph or pw:
@@ -133,29 +142,6 @@ class Translator(nn.Module):
         weights = {k: v.detach().to("cpu", copy=True) for k, v in self.state_dict().items()}
         return {"model": self.model_name, "options": dataclasses.asdict(self.options), "translator": weights,
                 "format": CHECKPOINT_FORMAT}
-
-    @staticmethod
-    def from_checkpoint(ckpt: dict[str, Any]) -> Translator:
-        """Rebuild a translator (in eval mode, on CPU) from :meth:`checkpoint`'s dictionary; extra keys are ignored."""
-        from stainshift.models.registry import MODELS, options_from_dict
-
-        _check_keys("translator checkpoint", ckpt, ("model", "options", "translator", "format"))
-        if ckpt["format"] != CHECKPOINT_FORMAT:
-            raise StainshiftError(f"translator checkpoint has format {ckpt['format']!r}; this version reads "
-                                  f"format {CHECKPOINT_FORMAT}")
-        name = ckpt["model"]
-        if name not in MODELS:
-            raise StainshiftError(f"translator checkpoint names an unknown model {name!r} "
-                                  f"(valid: {', '.join(sorted(MODELS))})")
-        options = options_from_dict(name, ckpt["options"])
-        translator = MODELS[name].new_translator(options)
-        try:
-            translator.load_state_dict(ckpt["translator"])
-        except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StainshiftError(f"translator checkpoint weights do not fit a {name} with its options ({first})"
-                                  ) from None
-        return translator.eval()
 
 
 def _linear_decay(epochs: int, epochs_decay: int) -> Callable[[int], float]:
@@ -174,8 +160,8 @@ class TranslationModel(nn.Module):
 
     name: ClassVar[str]
     options_type: ClassVar[type[ModelOptions]]
-    # True for models that learn from target images alone (an epoch then runs over the target's train split)
-    target_only: ClassVar[bool] = False
+    data_regime: ClassVar[DataRegime] = DataRegime.UNPAIRED   # what the trainer puts in a batch
+    scoring: ClassVar[EpochScoring] = EpochScoring.TRANSLATION  # how `select` scores the kept epochs
 
     def __init__(self, options: ModelOptions) -> None:
         super().__init__()
@@ -202,7 +188,8 @@ class TranslationModel(nn.Module):
         return {}
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One optimisation step of every network on ``batch["src"]`` / ``batch["dst"]`` (RGB, [0, 1])."""
+        """One optimisation step of every network on a batch with the keys of ``data_regime``
+        (:data:`stainshift.models.kinds.BATCH_KEYS`); returns the losses by name."""
         raise NotImplementedError
 
     @classmethod
@@ -213,6 +200,26 @@ class TranslationModel(nn.Module):
     def translator(self) -> Translator:
         """The src -> dst translator, sharing its weights with this model."""
         raise NotImplementedError
+
+    def load_initial(self, ckpt: dict[str, Any]) -> list[str]:
+        """Start from another run's weights (``--init-from``): a training state (``last.pt``) loads every network
+        of the same name, an epoch file loads the translator. Returns what was loaded. Models whose networks are
+        built from another's (a local enhancer around a global generator) override this."""
+        try:
+            if "networks" in ckpt:
+                mine = self.networks()
+                shared = sorted(set(mine) & set(ckpt["networks"]))
+                if not shared:
+                    raise StainshiftError(f"--init-from holds networks {sorted(ckpt['networks'])}, none of this "
+                                          f"{self.name}'s ({sorted(mine)})")
+                for key in shared:
+                    mine[key].load_state_dict(ckpt["networks"][key])
+                return shared
+            self.translator().load_state_dict(ckpt["translator"])
+            return ["translator"]
+        except (RuntimeError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StainshiftError(f"--init-from weights do not fit this {self.name} ({first})") from None
 
     # -- shared machinery ------------------------------------------------------------------------------------------
     def _setup_optimizers(self, groups: dict[str, Iterable[nn.Parameter]]) -> None:
@@ -245,12 +252,12 @@ class TranslationModel(nn.Module):
             for p in net.parameters():
                 p.requires_grad_(flag)
 
-    def _batch(self, batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    def _batch(self, batch: dict[str, torch.Tensor], key: str, channels: int = 3) -> torch.Tensor:
         if key not in batch:
             raise StainshiftError(f"{self.name} train_step needs batch[{key!r}] (got keys {sorted(batch)})")
         x = batch[key]
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise StainshiftError(f"batch[{key!r}] must be Bx3xHxW RGB (got shape {tuple(x.shape)})")
+        if x.ndim != 4 or x.shape[1] != channels:
+            raise StainshiftError(f"batch[{key!r}] must be Bx{channels}xHxW (got shape {tuple(x.shape)})")
         return x.to(self.device, torch.float32)
 
     def end_epoch(self) -> None:
@@ -275,7 +282,7 @@ class TranslationModel(nn.Module):
 
     def load_training_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`training_state`'s output (the model must have been built with compatible options)."""
-        _check_keys(f"{self.name} training state", state, ("format", "model", "networks", "optimizers", "schedulers",
+        check_keys(f"{self.name} training state", state, ("format", "model", "networks", "optimizers", "schedulers",
                                                              "pools"))
         if state["model"] != self.name:
             raise StainshiftError(f"training state is for a {state['model']!r} model, not {self.name!r}")

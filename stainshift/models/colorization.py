@@ -16,6 +16,7 @@ from torch import nn
 
 from stainshift.losses import GAN_MODES, GANLoss, l1_loss
 from stainshift.models.base import ModelOptions, TranslationModel, Translator
+from stainshift.models.kinds import DataRegime
 from stainshift.nets.discriminators import PatchDiscriminator
 from stainshift.nets.generators import NORMS, UnetGenerator
 
@@ -77,7 +78,7 @@ class ColorizationGAN(TranslationModel):
     """pix2pix L -> ab on the target domain; ``train_step`` uses only ``batch["dst"]``."""
 
     name = "colorization"
-    target_only = True
+    data_regime = DataRegime.TARGET_ONLY
     options_type = ColorizationOptions
     options: ColorizationOptions
 
@@ -90,6 +91,9 @@ class ColorizationGAN(TranslationModel):
             # lightness is the input's by construction, so later epochs cannot distort morphology
             "cpu": ColorizationOptions(ngf=32, num_downs=5, ndf=64, load_size=108, crop_size=96, batch_size=4,
                                        epochs=10, epochs_decay=10, keep_epochs=(1, 2, 3, 5, 10, 15, 20)),
+            # the tests' size: a few seconds per epoch on one thread
+            "tiny": ColorizationOptions(ngf=8, num_downs=5, ndf=8, load_size=36, crop_size=32, batch_size=2,
+                                        epochs=2, epochs_decay=0, keep_epochs=(1, 2)),
         }
 
     @staticmethod

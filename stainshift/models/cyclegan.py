@@ -83,6 +83,9 @@ class CycleGAN(TranslationModel):
             # `cpu`; a higher learning rate, as there are only a few short epochs
             "demo": CycleGANOptions(ngf=16, n_blocks=3, ndf=32, load_size=72, crop_size=64, batch_size=1, epochs=5,
                                     epochs_decay=0, lr=5e-4, keep_epochs=(1, 2, 3, 4, 5)),
+            # the tests' size: a few seconds per epoch on one thread
+            "tiny": CycleGANOptions(ngf=4, n_blocks=1, ndf=4, load_size=32, crop_size=32, batch_size=1, epochs=2,
+                                    epochs_decay=0, keep_epochs=(1, 2)),
         }
 
     @staticmethod

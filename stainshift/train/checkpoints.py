@@ -57,13 +57,14 @@ def save(obj: dict[str, Any], path: str | Path) -> Path:
     return Path(path)
 
 
-def load(path: str | Path, what: str, fix: str) -> dict[str, Any]:
-    """torch.load with one-line errors naming the file and ``fix``."""
+def load(path: str | Path, what: str, fix: str, weights_only: bool = False) -> dict[str, Any]:
+    """torch.load with one-line errors naming the file and ``fix``. ``weights_only``: tensors and plain containers
+    only (epoch files); training states hold numpy RNG states and need the full unpickler (our own files)."""
     path = Path(path)
     if not path.is_file():
         raise StainshiftError(f"{path}: {what} not found; {fix}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as exc:  # truncated or foreign file: the user's to fix, one line
         raise StainshiftError(f"{path}: {what} is unreadable ({type(exc).__name__}); {fix}") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

@@ -1,15 +1,18 @@
-"""The training loop for translation models (CycleGAN, ColorizationGAN).
+"""The training loop for every learned model in the registry (:mod:`stainshift.models.registry`).
 
-A run lives in ``runs/<src>_to_<dst>/<method>/<run_id>/``:
+A run lives in ``runs/<src>_to_<dst>/<method>/<run_id>/`` (:mod:`stainshift.runs`):
 
-- ``config.json``: every option, the preset, code version, the split files' hashes and the scale factors;
+- ``config.json``: every option, the preset, code version, the split files' hashes, the scale factors and, with
+  ``init_from``, the checkpoint the weights started from (and its hash);
 - ``last.pt``: the full training state (networks, optimizers, schedulers, image pools, RNG states, epoch, manifest),
   written atomically at the end of every epoch, so an interrupted run (Ctrl-C, crash, power loss) resumes exactly
   from its last complete epoch with ``--resume``;
-- ``epochs/epoch_NNN.pt``: the translating generator only (with its model name and options), for the kept epochs;
+- ``epochs/epoch_NNN.pt``: the translating generator only (with its model name, options and the preprocessing
+  it was trained with: scale factors and crop size of both domains), for the kept epochs;
 - ``samples/epoch_NNN.png``: the same fixed source validation images, translated after every epoch;
 - ``manifest.json``: epoch -> mean losses, seconds, kept file.
 
+The model's ``data_regime`` says what a batch holds; :mod:`stainshift.train.batches` builds the epoch from it.
 Images are sized by scale harmonization when the project sets a common ``cell_diameter`` (each domain rescaled so
 its cells span that many pixels), otherwise as in the reference code (shorter side resized to ``load_size``), then
 randomly cropped to ``crop_size``, flipped and turned by multiples of 90 degrees.
@@ -25,8 +28,8 @@ import dataclasses
 import json
 import random
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,18 +40,29 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from stainshift import __version__
+from stainshift import __version__, runs
 from stainshift.atomic import atomic_write_text
-from stainshift.data.datasets import UnpairedCrops, center_crop, load_cell, to_tensor
-from stainshift.data.domains import Sample
-from stainshift.data.io import write_image
+from stainshift.data.datasets import (
+    center_crop,
+    center_crop_tensor,
+    load_cell,
+    mask_tensor,
+    rescale_mask,
+    to_tensor,
+    to_uint8,
+)
+from stainshift.data.io import read_mask, write_image
 from stainshift.data.scale import scale_factor
-from stainshift.data.splits import samples_in, split_file
+from stainshift.data.splits import samples_in
+from stainshift.device import resolve_device
 from stainshift.errors import StainshiftError
 from stainshift.grids import image_grid
-from stainshift.models.registry import build_model
+from stainshift.models.kinds import Modality
+from stainshift.models.registry import build_model, entry, model_class
 from stainshift.project import Project
+from stainshift.tracking import RunTracker
 from stainshift.train import checkpoints
+from stainshift.train.batches import epoch_dataset, fixed_samples, training_samples
 from stainshift.train.distributed import Dist, all_reduce_grads, barrier, init_from_env, replicas_agree, shutdown
 
 # Options that may change on --resume without invalidating the saved state.
@@ -74,6 +88,7 @@ class TrainRequest:
     n_samples: int = 4
     progress: bool = True
     track: bool = True
+    init_from: Path | None = None  # a run folder, its last.pt or an epoch file: start from those weights
 
 
 @dataclass
@@ -81,82 +96,6 @@ class TrainResult:
     run_dir: Path
     epochs_done: int
     manifest: list[dict[str, Any]]
-
-
-def pair_dir(project: Project, src: str, dst: str, method: str) -> Path:
-    return project.runs / f"{src}_to_{dst}" / method
-
-
-def latest_run(project: Project, src: str, dst: str, method: str) -> Path | None:
-    """The most recently updated run of this pair and method that has a ``last.pt``."""
-    return _newest(pair_dir(project, src, dst, method).glob("*/last.pt"))
-
-
-def _newest(checkpoints: Iterable[Path]) -> Path | None:
-    """The run folder whose ``last.pt`` was written last."""
-    runs = [p.parent for p in checkpoints]
-    return max(runs, key=lambda p: (p / "last.pt").stat().st_mtime) if runs else None
-
-
-def serving_run(project: Project, src: str, dst: str, method: str) -> Path | None:
-    """The run that translates ``src`` to ``dst``: the pair's latest run; failing that, for a model that learns
-    from the target domain alone (ColorizationGAN), the latest run of that method for any source with this target,
-    since such a model never saw its source."""
-    from stainshift.models.registry import MODELS
-
-    run = latest_run(project, src, dst, method)
-    if run is not None or method not in MODELS or not MODELS[method].target_only:
-        return run
-    return _newest(project.runs.glob(f"*_to_{dst}/{method}/*/last.pt"))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def class_weights(samples: Sequence[Sample], balanced: bool) -> torch.Tensor:
-    """Sampling weights: uniform, or 1/count(class) so each class is drawn equally often."""
-    if not balanced:
-        return torch.ones(len(samples), dtype=torch.float64)
-    counts = Counter(s.label for s in samples)
-    return torch.tensor([1.0 / counts[s.label] for s in samples], dtype=torch.float64)
-
-
-def _draw(weights: torch.Tensor, n: int, gen: torch.Generator, permute: bool) -> torch.Tensor:
-    """``n`` indices: a permutation when ``permute`` and the weights are uniform, else weighted draws."""
-    if permute and bool((weights == weights[0]).all()):
-        return torch.randperm(n, generator=gen)
-    return torch.multinomial(weights, n, replacement=True, generator=gen)
-
-
-def epoch_plan(src_weights: torch.Tensor, dst_weights: torch.Tensor, seed: int, epoch: int,
-               over_target: bool = False) -> list[tuple[int, int, int]]:
-    """The (source, target, augmentation seed) triples of one epoch.
-
-    One item per source image (per target image for models that learn from the target alone); the other side is
-    drawn at random. Class-balanced weights turn the permutation into weighted draws.
-    """
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    n = len(dst_weights) if over_target else len(src_weights)
-    src = _draw(src_weights, n, gen, permute=not over_target)
-    dst = _draw(dst_weights, n, gen, permute=over_target)
-    aug = torch.randint(0, 2**31 - 1, (n,), generator=gen)
-    return list(zip(src.tolist(), dst.tolist(), aug.tolist(), strict=True))
-
-
-def fixed_samples(samples: Sequence[Sample], n: int) -> list[Sample]:
-    """``n`` images, one class after another, always the same ones for the same split."""
-    by_class: dict[str, list[Sample]] = defaultdict(list)
-    for s in samples:
-        by_class[s.label].append(s)
-    picked: list[Sample] = []
-    while len(picked) < min(n, len(samples)):
-        for group in by_class.values():
-            if group and len(picked) < n:
-                picked.append(group.pop(0))
-    return picked
 
 
 def _code_version() -> str:
@@ -184,10 +123,10 @@ class Trainer:
         self.device = resolve_device(request.device)
         self.dist: Dist = init_from_env(self.device)
         project.domain(request.src), project.domain(request.dst)  # one-line errors for unknown domains first
-        self.src_train = samples_in(project, request.src, "train")
-        self.dst_train = samples_in(project, request.dst, "train")
-        val = samples_in(project, request.src, "val") or self.src_train
-        self.sample_images = fixed_samples(val, request.n_samples)
+        self.entry = entry(request.method)
+        self.regime = model_class(request.method).data_regime
+        self.data = training_samples(project, self.regime, request.src, request.dst)
+        self.sample_images = self._pick_sample_images(request.n_samples)
         self.scales = {request.src: scale_factor(project, request.src), request.dst: scale_factor(project, request.dst)}
         self.run_dir, saved = self._run_dir_and_state()
         torch.manual_seed(request.seed)  # before building: initial weights depend only on the seed
@@ -195,6 +134,7 @@ class Trainer:
         random.seed(request.seed)
         self.model = build_model(request.method, request.preset, **self._overrides(saved))
         self.options = self.model.options
+        self.init = self._init_weights() if saved is None else None
         self.config = self._config(saved)
         self.model.to(self.device)
         if self.dist.enabled:
@@ -209,17 +149,16 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------------------------
     def _run_dir_and_state(self) -> tuple[Path, dict[str, Any] | None]:
         r = self.request
-        base = pair_dir(self.project, r.src, r.dst, r.method)
+        base = runs.method_dir(self.project, r.src, r.dst, r.method)
         if r.resume:
-            run = base / r.run_id if r.run_id else latest_run(self.project, r.src, r.dst, r.method)
+            run = base / r.run_id if r.run_id else runs.latest_run(self.project, r.src, r.dst, r.method)
             if run is None:
                 raise StainshiftError(f"no {r.method} run of {r.src} -> {r.dst} to resume under {base}; "
                                       f"start one with `stainshift train {r.method} --src {r.src} --dst {r.dst}`")
             fix = "delete the run folder and train again without --resume"
-            return run, checkpoints.load(run / "last.pt", "training state", fix)
-        run_id = r.run_id or f"{r.preset}-s{r.seed}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
-        run = base / run_id
-        if (run / "last.pt").exists():
+            return run, checkpoints.load(runs.last_state(run), "training state", fix)
+        run = base / (r.run_id or runs.new_run_id(r.preset, r.seed))
+        if runs.last_state(run).exists():
             raise StainshiftError(f"{run}: a run with this id exists; pass --resume to continue it or another --run-id")
         return run, None
 
@@ -238,12 +177,15 @@ class Trainer:
         config = {
             "method": r.method, "preset": r.preset, "src": r.src, "dst": r.dst, "seed": r.seed,
             "balanced": r.balanced, "options": dataclasses.asdict(self.options),
-            "splits": {d: _file_sha(split_file(self.project, d)) for d in (r.src, r.dst)},
-            "scale": self.scales, "n_train": {r.src: len(self.src_train), r.dst: len(self.dst_train)},
+            "splits": {d: _file_sha(runs.split_file(self.project, d)) for d in (r.src, r.dst)},
+            "scale": self.scales, "n_train": self._n_train(),
             "sample_images": [s.key for s in self.sample_images], "run_id": self.run_dir.name,
         }
+        if self.init is not None:
+            config["init_from"] = self.init
         if saved is not None:
-            identity = {k: v for k, v in config.items() if k != "options"}
+            # keys a run made by an older version lacks are not compared (it resumes as it was made)
+            identity = {k: v for k, v in config.items() if k != "options" and k in saved["config"]}
             before = {k: v for k, v in saved["config"].items() if k in identity}
             if before != identity:
                 diff = sorted(k for k in identity if before.get(k) != identity[k])
@@ -251,12 +193,52 @@ class Trainer:
                                       "(splits or scale settings?); start a new run")
             config["mlflow_run_id"] = saved["config"].get("mlflow_run_id")
             config["created"] = saved["config"].get("created")
+            if "init_from" in saved["config"]:
+                config["init_from"] = saved["config"]["init_from"]
         else:
             config["created"] = datetime.now(UTC).isoformat(timespec="seconds")
         config["code_version"] = _code_version()
         config["device"] = str(self.device)
         config["world_size"] = self.dist.world
         return config
+
+    def _n_train(self) -> dict[str, int]:
+        r = self.request
+        if self.data.src:
+            return {r.src: len(self.data.src), r.dst: len(self.data.dst)}
+        return {r.dst: len(self.data.dst)}
+
+    def _pick_sample_images(self, n: int) -> list:
+        """The same few validation images every epoch: the source's (the target's, with masks, for mask models)."""
+        r = self.request
+        if self.entry.consumes is Modality.MASK:
+            val = [s for s in samples_in(self.project, r.dst, "val") if s.mask is not None] or self.data.dst
+        else:
+            val = samples_in(self.project, r.src, "val") or self.data.src or self.data.dst
+        return fixed_samples(val, n)
+
+    def _init_weights(self) -> dict[str, Any] | None:
+        """Load ``init_from`` into the freshly built model; what was loaded, for config.json."""
+        source = self.request.init_from
+        if source is None:
+            return None
+        path = Path(source)
+        if path.is_dir():
+            path = runs.last_state(path)
+        ckpt = checkpoints.load(path, "checkpoint to start from", "pass a run folder, its last.pt or an epoch file",
+                                weights_only=path.name != runs.LAST_STATE)
+        state = ckpt["model"] if "model" in ckpt and isinstance(ckpt["model"], dict) else ckpt
+        loaded = self.model.load_initial(state)
+        return {"path": str(path.resolve()), "hash": checkpoints.file_hash(path), "loaded": loaded,
+                "model": state.get("model")}
+
+    def preprocessing(self) -> dict[str, dict[str, Any]]:
+        """How training saw each domain: what ``harmonize`` must repeat for the translator to see the same."""
+        r = self.request
+        load_size = None if self.project.cell_diameter else self.options.load_size
+        return {side: {"domain": name, "scale": self.scales[name], "crop_size": self.options.crop_size,
+                       "load_size": load_size, "cell_diameter": self.project.cell_diameter}
+                for side, name in (("src", r.src), ("dst", r.dst))}
 
     def _restore(self, saved: dict[str, Any]) -> None:
         identity = {k: v for k, v in saved["config"]["options"].items() if k not in _RESUMABLE}
@@ -280,13 +262,10 @@ class Trainer:
 
     def _loader(self, epoch: int) -> DataLoader:
         r = self.request
-        plan = epoch_plan(class_weights(self.src_train, r.balanced), class_weights(self.dst_train, r.balanced),
-                          r.seed, epoch, over_target=self.model.target_only)
-        plan = plan[self.dist.rank::self.dist.world]
         # with a project cell diameter, scale harmonization sets the size; otherwise load_size does (reference way)
         load_size = None if self.project.cell_diameter else self.options.load_size
-        data = UnpairedCrops(self.src_train, self.dst_train, plan, self.options.crop_size,
-                             self.scales[r.src], self.scales[r.dst], load_size)
+        data = epoch_dataset(self.data, r.seed, epoch, r.balanced, self.options.crop_size,
+                             (self.scales[r.src], self.scales[r.dst]), load_size, self.dist.rank, self.dist.world)
         # an explicit generator keeps DataLoader from drawing on torch's global RNG (which the model's pool uses)
         return DataLoader(data, batch_size=self.options.batch_size, shuffle=False, num_workers=r.num_workers,
                           drop_last=len(data) >= self.options.batch_size, generator=torch.Generator().manual_seed(0),
@@ -295,27 +274,35 @@ class Trainer:
     def _sample_grid(self, epoch: int) -> Path:
         translator = self.model.translator().eval()
         crop = max(self.options.crop_size, 64)
-        inputs = [center_crop(load_cell(s.path, self.scales[self.request.src]), crop) for s in self.sample_images]
+        if self.entry.consumes is Modality.MASK:
+            scale = self.scales[self.request.dst]
+            x = torch.stack([center_crop_tensor(mask_tensor(rescale_mask(read_mask(s.mask), scale)), crop)
+                             for s in self.sample_images])
+            shown = to_uint8((x / x.amax((1, 2, 3), keepdim=True).clamp_min(1)).expand(-1, 3, -1, -1))
+            label = f"{self.request.dst} masks"
+        else:
+            shown = [center_crop(load_cell(s.path, self.scales[self.request.src]), crop) for s in self.sample_images]
+            x = torch.stack([to_tensor(i) for i in shown])
+            label = self.request.src
         with torch.inference_mode():
-            x = torch.stack([to_tensor(i) for i in inputs]).to(self.device)
-            y = translator(x).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        grid = image_grid([inputs, list(y)], cell=crop, row_labels=[self.request.src, f"epoch {epoch}"])
-        return write_image(self.run_dir / "samples" / f"epoch_{epoch:03d}.png", grid)
+            y = to_uint8(translator(x.to(self.device)))
+        grid = image_grid([shown, y], cell=crop, row_labels=[label, f"epoch {epoch}"])
+        return write_image(runs.samples_file(self.run_dir, epoch), grid)
 
     def _save_epoch(self, epoch: int, losses: dict[str, float], seconds: float) -> dict[str, Any]:
         entry: dict[str, Any] = {"epoch": epoch, "losses": losses, "seconds": round(seconds, 2)}
         if epoch in self.options.keep_epochs or epoch == self.total_epochs:
-            path = self.run_dir / "epochs" / f"epoch_{epoch:03d}.pt"
+            path = runs.epoch_file(self.run_dir, epoch)
             ckpt = {**self.model.translator().checkpoint(), "epoch": epoch, "run": self.config["run_id"],
-                    "src": self.request.src, "dst": self.request.dst}
+                    "src": self.request.src, "dst": self.request.dst, "preprocessing": self.preprocessing()}
             checkpoints.save(ckpt, path)
             entry["checkpoint"] = path.relative_to(self.run_dir).as_posix()
         entry["samples"] = self._sample_grid(epoch).relative_to(self.run_dir).as_posix()
         self.manifest.append(entry)
         state = {"format": checkpoints.FORMAT, "epoch": epoch, "config": self.config,
                  "model": self.model.training_state(), "rng": checkpoints.rng_state(), "manifest": self.manifest}
-        checkpoints.save(state, self.run_dir / "last.pt")
-        atomic_write_text(self.run_dir / "manifest.json", json.dumps({"epochs": self.manifest}, indent=2))
+        checkpoints.save(state, runs.last_state(self.run_dir))
+        atomic_write_text(runs.manifest_file(self.run_dir), json.dumps({"epochs": self.manifest}, indent=2))
         return entry
 
     def run(self) -> TrainResult:
@@ -323,7 +310,7 @@ class Trainer:
         main = self.dist.is_main
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.json", json.dumps(self.config, indent=2, default=str))
+            atomic_write_text(runs.config_file(self.run_dir), json.dumps(self.config, indent=2, default=str))
         tracker = _Tracker(self.project, self.config, self.run_dir) if (main and r.track) else None
         status = "KILLED"
         try:
@@ -365,37 +352,28 @@ class _Tracker:
     """Mirrors a run into mlflow: params once, per-epoch losses (step=epoch), grids and kept checkpoints."""
 
     def __init__(self, project: Project, config: dict[str, Any], run_dir: Path) -> None:
-        import mlflow
-
-        from stainshift.tracking import experiment_id
-
-        self.mlflow, self.run_dir = mlflow, run_dir
-        mlflow.set_tracking_uri(project.tracking_uri)
-        experiment = f"{config['src']}_to_{config['dst']}"
+        self.run_dir = run_dir
+        params = {f"opt.{k}": v for k, v in config["options"].items()}
+        params.update({k: config[k] for k in ("method", "preset", "src", "dst", "seed", "balanced")})
         resume_id = config.get("mlflow_run_id")
-        if resume_id:
-            self.run = mlflow.start_run(run_id=resume_id)
-        else:
-            self.run = mlflow.start_run(experiment_id=experiment_id(project, experiment),
-                                        run_name=f"{config['method']}/{config['run_id']}",
-                                        tags={"stainshift.method": config["method"],
-                                              "stainshift.run_dir": str(run_dir)})
-            params = {f"opt.{k}": v for k, v in config["options"].items()}
-            params.update({k: config[k] for k in ("method", "preset", "src", "dst", "seed", "balanced")})
-            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-            config["mlflow_run_id"] = self.run.info.run_id
-            atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, default=str))
+        self.tracker = RunTracker(project, f"{config['src']}_to_{config['dst']}",
+                                  f"{config['method']}/{config['run_id']}", params,
+                                  tags={"stainshift.method": config["method"], "stainshift.run_dir": str(run_dir)},
+                                  run_id=resume_id)
+        if not resume_id:
+            config["mlflow_run_id"] = self.tracker.run_id
+            atomic_write_text(runs.config_file(run_dir), json.dumps(config, indent=2, default=str))
 
     def log_epoch(self, entry: dict[str, Any]) -> None:
         epoch = entry["epoch"]
-        self.mlflow.log_metrics({f"loss_{k}": v for k, v in entry["losses"].items()}, step=epoch)
-        self.mlflow.log_metric("epoch_seconds", entry["seconds"], step=epoch)
-        self.mlflow.log_artifact(str(self.run_dir / entry["samples"]), artifact_path="samples")
+        self.tracker.log_metrics({f"loss_{k}": v for k, v in entry["losses"].items()}, step=epoch)
+        self.tracker.log_metrics({"epoch_seconds": entry["seconds"]}, step=epoch)
+        self.tracker.log_artifact(self.run_dir / entry["samples"], artifact_path="samples")
         if "checkpoint" in entry:
-            self.mlflow.log_artifact(str(self.run_dir / entry["checkpoint"]), artifact_path="epochs")
+            self.tracker.log_artifact(self.run_dir / entry["checkpoint"], artifact_path="epochs")
 
     def close(self, status: str) -> None:
-        self.mlflow.end_run(status=status)
+        self.tracker.close(status)
 
 
 def train(project: Project, request: TrainRequest,

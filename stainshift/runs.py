@@ -1,0 +1,217 @@
+"""The folder layout under the project's ``runs/``: the only module that knows where anything is written.
+
+::
+
+    runs/
+      splits/<domain>.csv (+ .json)            saved splits (stainshift.data.splits)
+      scale/<domain>.json                      measured cell diameter (stainshift.data.scale)
+      classifiers/<name>/model.pt ...          classifier runs
+      <src>_to_<dst>/                          a pair
+        <method>/<run_id>/                     a training run
+          config.json  last.pt  manifest.json
+          epochs/epoch_NNN.pt                  kept epochs (translator only, with options and preprocessing)
+          samples/epoch_NNN.png
+          selected.json                        the latest selection (what `--epoch best` reads)
+          selections/<rule>[--<classifier>].json   every selection, per rule and classifier
+          selection.csv  selection.png
+        <method>/harmonized/                   `stainshift harmonize` output
+        benchmark/                             `stainshift benchmark` tables and plot
+          images/<condition>/                  harmonized test images, one folder per method and epoch
+
+A model that learns from the target domain alone (its data regime needs no source) serves every source of that
+target: :func:`serving_run` finds its newest run under any ``*_to_<dst>`` pair.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from stainshift.errors import StainshiftError
+from stainshift.project import Project
+
+LAST_STATE = "last.pt"
+SELECTED = "selected.json"
+MODEL_FILE = "model.pt"
+
+
+# -- per domain ---------------------------------------------------------------------------------------------------
+def split_file(project: Project, domain: str) -> Path:
+    return project.runs / "splits" / f"{domain}.csv"
+
+
+def scale_cache(project: Project, domain: str) -> Path:
+    return project.runs / "scale" / f"{domain}.json"
+
+
+# -- pairs and training runs --------------------------------------------------------------------------------------
+def pair_dir(project: Project, src: str, dst: str) -> Path:
+    return project.runs / f"{src}_to_{dst}"
+
+
+def method_dir(project: Project, src: str, dst: str, method: str) -> Path:
+    """Where the runs of ``method`` for this pair live."""
+    return pair_dir(project, src, dst) / method
+
+
+def new_run_id(preset: str, seed: int) -> str:
+    return f"{preset}-s{seed}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+
+
+def last_state(run: Path) -> Path:
+    return run / LAST_STATE
+
+
+def config_file(run: Path) -> Path:
+    return run / "config.json"
+
+
+def manifest_file(run: Path) -> Path:
+    return run / "manifest.json"
+
+
+def read_config(run: Path) -> dict:
+    path = config_file(run)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def samples_file(run: Path, epoch: int) -> Path:
+    return run / "samples" / f"epoch_{epoch:03d}.png"
+
+
+def epoch_file(run: Path, epoch: int) -> Path:
+    return run / "epochs" / f"epoch_{epoch:03d}.pt"
+
+
+def kept_epochs(run: Path) -> list[int]:
+    return sorted(int(p.stem.split("_")[1]) for p in (run / "epochs").glob("epoch_*.pt"))
+
+
+def _newest(states: Iterable[Path]) -> Path | None:
+    """The run folder whose ``last.pt`` was written last."""
+    runs = [p.parent for p in states]
+    return max(runs, key=lambda p: last_state(p).stat().st_mtime) if runs else None
+
+
+def latest_run(project: Project, src: str, dst: str, method: str) -> Path | None:
+    """The most recently updated run of this pair and method that has a ``last.pt``."""
+    return _newest(method_dir(project, src, dst, method).glob(f"*/{LAST_STATE}"))
+
+
+def serving_run(project: Project, src: str, dst: str, method: str) -> Path | None:
+    """The run that translates ``src`` to ``dst``: the pair's latest run; failing that, for a model that never sees
+    a source (its data regime needs none), the latest run of that method for any source with this target."""
+    from stainshift.models.registry import model_class
+
+    run = latest_run(project, src, dst, method)
+    if run is not None or model_class(method).data_regime.needs_source:
+        return run
+    return _newest(project.runs.glob(f"*_to_{dst}/{method}/*/{LAST_STATE}"))
+
+
+def find_run(project: Project, src: str, dst: str, method: str, run_id: str | None = None) -> Path:
+    """The named (else serving) run, with at least one kept epoch; one-line errors saying what to do."""
+    base = method_dir(project, src, dst, method)
+    run = base / run_id if run_id else serving_run(project, src, dst, method)
+    if run is None or not run.is_dir():
+        what = f"{method} run '{run_id}'" if run_id else f"trained {method} run"
+        raise StainshiftError(f"no {what} for {src} -> {dst} under {base}; train one with "
+                              f"`stainshift train {method} --src {src} --dst {dst}`")
+    if not kept_epochs(run):
+        raise StainshiftError(f"{run}: no kept epoch files (epochs/epoch_NNN.pt) yet; let the training reach a kept "
+                              "epoch or train with --keep-epochs, e.g. 1,2,3,5,10")
+    return run
+
+
+def resolve_epoch(project: Project, src: str, dst: str, method: str, epoch: str | int,
+                  run_id: str | None = None) -> tuple[Path, int]:
+    """The epoch file for ``epoch`` ("best", "last" or a number) of the serving (or named) run."""
+    run = find_run(project, src, dst, method, run_id)
+    kept = kept_epochs(run)
+    if epoch == "best":
+        selected = selected_file(run)
+        if not selected.exists():
+            raise StainshiftError(f"{run}: no epoch selected yet; run `stainshift select --src {src} --dst {dst} "
+                                  f"--method {method}` first, or pass --epoch last / --epoch N")
+        epoch = int(json.loads(selected.read_text())["epoch"])
+    elif epoch == "last":
+        epoch = kept[-1]
+    epoch = int(epoch)
+    if epoch not in kept:
+        raise StainshiftError(f"{run}: epoch {epoch} was not kept (kept: {', '.join(map(str, kept))}); "
+                              "pass one of those with --epoch")
+    return epoch_file(run, epoch), epoch
+
+
+# -- selections ---------------------------------------------------------------------------------------------------
+def selected_file(run: Path) -> Path:
+    return run / SELECTED
+
+
+def selection_file(run: Path, rule: str, classifier: str | None) -> Path:
+    """One selection's record, kept per rule and classifier (``selected.json`` holds the latest of them)."""
+    name = rule if not classifier else f"{rule}--{Path(classifier).parent.name or Path(classifier).stem}"
+    return run / "selections" / f"{name}.json"
+
+
+def selection_table(run: Path) -> Path:
+    return run / "selection.csv"
+
+
+def selection_plot(run: Path) -> Path:
+    return run / "selection.png"
+
+
+# -- outputs ------------------------------------------------------------------------------------------------------
+def harmonized_dir(project: Project, src: str, dst: str, method: str) -> Path:
+    """Default output of ``stainshift harmonize`` (and what ``classify eval --method`` reads)."""
+    return method_dir(project, src, dst, method) / "harmonized"
+
+
+def benchmark_dir(project: Project, src: str, dst: str) -> Path:
+    return pair_dir(project, src, dst) / "benchmark"
+
+
+def benchmark_images(project: Project, src: str, dst: str, condition: str | None = None) -> Path:
+    """Harmonized test images of one benchmark condition (a method, or a learned method's run and epoch); without
+    ``condition``, the folder holding them all."""
+    root = benchmark_dir(project, src, dst) / "images"
+    return root / condition if condition else root
+
+
+def learned_condition(run: Path, src: str, dst: str, epoch: int) -> str:
+    """The image-folder name of a learned run's epoch: method and run, plus the run's pair when it serves another
+    pair (a target-only model), so a newer run never reuses an older run's images."""
+    method, pair = run.parent.name, run.parent.parent.name
+    prefix = method if pair == f"{src}_to_{dst}" else f"{method}_{pair}"
+    return f"{prefix}_{run.name}_e{epoch}"
+
+
+# -- classifiers --------------------------------------------------------------------------------------------------
+def classifiers_dir(project: Project) -> Path:
+    return project.runs / "classifiers"
+
+
+def check_classifier_name(name: str) -> None:
+    if not name or name in (".", "..") or any(c in name for c in "/\\") or name.startswith("."):
+        raise StainshiftError(f"classifier name {name!r}: use a plain folder name (letters, digits, '-', '_')")
+
+
+def classifier_dir(project: Project, name: str) -> Path:
+    """``<runs>/classifiers/<name>``."""
+    check_classifier_name(name)
+    return classifiers_dir(project) / name
+
+
+def find_classifier(runs: Path, ref: str | Path) -> Path:
+    """A classifier file from a path (file or run folder) or a run name under ``<runs>/classifiers/``."""
+    ref_path = Path(ref)
+    folder = runs / "classifiers"
+    for candidate in (ref_path, ref_path / MODEL_FILE, folder / str(ref) / MODEL_FILE):
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.parent.name for p in folder.glob(f"*/{MODEL_FILE}")) if folder.is_dir() else []
+    raise StainshiftError(f"{ref}: no classifier file or run of that name (known in {folder}: "
+                          f"{', '.join(known) or 'none'}); train one with `stainshift classify train --domain NAME`")
