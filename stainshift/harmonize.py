@@ -19,7 +19,6 @@ import contextlib
 import csv
 import io
 import warnings
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from tqdm.auto import tqdm
 
 from stainshift import runs
 from stainshift.atomic import atomic_write_text
+from stainshift.data.batching import stream_shape_batches
 from stainshift.data.datasets import rescale, to_batch, to_uint8
 from stainshift.data.domains import scan_domain
 from stainshift.data.io import list_images, read_image, write_image
@@ -300,7 +300,6 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
         ckpt_hash = checkpoints.file_hash(path)
         scale = source_scale(project, r.src, meta)  # the GAN saw cells at the common diameter: show them that way
 
-    by_size: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = defaultdict(list)
     skipped: list[str] = []
     rows: list[dict[str, object]] = []
     protect = {f.resolve() for f in files}
@@ -321,22 +320,17 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
             rows.append({"input": str(src_path), "output": str(target), "method": r.method,
                          "epoch": "" if epoch is None else epoch, "checkpoint": ckpt_hash or ""})
 
-    for path in tqdm(files, desc=f"harmonize {r.method}", unit="img", disable=not r.progress):
-        try:
-            image = read_image(path)
-        except ImageReadError as exc:
-            if not r.skip_bad:
-                raise StainshiftError(f"{exc} (or pass --skip-bad to skip unreadable images)") from None
-            skipped.append(str(exc))
-            continue
-        group = by_size[image.shape[:2]]
-        group.append((path, image))
-        if len(group) >= r.batch_size:
-            flush(group)
-            group.clear()
-    for group in by_size.values():
-        if group:
-            flush(group)
+    def readable() -> Iterator[tuple[Path, np.ndarray]]:
+        for path in tqdm(files, desc=f"harmonize {r.method}", unit="img", disable=not r.progress):
+            try:
+                yield path, read_image(path)
+            except ImageReadError as exc:
+                if not r.skip_bad:
+                    raise StainshiftError(f"{exc} (or pass --skip-bad to skip unreadable images)") from None
+                skipped.append(str(exc))
+
+    for batch in stream_shape_batches(readable(), lambda item: item[1].shape, r.batch_size):
+        flush(batch)
 
     manifest = out_dir / "manifest.csv"
     buffer = io.StringIO()

@@ -100,7 +100,8 @@ from tqdm.auto import tqdm
 
 from stainshift import runs
 from stainshift.atomic import atomic_path, atomic_write_text
-from stainshift.data.datasets import center_crop_tensor, group_by_shape, load_cell, to_tensor
+from stainshift.data.batching import group_by_shape
+from stainshift.data.datasets import center_crop_tensor, load_cell, to_tensor
 from stainshift.data.domains import Sample
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in

@@ -145,23 +145,12 @@ class ToyShift(TranslationModel):
         return {"G": float(loss)}
 
 
-class ToyPaint(TranslationModel):
+class ToyPaint(ToyShift):
     """Mask in, image out: each of the mask's three regions (background, cytoplasm, nucleus) gets a colour."""
 
     name = "toypaint"
-    options_type = ToyOptions
     data_regime: ClassVar[DataRegime] = DataRegime.PAIRED_MASK
     scoring: ClassVar[EpochScoring] = EpochScoring.GENERATION
-
-    presets = ToyShift.presets
-
-    def __init__(self, options: ToyOptions) -> None:
-        super().__init__(options)
-        self.G = nn.Conv2d(3, 3, 1)
-        self._setup_optimizers({"G": self.G.parameters()})
-
-    def networks(self) -> dict[str, nn.Module]:
-        return {"G": self.G}
 
     @classmethod
     def new_translator(cls, options: ModelOptions) -> Translator:

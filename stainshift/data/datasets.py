@@ -93,14 +93,6 @@ def to_uint8(batch: torch.Tensor) -> list[np.ndarray]:
     return list(batch.float().clamp(0, 1).mul(255).round_().byte().permute(0, 2, 3, 1).cpu().numpy())
 
 
-def group_by_shape(images: Sequence[np.ndarray | torch.Tensor]) -> dict[tuple[int, ...], list[int]]:
-    """Indices of ``images`` grouped by shape (first-seen order), for batching same-size images."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, image in enumerate(images):
-        groups.setdefault(tuple(image.shape), []).append(i)
-    return groups
-
-
 class CellDataset(Dataset):
     """Labelled single-cell crops: ``(3xSxS float tensor in [0,1], class index)``."""
 
@@ -203,11 +195,27 @@ class UnpairedCrops(Dataset):
         return {"src": to_tensor(src), "dst": to_tensor(dst)}
 
 
-class PairedMaskCrops(Dataset):
-    """Images with their own masks: ``{"image": 3xSxS, "mask": 1xSxS label ids}``, cropped and turned alike.
+class _PlannedCrops(Dataset):
+    """One-domain training crops; ``plan`` lists ``(sample index, augmentation seed)``."""
 
-    ``plan`` lists ``(sample index, augmentation seed)``.
-    """
+    def __init__(self, samples: Sequence[Sample], plan: Sequence[tuple[int, int]], crop: int, scale: float = 1.0,
+                 load_size: int | None = None) -> None:
+        self.samples, self.plan = list(samples), list(plan)
+        self.crop, self.scale, self.load_size = crop, scale, load_size
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def _item(self, index: int) -> tuple[Sample, np.ndarray, float, np.random.Generator]:
+        """The planned sample, its scaled image, the factor used and the item's random generator."""
+        i, seed = self.plan[index]
+        sample = self.samples[i]
+        image, factor = _load_scaled(sample.path, self.scale, self.load_size)
+        return sample, image, factor, np.random.default_rng(seed)
+
+
+class PairedMaskCrops(_PlannedCrops):
+    """Images with their own masks: ``{"image": 3xSxS, "mask": 1xSxS label ids}``, cropped and turned alike."""
 
     def __init__(self, samples: Sequence[Sample], plan: Sequence[tuple[int, int]], crop: int, scale: float = 1.0,
                  load_size: int | None = None) -> None:
@@ -215,41 +223,27 @@ class PairedMaskCrops(Dataset):
         if missing:
             raise DataError(f"{len(missing)} images have no mask (first: {missing[0]}); a paired-mask model needs "
                             "a mask for every training image")
-        self.samples, self.plan = list(samples), list(plan)
-        self.crop, self.scale, self.load_size = crop, scale, load_size
-
-    def __len__(self) -> int:
-        return len(self.plan)
+        super().__init__(samples, plan, crop, scale, load_size)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        i, seed = self.plan[index]
-        sample = self.samples[i]
-        image, factor = _load_scaled(sample.path, self.scale, self.load_size)
+        sample, image, factor, rng = self._item(index)
         mask = rescale_mask(read_mask(sample.mask), factor)
         if mask.shape != image.shape[:2]:
             raise DataError(f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} px after scaling, its image "
                             f"{image.shape[1]}x{image.shape[0]}; masks must have their image's size")
-        image, mask = paired_crop_flip(image, mask, self.crop, np.random.default_rng(seed))
+        image, mask = paired_crop_flip(image, mask, self.crop, rng)
         return {"image": to_tensor(image), "mask": mask_tensor(mask)}
 
 
-class LabelledCrops(Dataset):
-    """Labelled images of one domain: ``{"image": 3xSxS, "label": class index}``, randomly cropped and turned.
-
-    ``plan`` lists ``(sample index, augmentation seed)``.
-    """
+class LabelledCrops(_PlannedCrops):
+    """Labelled images of one domain: ``{"image": 3xSxS, "label": class index}``, randomly cropped and turned."""
 
     def __init__(self, samples: Sequence[Sample], classes: Sequence[str], plan: Sequence[tuple[int, int]],
                  crop: int, scale: float = 1.0, load_size: int | None = None) -> None:
-        self.samples, self.classes, self.plan = list(samples), list(classes), list(plan)
-        self.crop, self.scale, self.load_size = crop, scale, load_size
-
-    def __len__(self) -> int:
-        return len(self.plan)
+        super().__init__(samples, plan, crop, scale, load_size)
+        self.classes = list(classes)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        i, seed = self.plan[index]
-        sample = self.samples[i]
-        image = random_crop_flip(_load_scaled(sample.path, self.scale, self.load_size)[0], self.crop,
-                                 np.random.default_rng(seed))
-        return {"image": to_tensor(image), "label": torch.tensor(self.classes.index(sample.label))}
+        sample, image, _, rng = self._item(index)
+        return {"image": to_tensor(random_crop_flip(image, self.crop, rng)),
+                "label": torch.tensor(self.classes.index(sample.label))}

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stainshift.data.batching import shape_batches
 from stainshift.errors import StainshiftError
 
 TargetImages = torch.Tensor | np.ndarray | Sequence[np.ndarray] | Sequence[torch.Tensor]
@@ -232,16 +233,6 @@ class Normalizer(nn.Module):
         return f"fitted={self.is_fitted}"
 
 
-def _size_groups(images: Sequence[np.ndarray], batch_size: int) -> Iterator[list[int]]:
-    """Indices of same-sized images, in batches of at most ``batch_size``, in order of first appearance."""
-    by_size: dict[tuple[int, ...], list[int]] = {}
-    for i, image in enumerate(images):
-        by_size.setdefault(image.shape, []).append(i)
-    for indices in by_size.values():
-        for start in range(0, len(indices), batch_size):
-            yield indices[start:start + batch_size]
-
-
 def normalize_images(normalizer: Normalizer, images: Sequence[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
     """Normalize HxWx3 uint8 images of any sizes; returns uint8 arrays in the same order and sizes.
 
@@ -256,7 +247,7 @@ def normalize_images(normalizer: Normalizer, images: Sequence[np.ndarray], batch
     out: list[np.ndarray | None] = [None] * len(arrays)
     flags = torch.zeros(len(arrays), dtype=torch.bool)
     with torch.no_grad():
-        for indices in _size_groups(arrays, batch_size):
+        for indices in shape_batches(arrays, batch_size):
             batch = torch.from_numpy(np.stack([arrays[i] for i in indices])).to(normalizer.device)
             x = batch.permute(0, 3, 1, 2).float() / 255.0
             y, degenerate = normalizer._run(x)

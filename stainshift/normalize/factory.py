@@ -11,17 +11,14 @@ from __future__ import annotations
 from typing import Any, Literal, overload
 
 from stainshift.errors import StainshiftError
+from stainshift.models.kinds import Kind
+from stainshift.models.registry import entry, names
 from stainshift.normalize.base import Normalizer
 from stainshift.normalize.histogram import HistogramNormalizer
 from stainshift.normalize.macenko import MacenkoNormalizer
 from stainshift.normalize.reinhard import ReinhardNormalizer
 
-_CLASSES: dict[str, type[Normalizer]] = {
-    "reinhard": ReinhardNormalizer,
-    "macenko": MacenkoNormalizer,
-    "histogram": HistogramNormalizer,
-}
-NORMALIZERS: tuple[str, ...] = tuple(_CLASSES)
+NORMALIZERS: tuple[str, ...] = names(Kind.CLASSICAL)  # the registry's classical methods
 
 
 @overload
@@ -37,9 +34,9 @@ def build(name: str, **options: Any) -> Normalizer: ...
 def build(name: str, **options: Any) -> Normalizer:
     """An unfitted normalizer called ``name`` (one of :data:`NORMALIZERS`), built with ``options``."""
     key = str(name).strip().lower()
-    if key not in _CLASSES:
-        raise StainshiftError(f"unknown normalizer {name!r}; choose one of {', '.join(NORMALIZERS)}")
-    cls = _CLASSES[key]
+    if key not in names(Kind.CLASSICAL):
+        raise StainshiftError(f"unknown normalizer {name!r}; choose one of {', '.join(names(Kind.CLASSICAL))}")
+    cls = entry(key).load()
     try:
         return cls(**options)
     except TypeError as exc:
