@@ -28,6 +28,7 @@ _API = {
     "read_mask": "stainshift.data.io",
     "write_image": "stainshift.data.io",
     "scan_domain": "stainshift.data.domains",
+    "add_domain": "stainshift.data.domains",
     "domain_split": "stainshift.data.splits",
     "samples_in": "stainshift.data.splits",
     "domain_dataset": "stainshift.data.datasets",
@@ -36,6 +37,8 @@ _API = {
     "simulate": "stainshift.data.simulate",
     "build_normalizer": "stainshift.normalize",
     "build_model": "stainshift.models.registry",
+    "register_model": "stainshift.models.registry",
+    "load_translator": "stainshift.models.registry",
     "TrainRequest": "stainshift.train.loop",
     "train": "stainshift.train.loop",
     "HarmonizeRequest": "stainshift.harmonize",
@@ -55,7 +58,7 @@ _API = {
 __all__ = sorted(_API)
 
 
-_RENAMED = {"build_normalizer": "build", "evaluate_classifier": "evaluate"}
+_RENAMED = {"build_normalizer": "build", "evaluate_classifier": "evaluate", "register_model": "register"}
 
 
 def __getattr__(name: str):

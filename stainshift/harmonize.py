@@ -43,6 +43,7 @@ from stainshift.errors import ImageReadError, StainshiftError
 from stainshift.models.kinds import Kind
 from stainshift.models.registry import entry, load_epoch, names
 from stainshift.project import Project
+from stainshift.rules import RULES
 from stainshift.train import checkpoints
 
 
@@ -52,6 +53,7 @@ class HarmonizeRequest:
     dst: str
     method: str = "cyclegan"
     epoch: str | int = "best"
+    rule: str | None = None  # with epoch "best": None = the latest selection (selected.json), else that rule's
     input: Path | None = None
     out: Path | None = None
     run_id: str | None = None
@@ -72,6 +74,7 @@ class HarmonizeResult:
     epoch: int | None
     checkpoint: str | None
     skipped: list[str]
+    selection: dict | None = None  # for --epoch best: the selection record used (rule, classifier, reason)
 
 
 # -- loading a method ---------------------------------------------------------------------------------------------
@@ -277,6 +280,14 @@ def _inputs(project: Project, request: HarmonizeRequest) -> tuple[Path, list[Pat
 def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
     """Translate the source domain's images (or ``request.input``) to the target's staining."""
     r = request
+    if r.tile < 32:
+        raise StainshiftError(f"--tile {r.tile}: tiles must be at least 32 px (default 512)")
+    if not 0 <= r.overlap <= r.tile // 2:
+        raise StainshiftError(f"--overlap {r.overlap}: use 0 to half the tile size ({r.tile // 2}); default 64")
+    if r.batch_size < 1:
+        raise StainshiftError(f"--batch-size {r.batch_size}: use 1 or more")
+    if r.rule is not None and r.rule not in RULES:
+        raise StainshiftError(f"unknown rule '{r.rule}'; use one of {', '.join(RULES)}")
     method = entry(r.method)
     if not method.translates_images:
         raise StainshiftError(f"{r.method} turns {method.consumes.value} into {method.produces.value}, not images into "
@@ -289,12 +300,13 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
     device = resolve_device(r.device)
     epoch: int | None = None
     ckpt_hash: str | None = None
+    selection: dict | None = None
     scale = 1.0
     learned = method.kind is Kind.LEARNED
     if not learned:
         model: nn.Module = fit_classical(project, r.method, r.dst, r.fit_images, project.seed).to(device)
     else:
-        path, epoch = runs.resolve_epoch(project, r.src, r.dst, r.method, r.epoch, r.run_id)
+        path, epoch, selection = runs.resolve_epoch(project, r.src, r.dst, r.method, r.epoch, r.run_id, r.rule)
         translator, meta = load_epoch(path)
         model = translator.to(device)
         ckpt_hash = checkpoints.file_hash(path)
@@ -338,4 +350,4 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
     writer.writeheader()
     writer.writerows(sorted(rows, key=lambda row: str(row["input"])))
     atomic_write_text(manifest, buffer.getvalue())
-    return HarmonizeResult(out_dir, len(rows), manifest, epoch, ckpt_hash, skipped)
+    return HarmonizeResult(out_dir, len(rows), manifest, epoch, ckpt_hash, skipped, selection)

@@ -35,6 +35,7 @@ from stainshift.project import Project
 LAST_STATE = "last.pt"
 SELECTED = "selected.json"
 MODEL_FILE = "model.pt"
+CLASSIFIERS = "classifiers"
 
 
 # -- per domain ---------------------------------------------------------------------------------------------------
@@ -100,6 +101,12 @@ def latest_run(project: Project, src: str, dst: str, method: str) -> Path | None
     return _newest(method_dir(project, src, dst, method).glob(f"*/{LAST_STATE}"))
 
 
+def latest_started_run(project: Project, src: str, dst: str, method: str) -> Path | None:
+    """The most recently started run (a ``config.json``), whether or not it finished an epoch."""
+    started = [p.parent for p in method_dir(project, src, dst, method).glob("*/config.json")]
+    return max(started, key=lambda p: config_file(p).stat().st_mtime) if started else None
+
+
 def serving_run(project: Project, src: str, dst: str, method: str) -> Path | None:
     """The run that translates ``src`` to ``dst``: the pair's latest run; failing that, for a model that never sees
     a source (its data regime needs none), the latest run of that method for any source with this target."""
@@ -126,42 +133,72 @@ def find_run(project: Project, src: str, dst: str, method: str, run_id: str | No
 
 
 def resolve_epoch(project: Project, src: str, dst: str, method: str, epoch: str | int,
-                  run_id: str | None = None) -> tuple[Path, int]:
-    """The epoch file for ``epoch`` ("best", "last" or a number) of the serving (or named) run."""
+                  run_id: str | None = None, rule: str | None = None) -> tuple[Path, int, dict | None]:
+    """The epoch file for ``epoch`` ("best", "last" or a number) of the serving (or named) run, and for "best" the
+    selection record it came from: ``rule`` None reads ``selected.json`` (the latest selection made), a rule name
+    the newest record of that rule under ``selections/``."""
     run = find_run(project, src, dst, method, run_id)
     kept = kept_epochs(run)
+    record = None
     if epoch == "best":
-        selected = selected_file(run)
-        if not selected.exists():
-            raise StainshiftError(f"{run}: no epoch selected yet; run `stainshift select --src {src} --dst {dst} "
-                                  f"--method {method}` first, or pass --epoch last / --epoch N")
-        epoch = int(json.loads(selected.read_text())["epoch"])
+        record = selection_record(run, rule, src)
+        if record is None:
+            which = f" by the {rule} rule" if rule else ""
+            raise StainshiftError(f"{run}: no epoch selected{which} yet; run `stainshift select --src {src} --dst "
+                                  f"{dst} --method {method}{f' --rule {rule}' if rule else ''}` first, or pass "
+                                  "--epoch last / --epoch N")
+        epoch = int(record["epoch"])
     elif epoch == "last":
         epoch = kept[-1]
     epoch = int(epoch)
     if epoch not in kept:
         raise StainshiftError(f"{run}: epoch {epoch} was not kept (kept: {', '.join(map(str, kept))}); "
                               "pass one of those with --epoch")
-    return epoch_file(run, epoch), epoch
+    return epoch_file(run, epoch), epoch, record
 
 
 # -- selections ---------------------------------------------------------------------------------------------------
-def selected_file(run: Path) -> Path:
-    return run / SELECTED
+def serves_other_pair(run: Path, src: str | None) -> bool:
+    """Whether ``run`` (a target-only model trained under another source's pair) is serving ``src``."""
+    return src is not None and not run.parent.parent.name.startswith(f"{src}_to_")
 
 
-def selection_file(run: Path, rule: str, classifier: str | None) -> Path:
-    """One selection's record, kept per rule and classifier (``selected.json`` holds the latest of them)."""
+def _from(run: Path, src: str | None) -> str:
+    return f"--from-{src}" if serves_other_pair(run, src) else ""
+
+
+def selected_file(run: Path, src: str | None = None) -> Path:
+    """The latest selection for the run's own pair (``selected.json``), or for ``src`` when the run serves another
+    source's pair, so one pair's selection never decides another's."""
+    return run / (SELECTED if not _from(run, src) else f"selected{_from(run, src)}.json")
+
+
+def selection_file(run: Path, rule: str, classifier: str | None, src: str | None = None) -> Path:
+    """One selection's record, kept per rule and classifier (and source, for a run serving another pair)."""
     name = rule if not classifier else f"{rule}--{Path(classifier).parent.name or Path(classifier).stem}"
-    return run / "selections" / f"{name}.json"
+    return run / "selections" / f"{name}{_from(run, src)}.json"
 
 
-def selection_table(run: Path) -> Path:
-    return run / "selection.csv"
+def selection_record(run: Path, rule: str | None = None, src: str | None = None) -> dict | None:
+    """The latest selection, or the newest one made by ``rule``, for ``src``; None when there is none."""
+    if rule is None:
+        path = selected_file(run, src)
+        return json.loads(path.read_text()) if path.exists() else None
+    suffix = _from(run, src)
+    records = [p for p in (run / "selections").glob(f"{rule}*.json")
+               if (p.stem == f"{rule}{suffix}" or p.stem.startswith(f"{rule}--"))
+               and p.stem.endswith(suffix) and ("--from-" in p.stem) == bool(suffix)]
+    records.sort(key=lambda p: p.stat().st_mtime)
+    return json.loads(records[-1].read_text()) if records else None
 
 
-def selection_plot(run: Path) -> Path:
-    return run / "selection.png"
+def selection_table(run: Path, src: str | None = None) -> Path:
+    """Every kept epoch's selection scores."""
+    return run / f"selection{_from(run, src)}.csv"
+
+
+def selection_plot(run: Path, src: str | None = None) -> Path:
+    return run / f"selection{_from(run, src)}.png"
 
 
 # -- outputs ------------------------------------------------------------------------------------------------------
@@ -191,7 +228,7 @@ def learned_condition(run: Path, src: str, dst: str, epoch: int) -> str:
 
 # -- classifiers --------------------------------------------------------------------------------------------------
 def classifiers_dir(project: Project) -> Path:
-    return project.runs / "classifiers"
+    return project.runs / CLASSIFIERS
 
 
 def check_classifier_name(name: str) -> None:
@@ -208,7 +245,7 @@ def classifier_dir(project: Project, name: str) -> Path:
 def find_classifier(runs: Path, ref: str | Path) -> Path:
     """A classifier file from a path (file or run folder) or a run name under ``<runs>/classifiers/``."""
     ref_path = Path(ref)
-    folder = runs / "classifiers"
+    folder = runs / CLASSIFIERS
     for candidate in (ref_path, ref_path / MODEL_FILE, folder / str(ref) / MODEL_FILE):
         if candidate.is_file():
             return candidate

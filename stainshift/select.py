@@ -206,6 +206,8 @@ class Selection:
     primary: str
     tie_tol: float | None = None
     files: dict[str, Path] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # image counts, size, tie tolerance, SSIM blur
+    src: str | None = None  # the domain scored (a target-only run may serve several)
 
     def row(self, epoch: int) -> EpochScores:
         return next(s for s in self.scores if s.epoch == epoch)
@@ -504,36 +506,59 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
     choice = choose_epoch(scores, rule, ssim_min, tie_tol)
     reason = choice.reason + _original_note(scores, choice)
     selection = Selection(run, choice.epoch, rule, ssim_min, scores, classifier_name or None, choice.fallback,
-                          reason, choice.primary, choice.tie_tol)
+                          reason, choice.primary, choice.tie_tol,
+                          details={**extra, "tie_tol": choice.tie_tol, "ssim_blur": SSIM_BLUR}, src=src)
     if reason != choice.reason or choice.fallback:
         warnings.warn(f"{run.name}: {reason}", stacklevel=2)
-    _write(selection, context.config, project, track, {**extra, "tie_tol": choice.tie_tol, "ssim_blur": SSIM_BLUR})
+    _write(selection, context.config, project, track)
     return selection
 
 
+def apply_rule(selection: Selection, rule: str, tie_tol: float | None = None) -> Selection:
+    """The same scores chosen from by another rule (one scoring pass serves both rules); writes nothing."""
+    choice = choose_epoch(selection.scores, rule, selection.ssim_min, tie_tol)
+    return dataclasses.replace(selection, epoch=choice.epoch, rule=rule, fallback=choice.fallback,
+                               reason=choice.reason + _original_note(selection.scores, choice),
+                               primary=choice.primary, tie_tol=choice.tie_tol, files={},
+                               details={**selection.details, "tie_tol": choice.tie_tol})
+
+
+def write_record(selection: Selection) -> Path:
+    """Keep ``selection`` under ``selections/<rule>[--<classifier>].json`` (not ``selected.json``)."""
+    path = runs.selection_file(selection.run_dir, selection.rule, selection.classifier, selection.src)
+    atomic_write_text(path, json.dumps(_record(selection), indent=2))
+    selection.files["record"] = path
+    return path
+
+
 # -- outputs ------------------------------------------------------------------------------------------------------
-def _write(sel: Selection, config: dict[str, Any], project: Project, track: bool, extra: dict[str, Any]) -> None:
+def _record(sel: Selection) -> dict[str, Any]:
+    d = sel.details
+    return {"epoch": sel.epoch, "rule": sel.rule, "ssim_min": sel.ssim_min, "scores": [s.as_dict() for s in sel.scores],
+            "classifier": sel.classifier, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "primary": sel.primary, "fallback": sel.fallback, "reason": sel.reason, "run_id": sel.run_dir.name,
+            "n_images": {"src": d.get("src"), "dst": d.get("dst")}, "image_size": d.get("size"),
+            "tie_tol": sel.tie_tol, "ssim_blur": d.get("ssim_blur", SSIM_BLUR), "src": sel.src}
+
+
+def _write(sel: Selection, config: dict[str, Any], project: Project, track: bool) -> None:
     run = sel.run_dir
     rows = [s.as_dict() for s in sel.scores]
-    record = {"epoch": sel.epoch, "rule": sel.rule, "ssim_min": sel.ssim_min, "scores": rows,
-              "classifier": sel.classifier, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-              "primary": sel.primary, "fallback": sel.fallback, "reason": sel.reason, "run_id": run.name,
-              "n_images": {"src": extra["src"], "dst": extra["dst"]}, "image_size": extra["size"],
-              "tie_tol": extra["tie_tol"], "ssim_blur": extra["ssim_blur"]}
-    sel.files["selected"] = runs.selected_file(run)
-    atomic_write_text(sel.files["selected"], json.dumps(record, indent=2))
-    sel.files["record"] = runs.selection_file(run, sel.rule, sel.classifier)
-    atomic_write_text(sel.files["record"], json.dumps(record, indent=2))
+    sel.files["selected"] = runs.selected_file(run, sel.src)
+    atomic_write_text(sel.files["selected"], json.dumps(_record(sel), indent=2))
+    write_record(sel)
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    sel.files["csv"] = runs.selection_table(run)
+    sel.files["csv"] = runs.selection_table(run, sel.src)
     atomic_write_text(sel.files["csv"], buffer.getvalue())
 
-    sel.files["plot"] = runs.selection_plot(run)
+    sel.files["plot"] = runs.selection_plot(run, sel.src)
     plot_selection(sel, sel.files["plot"])
+    if runs.serves_other_pair(run, sel.src):  # the run's manifest and mlflow run describe its own pair
+        return
 
     manifest = runs.manifest_file(run)
     if manifest.exists():

@@ -24,13 +24,18 @@ def _epoch(text: str) -> str | int:
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
     from stainshift.models.registry import names
+    from stainshift.rules import RULES
 
     p = sub.add_parser("harmonize", parents=[common], help="translate images to another domain's staining",
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", required=True, help="source domain")
     p.add_argument("--dst", required=True, help="target domain")
     p.add_argument("--method", default="cyclegan", choices=names(images_only=True))
-    p.add_argument("--epoch", type=_epoch, default="best", help="best (needs `stainshift select`), last, or N")
+    p.add_argument("--epoch", type=_epoch, default="best",
+                   help="best (the epoch `stainshift select` chose; needs a selection), last, or N (default best)")
+    p.add_argument("--rule", choices=RULES, help="with --epoch best: the newest selection by this rule (default: "
+                   "the latest selection made, selected.json; after `stainshift benchmark` that is the labelled "
+                   "rule's choice by the selection classifier)")
     p.add_argument("--run-id", help="which training run (default: the latest)")
     p.add_argument("--input", type=Path, help="folder of images (default: the source domain's folder)")
     p.add_argument("--out", type=Path, help="output folder (default: runs/<src>_to_<dst>/<method>/harmonized)")
@@ -48,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from stainshift.harmonize import HarmonizeRequest, harmonize
     from stainshift.project import load_project
 
-    request = HarmonizeRequest(src=args.src, dst=args.dst, method=args.method, epoch=args.epoch, input=args.input,
+    request = HarmonizeRequest(src=args.src, dst=args.dst, method=args.method, epoch=args.epoch, rule=args.rule,
+                               input=args.input,
                                out=args.out, run_id=args.run_id, tile=args.tile, overlap=args.overlap,
                                batch_size=args.batch_size, device=args.device, skip_bad=args.skip_bad,
                                progress=not args.quiet)
@@ -57,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped: {reason}", file=sys.stderr)
     if not args.quiet:
         epoch = f" epoch {result.epoch}" if result.epoch is not None else ""
+        if result.selection is not None:
+            chosen = result.selection
+            by = f", classifier {Path(chosen['classifier']).parent.name}" if chosen.get("classifier") else ""
+            epoch += f" (best by the {chosen['rule']} rule{by})"
         print(f"harmonized {result.n_images} images with {args.method}{epoch} -> {result.out_dir} "
               f"(manifest: {result.manifest.name})")
     return 0

@@ -52,6 +52,9 @@ class Entry:
         except (ImportError, AttributeError) as exc:
             raise StainshiftError(f"method {self.name!r} points at {self.target!r}, which cannot be imported ({exc})"
                                   ) from None
+        if self.kind is Kind.LEARNED and getattr(cls, "name", None) != self.name:
+            raise StainshiftError(f"method {self.name!r}: {self.target} calls itself {getattr(cls, 'name', None)!r}; "
+                                  "register it under its own name")
         _LOADED[self.name] = cls
         return cls
 
@@ -69,6 +72,9 @@ def register(name: str, target: str | type, kind: Kind = Kind.LEARNED, consumes:
         raise StainshiftError(f"method name {name!r}: use letters, digits, '-' and '_'")
     _LOADED.pop(name, None)
     if isinstance(target, type):
+        if kind is Kind.LEARNED and getattr(target, "name", None) != name:
+            raise StainshiftError(f"method {name!r}: {target.__qualname__} calls itself "
+                                  f"{getattr(target, 'name', None)!r}; register it under its own name")
         _LOADED[name] = target
         target = f"{target.__module__}:{target.__qualname__}"
     elif ":" not in target:

@@ -77,6 +77,7 @@ class TrainingSamples:
     regime: DataRegime
     src: list[Sample]
     dst: list[Sample]
+    classes: tuple[str, ...] = ()  # the target's classes in label-index order (the classes regime)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -99,7 +100,8 @@ def training_samples(project: Project, regime: DataRegime, src: str, dst: str) -
             raise StainshiftError(f"domain '{dst}' has no masks, which this model learns from; name its masks "
                                   f"folder with `masks = \"PATH\"` under [domains.{dst}] (same layout and stems)")
         return TrainingSamples(regime, [], with_masks)
-    return TrainingSamples(regime, [], dst_train)
+    classes = project.domain(dst).classes or tuple(sorted({s.label for s in dst_train}))
+    return TrainingSamples(regime, [], dst_train, tuple(classes))
 
 
 def epoch_dataset(data: TrainingSamples, seed: int, epoch: int, balanced: bool, crop: int,
@@ -113,8 +115,7 @@ def epoch_dataset(data: TrainingSamples, seed: int, epoch: int, balanced: bool, 
     plan2 = single_plan(class_weights(data.dst, balanced), seed, epoch)[rank::world]
     if regime is DataRegime.PAIRED_MASK:
         return PairedMaskCrops(data.dst, plan2, crop, scales[1], load_size)
-    classes = list(dict.fromkeys(s.label for s in data.dst))
-    return LabelledCrops(data.dst, classes, plan2, crop, scales[1], load_size)
+    return LabelledCrops(data.dst, data.classes, plan2, crop, scales[1], load_size)
 
 
 def fixed_samples(samples: Sequence[Sample], n: int) -> list[Sample]:

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import random
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from stainshift import __version__, runs
+from stainshift import runs
 from stainshift.atomic import atomic_write_text
 from stainshift.data.datasets import (
     center_crop,
@@ -60,6 +61,7 @@ from stainshift.grids import image_grid
 from stainshift.models.kinds import Modality
 from stainshift.models.registry import build_model, entry, model_class
 from stainshift.project import Project
+from stainshift.provenance import code_version
 from stainshift.tracking import RunTracker
 from stainshift.train import checkpoints
 from stainshift.train.batches import epoch_dataset, fixed_samples, training_samples
@@ -98,18 +100,6 @@ class TrainResult:
     manifest: list[dict[str, Any]]
 
 
-def _code_version() -> str:
-    import subprocess
-
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent)
-        commit = done.stdout.strip() if done.returncode == 0 else ""
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{__version__}+{commit}" if commit else __version__
-
-
 def _file_sha(path: Path) -> str | None:
     return checkpoints.file_hash(path) if path.exists() else None
 
@@ -128,13 +118,14 @@ class Trainer:
         self.data = training_samples(project, self.regime, request.src, request.dst)
         self.sample_images = self._pick_sample_images(request.n_samples)
         self.scales = {request.src: scale_factor(project, request.src), request.dst: scale_factor(project, request.dst)}
+        self._restart_options: dict[str, Any] | None = None
         self.run_dir, saved = self._run_dir_and_state()
         torch.manual_seed(request.seed)  # before building: initial weights depend only on the seed
         np.random.seed(request.seed)
         random.seed(request.seed)
         self.model = build_model(request.method, request.preset, **self._overrides(saved))
         self.options = self.model.options
-        self.init = self._init_weights() if saved is None else None
+        self.init = self._init_weights() if saved is None or self.request.init_from else None
         self.config = self._config(saved)
         self.model.to(self.device)
         if self.dist.enabled:
@@ -151,10 +142,14 @@ class Trainer:
         r = self.request
         base = runs.method_dir(self.project, r.src, r.dst, r.method)
         if r.resume:
-            run = base / r.run_id if r.run_id else runs.latest_run(self.project, r.src, r.dst, r.method)
-            if run is None:
+            run = base / r.run_id if r.run_id else runs.latest_started_run(self.project, r.src, r.dst, r.method)
+            if run is None or not (runs.config_file(run).exists() or runs.last_state(run).exists()):
                 raise StainshiftError(f"no {r.method} run of {r.src} -> {r.dst} to resume under {base}; "
                                       f"start one with `stainshift train {r.method} --src {r.src} --dst {r.dst}`")
+            if not runs.last_state(run).exists():  # stopped before its first complete epoch: nothing to resume
+                warnings.warn(f"{run.name} stopped before finishing its first epoch; starting it over", stacklevel=3)
+                self._restart_options = runs.read_config(run).get("options")
+                return run, None
             fix = "delete the run folder and train again without --resume"
             return run, checkpoints.load(runs.last_state(run), "training state", fix)
         run = base / (r.run_id or runs.new_run_id(r.preset, r.seed))
@@ -163,8 +158,9 @@ class Trainer:
         return run, None
 
     def _overrides(self, saved: dict[str, Any] | None) -> dict[str, Any]:
-        if saved is None:
-            return dict(self.request.overrides)
+        if saved is None:  # a fresh run, or one started over: its recorded options, then what was asked now
+            base = {k: tuple(v) if isinstance(v, list) else v for k, v in (self._restart_options or {}).items()}
+            return {**base, **self.request.overrides}
         options = dict(saved["config"]["options"])
         options.update({k: v for k, v in self.request.overrides.items() if k in _RESUMABLE})
         changed = {k for k, v in self.request.overrides.items() if k not in _RESUMABLE and options.get(k) != v}
@@ -181,11 +177,12 @@ class Trainer:
             "scale": self.scales, "n_train": self._n_train(),
             "sample_images": [s.key for s in self.sample_images], "run_id": self.run_dir.name,
         }
+        if self.data.classes:
+            config["classes"] = list(self.data.classes)
         if self.init is not None:
             config["init_from"] = self.init
         if saved is not None:
-            # keys a run made by an older version lacks are not compared (it resumes as it was made)
-            identity = {k: v for k, v in config.items() if k != "options" and k in saved["config"]}
+            identity = {k: v for k, v in config.items() if k != "options"}
             before = {k: v for k, v in saved["config"].items() if k in identity}
             if before != identity:
                 diff = sorted(k for k in identity if before.get(k) != identity[k])
@@ -197,7 +194,7 @@ class Trainer:
                 config["init_from"] = saved["config"]["init_from"]
         else:
             config["created"] = datetime.now(UTC).isoformat(timespec="seconds")
-        config["code_version"] = _code_version()
+        config["code_version"] = code_version()
         config["device"] = str(self.device)
         config["world_size"] = self.dist.world
         return config
@@ -222,12 +219,18 @@ class Trainer:
         source = self.request.init_from
         if source is None:
             return None
+        if self.request.resume:
+            raise StainshiftError("--init-from starts a new run; --resume continues one from its own last.pt: "
+                                  "pass one or the other")
         path = Path(source)
         if path.is_dir():
             path = runs.last_state(path)
         ckpt = checkpoints.load(path, "checkpoint to start from", "pass a run folder, its last.pt or an epoch file",
                                 weights_only=path.name != runs.LAST_STATE)
         state = ckpt["model"] if "model" in ckpt and isinstance(ckpt["model"], dict) else ckpt
+        if state.get("model") != self.request.method:
+            raise StainshiftError(f"{path} holds a {state.get('model')!r} model, not {self.request.method!r}; "
+                                  f"--init-from takes a {self.request.method} run or epoch file")
         loaded = self.model.load_initial(state)
         return {"path": str(path.resolve()), "hash": checkpoints.file_hash(path), "loaded": loaded,
                 "model": state.get("model")}
@@ -295,6 +298,8 @@ class Trainer:
             path = runs.epoch_file(self.run_dir, epoch)
             ckpt = {**self.model.translator().checkpoint(), "epoch": epoch, "run": self.config["run_id"],
                     "src": self.request.src, "dst": self.request.dst, "preprocessing": self.preprocessing()}
+            if self.data.classes:
+                ckpt["classes"] = list(self.data.classes)
             checkpoints.save(ckpt, path)
             entry["checkpoint"] = path.relative_to(self.run_dir).as_posix()
         entry["samples"] = self._sample_grid(epoch).relative_to(self.run_dir).as_posix()
