@@ -1,35 +1,61 @@
-"""``stainshift benchmark``: the accuracy-before/after table (the core paper's Table 4 made into a tool).
+"""``stainshift benchmark``: the accuracy-before/after table (the core paper's Table 4 made into a tool), measured so
+that a reviewer can accept it.
 
-For each classifier trained on the TARGET domain's train split (reused when it exists), accuracy with bootstrap 95%
-confidence intervals and macro-F1 on the SOURCE domain's test split, for: the original images, each classical
-method, and for every learned image-to-image model of the registry with a run serving the pair (CycleGAN,
-ColorizationGAN, ...), each kept epoch and the epoch selected under each rule; then the classifier fine-tuned on
-the source's train split (the upper bound). "gap closed" = (harmonized - original) / (fine-tuned - original).
+Classifiers trained on the TARGET domain's train split are evaluated on the SOURCE domain's test split under:
 
-Harmonized images are written once per method and epoch under ``runs/<src>_to_<dst>/benchmark/images/`` and
-reused by every classifier. The table goes to ``runs/<src>_to_<dst>/benchmark/`` as markdown, CSV and an
-accuracy-vs-epoch plot.
+- the original images; each classical method; for every learned image-to-image model of the registry with runs
+  serving the pair (CycleGAN, ColorizationGAN, ...), each kept epoch of each run (one run per GAN seed with
+  ``gan_seeds``) and the epoch chosen under each selection rule;
+- the cheap alternative a user would try first: the same classifier trained on the target WITH stain
+  augmentation (HED jitter; L*a*b* statistics jitter after RandStainNA), on the original images;
+- the classifier fine-tuned on the source's train split, at its best epoch on the source's validation split (the
+  upper bound).
+
+Selection is independent of reporting: one dedicated *selection classifier* (its own seed, trained on the target's
+train split, never reported) scores every epoch for both rules; the reported classifiers take no part in choosing.
+
+Statistics are paired (:mod:`stainshift.paired_stats`): one bootstrap resample of the test images is shared by
+every condition and classifier; each row has 95% CIs for its accuracy, for its difference to the original images,
+to the best classical method and to the best stain-augmentation classifier (each "best" taken on this test split,
+which favours the competitor), and for gap closed = (acc - original) / (fine-tuned - original). A difference is
+called better / worse only when its paired CI excludes 0. The summary over classifiers uses the mean accuracy of
+the classifiers per resample, so its gap closed is the RATIO OF MEANS; a gap whose denominator's CI includes 0 is
+flagged as noise.
+
+Caches: harmonized test images (``runs/<src>_to_<dst>/benchmark/images/``) and classifiers are reused only when
+what made them matches (checkpoint hash, options, split hashes); the table says which were reused. Results files
+start with their provenance (command, options, commit, dirty tree), read before any work starts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+import math
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from stainshift import runs
+from stainshift import provenance, runs
 from stainshift.atomic import atomic_path, atomic_write_text
+from stainshift.errors import StainshiftError
 from stainshift.harmonize import HarmonizeRequest, harmonize
 from stainshift.models.kinds import Kind
 from stainshift.models.registry import names
 from stainshift.project import Project
+from stainshift.train.checkpoints import file_hash
 
 # The paper's four classifiers: name -> (architecture, loss)
 CLASSIFIERS = {"resnet18": ("resnet18", "ce"), "resnet18-focal": ("resnet18", "focal"),
                "resnet34": ("resnet34", "ce"), "resnet34-focal": ("resnet34", "focal")}
 RULES = ("label-free", "labelled")  # the order of the table's "selected" rows
+STAIN_AUGMENT = ("hed", "lab")
+ORIGINAL, UPPER = "original", "fine-tuned on source (upper bound)"
+HARMONIZE_OPTIONS = {"fit_images": 200, "tile": 512, "overlap": 64}  # HarmonizeRequest's defaults, recorded
 
 
 @dataclass(frozen=True)
@@ -46,151 +72,478 @@ class BenchmarkRequest:
     # for ResNet18, same macro-F1), so it is an option, not the default
     finetune_balanced: bool = False
     batch_size: int = 32
-    seed: int = 0
+    seed: int = 0                              # the reported classifiers' seed
+    gan_seeds: tuple[int, ...] | None = None   # one run per GAN seed (None: the pair's serving run only)
+    selection_classifier: str = "resnet18"     # architecture/loss of the selection classifier (never reported)
+    selection_seed: int = 1                    # its seed, other than any reported classifier's
+    stain_augment: tuple[str, ...] = STAIN_AUGMENT
+    n_boot: int = 2000
     progress: bool = True
     track: bool = True
 
-
-def _conditions(project: Project, r: BenchmarkRequest) -> list[tuple[str, str, int | None, Path | None]]:
-    """(label, method, epoch, harmonized folder) for every condition; the folders are written here, once.
-
-    Learned methods' folders carry the run name, so a newer run never reuses an older run's images.
-    """
-    conditions: list[tuple[str, str, int | None, Path | None]] = [("original", "original", None, None)]
-
-    def folder(name: str, method: str, epoch: int | None = None) -> Path:
-        target = runs.benchmark_images(project, r.src, r.dst, name)
-        if not (target / "manifest.csv").exists():
-            harmonize(project, HarmonizeRequest(r.src, r.dst, method=method, epoch=epoch or "last", out=target,
-                                                progress=r.progress))
-        return target
-
-    conditions += [(m, m, None, folder(m, m)) for m in names(Kind.CLASSICAL, images_only=True)]
-    for method in learned_methods(project, r.src, r.dst):
-        run = runs.serving_run(project, r.src, r.dst, method)
-        assert run is not None
-        conditions += [(f"{method} e{e}", method, e, folder(runs.learned_condition(run, r.src, r.dst, e), method, e))
-                       for e in runs.kept_epochs(run)]
-    return conditions
+    def validate(self) -> None:
+        for spec in (*self.classifiers, self.selection_classifier):
+            if spec not in CLASSIFIERS:
+                raise StainshiftError(f"unknown classifier '{spec}'; use some of {', '.join(CLASSIFIERS)}")
+        if not self.classifiers:
+            raise StainshiftError("no classifiers to report; pass --classifiers resnet18,...")
+        unknown = sorted(set(self.stain_augment) - set(STAIN_AUGMENT))
+        if unknown:
+            raise StainshiftError(f"unknown stain augmentation {unknown}; use some of {', '.join(STAIN_AUGMENT)}")
+        if self.gan_seeds is not None and not self.gan_seeds:
+            raise StainshiftError("--seeds: give at least one GAN seed, e.g. 0,1,2")
+        if self.selection_seed == self.seed:
+            raise StainshiftError(f"the selection classifier's seed ({self.selection_seed}) must differ from the "
+                                  "reported classifiers' (--seed): the classifier that picks an epoch is never one "
+                                  "whose accuracy is reported")
+        if self.n_boot < 100:
+            raise StainshiftError(f"--boot {self.n_boot}: use at least 100 bootstrap resamples (default 2000)")
 
 
-def learned_methods(project: Project, src: str, dst: str) -> list[str]:
-    """The learned image-to-image methods with a run (with kept epochs) serving ``src -> dst``."""
-    out = []
+@dataclass
+class Condition:
+    """One set of images the classifiers see."""
+
+    label: str
+    method: str
+    folder: Path | None = None
+    epoch: int | None = None
+    gan_seed: int | None = None
+    run: Path | None = None
+    reused: bool | None = None  # whether the harmonized folder came from an earlier run (None: no folder)
+
+
+@dataclass
+class Chosen:
+    """An epoch chosen by a rule for one run."""
+
+    method: str
+    run: Path
+    gan_seed: int | None
+    rule: str
+    epoch: int
+    fallback: bool
+    reason: str
+    scores: Path | None = None
+
+
+@dataclass
+class BenchmarkResult:
+    table: pd.DataFrame                         # one row per classifier and condition
+    summary: pd.DataFrame                       # mean over classifiers, per condition
+    seeds: pd.DataFrame                         # per learned method and rule: selected / best / worst across seeds
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+# -- images -------------------------------------------------------------------------------------------------------
+def _split_hashes(project: Project, *domains: str) -> dict[str, str | None]:
+    return {d: file_hash(runs.split_file(project, d)) if runs.split_file(project, d).exists() else None
+            for d in domains}
+
+
+def _images(project: Project, r: BenchmarkRequest, name: str, method: str, epoch: int | None = None,
+            run: Path | None = None) -> tuple[Path, bool]:
+    """Harmonized source images in a folder of their own, reused only when made the same way."""
+    target = runs.benchmark_images(project, r.src, r.dst, name)
+    made_by = {"method": method, "epoch": epoch, "run": run.name if run else None,
+               "checkpoint": file_hash(runs.epoch_file(run, epoch)) if run is not None and epoch else None,
+               "harmonize": HARMONIZE_OPTIONS, "splits": _split_hashes(project, r.src, r.dst)}
+    record = target / "made_by.json"
+    if (target / "manifest.csv").exists() and record.exists() and json.loads(record.read_text()) == made_by:
+        return target, True
+    if target.exists():
+        shutil.rmtree(target)
+    harmonize(project, HarmonizeRequest(r.src, r.dst, method=method, epoch=epoch or "last",
+                                        run_id=run.name if run else None, out=target, progress=r.progress,
+                                        **HARMONIZE_OPTIONS))
+    atomic_write_text(record, json.dumps(made_by, indent=2))
+    return target, False
+
+
+def learned_runs(project: Project, r: BenchmarkRequest) -> dict[str, dict[int | None, Path]]:
+    """Per learned image-to-image method: the runs to benchmark, by GAN seed (None: the serving run)."""
+    import warnings
+
+    out: dict[str, dict[int | None, Path]] = {}
     for method in names(Kind.LEARNED, images_only=True):
-        run = runs.serving_run(project, src, dst, method)
-        if run is not None and runs.kept_epochs(run):
-            out.append(method)
+        if r.gan_seeds is None:
+            run = runs.serving_run(project, r.src, r.dst, method)
+            if run is not None and runs.kept_epochs(run):
+                out[method] = {None: run}
+            continue
+        by_seed = runs.runs_by_seed(project, r.src, r.dst, method)
+        found = {s: by_seed[s] for s in r.gan_seeds if s in by_seed}
+        missing = [s for s in r.gan_seeds if s not in by_seed]
+        if found and missing:
+            warnings.warn(f"{method}: no run with seed {', '.join(map(str, missing))} for {r.src} -> {r.dst}; "
+                          f"reported with seeds {', '.join(map(str, found))} (train the others with `stainshift "
+                          f"train {method} --src {r.src} --dst {r.dst} --seed N`)", stacklevel=3)
+        if found:
+            out[method] = found
     return out
 
 
-def _classifier(project: Project, r: BenchmarkRequest, spec: str) -> Path:
-    from stainshift.classify.train import ClassifierRequest, default_name, train_classifier
-    from stainshift.errors import StainshiftError
+def _label(method: str, gan_seed: int | None, what: str) -> str:
+    return f"{method} {what}" if gan_seed is None else f"{method} s{gan_seed} {what}"
 
-    if spec not in CLASSIFIERS:
-        raise StainshiftError(f"unknown classifier '{spec}'; use some of {', '.join(CLASSIFIERS)}")
+
+def _conditions(project: Project, r: BenchmarkRequest,
+                learned: dict[str, dict[int | None, Path]]) -> list[Condition]:
+    """Every set of images the classifiers see; the harmonized folders are written here, once."""
+    conditions = [Condition(ORIGINAL, ORIGINAL)]
+    for method in names(Kind.CLASSICAL, images_only=True):
+        folder, reused = _images(project, r, method, method)
+        conditions.append(Condition(method, method, folder, reused=reused))
+    for method, by_seed in learned.items():
+        for gan_seed, run in by_seed.items():
+            for epoch in runs.kept_epochs(run):
+                folder, reused = _images(project, r, runs.learned_condition(run, r.src, r.dst, epoch), method, epoch,
+                                         run)
+                conditions.append(Condition(_label(method, gan_seed, f"e{epoch}"), method, folder, epoch, gan_seed,
+                                            run, reused))
+    return conditions
+
+
+# -- classifiers --------------------------------------------------------------------------------------------------
+def _classifier(project: Project, r: BenchmarkRequest, spec: str, seed: int, stain_augment: str | None = None,
+                name: str | None = None) -> tuple[Path, bool]:
+    """A target-domain classifier: reused when one made by exactly this request exists, else trained."""
+    from stainshift.classify.train import ClassifierRequest, default_name, reuse_check, train_classifier
+
     arch, loss = CLASSIFIERS[spec]
-    existing = runs.classifier_dir(project, default_name(r.dst, arch, loss, r.norm)) / runs.MODEL_FILE
-    if existing.exists():
-        return existing
-    return train_classifier(project, ClassifierRequest(r.dst, arch=arch, loss=loss, norm=r.norm, size=r.size,
-                                                       epochs=r.epochs, batch_size=r.batch_size, seed=r.seed,
-                                                       progress=r.progress, track=r.track))
+    name = name or default_name(r.dst, arch, loss, r.norm, stain_augment=stain_augment)
+    request = ClassifierRequest(r.dst, arch=arch, loss=loss, norm=r.norm, size=r.size, epochs=r.epochs,
+                                batch_size=r.batch_size, seed=seed, stain_augment=stain_augment, name=name,
+                                overwrite=True, progress=r.progress, track=r.track)
+    existing = runs.classifier_dir(project, name) / runs.MODEL_FILE
+    if existing.exists() and reuse_check(existing, request, project) is None:
+        return existing, True
+    return train_classifier(project, request), False
 
 
-def _finetuned(project: Project, r: BenchmarkRequest, model: Path) -> Path:
-    """The classifier fine-tuned on the source's train split: reused when an earlier benchmark made it the same way
-    (fine-tuning is seeded, so it would come out identical), else trained."""
-    from stainshift.classify.train import finetune_classifier, finetuned_name
+def _finetuned(project: Project, r: BenchmarkRequest, model: Path) -> tuple[Path, bool]:
+    """The classifier fine-tuned on the source's train split (best epoch on its val split): reused when an earlier
+    benchmark made it the same way, else trained."""
+    from stainshift.classify.train import finetune_classifier, finetune_reuse_check, finetuned_name
 
+    options = {"epochs": r.finetune_epochs, "batch_size": r.batch_size, "balanced": r.finetune_balanced,
+               "seed": r.seed, "keep": "best"}
     existing = runs.classifier_dir(project, finetuned_name(model.parent.name, r.src)) / runs.MODEL_FILE
-    if existing.exists():
-        config = json.loads((existing.parent / "config.json").read_text())
-        wanted = {"base_model": str(model.resolve()), "epochs": r.finetune_epochs, "batch_size": r.batch_size,
-                  "seed": r.seed, "balanced": r.finetune_balanced}
-        if all(config.get(k) == v for k, v in wanted.items()) and existing.stat().st_mtime > model.stat().st_mtime:
-            return existing
-    return finetune_classifier(project, model, r.src, epochs=r.finetune_epochs, batch_size=r.batch_size,
-                               balanced=r.finetune_balanced, seed=r.seed, overwrite=True, progress=r.progress,
-                               track=r.track)
+    if existing.exists() and finetune_reuse_check(existing, model, r.src, project=project, **options) is None:
+        return existing, True
+    return finetune_classifier(project, model, r.src, overwrite=True, progress=r.progress, track=r.track,
+                               **options), False
 
 
-def run_benchmark(project: Project, r: BenchmarkRequest) -> pd.DataFrame:
-    """Build the table (one row per classifier and condition) and write it under the pair's benchmark folder."""
-    from stainshift.classify.evaluate import evaluate
-    from stainshift.select import choose_epoch, select_epoch
+# -- selection ----------------------------------------------------------------------------------------------------
+def _select(project: Project, r: BenchmarkRequest, selector: Path, learned: dict[str, dict[int | None, Path]],
+            out: Path) -> list[Chosen]:
+    """Both rules for every run, from one scoring pass by the selection classifier; the per-epoch scores are copied
+    next to the tables. ``selected.json`` keeps the labelled choice (the rule that applies when labels exist)."""
+    from stainshift.select import apply_rule, select_epoch, write_record
 
+    chosen: list[Chosen] = []
+    for method, by_seed in learned.items():
+        for gan_seed, run in by_seed.items():
+            labelled = select_epoch(project, r.src, r.dst, method, classifier=selector, rule="labelled",
+                                    run_id=run.name if run.parent.parent.name == f"{r.src}_to_{r.dst}" else None,
+                                    progress=r.progress, track=r.track)
+            label_free = apply_rule(labelled, "label-free")
+            write_record(label_free)
+            scores = out / f"selection_{method}_{run.name}.csv"
+            shutil.copyfile(labelled.files["csv"], scores)
+            for sel in (label_free, labelled):
+                chosen.append(Chosen(method, run, gan_seed, sel.rule, sel.epoch, sel.fallback, sel.reason, scores))
+    return chosen
+
+
+# -- the table ----------------------------------------------------------------------------------------------------
+def _correct(report: Any, keys: list[str] | None) -> np.ndarray:
+    if keys is not None and list(report.keys) != keys:
+        raise StainshiftError("the conditions were evaluated on different test images; report this as a bug")
+    return np.asarray(report.y_true) == np.asarray(report.y_pred)
+
+
+def _stats_columns(pb: Any, correct: np.ndarray, refs: dict[str, np.ndarray], original: np.ndarray,
+                   upper: np.ndarray) -> dict[str, Any]:
+    """Accuracy CI, paired differences to each reference, gap closed: the columns of one row."""
+    acc = pb.accuracy(correct)
+    row: dict[str, Any] = {"accuracy": acc.value, "ci_low": acc.low, "ci_high": acc.high}
+    for name, ref in refs.items():
+        d = pb.difference(correct, ref)
+        row.update({f"d_{name}": d.value, f"d_{name}_low": d.low, f"d_{name}_high": d.high, f"vs_{name}": d.verdict()})
+    gap = pb.gap_closed(correct, original, upper)
+    row.update({"gap_closed": gap.value, "gap_low": gap.low, "gap_high": gap.high,
+                "gap_in_noise": gap.denominator_in_noise})
+    return row
+
+
+def _references(rows: dict[str, np.ndarray], accuracy: dict[str, float], aug_labels: list[str]) -> dict[str, str]:
+    """The labels of the best classical method and the best stain-augmentation classifier, by test accuracy."""
+    classical = [m for m in names(Kind.CLASSICAL, images_only=True) if m in rows]
+    refs = {"original": ORIGINAL}
+    if classical:
+        refs["classical"] = max(classical, key=lambda m: accuracy[m])
+    if aug_labels:
+        refs["augment"] = max(aug_labels, key=lambda m: accuracy[m])
+    return refs
+
+
+class _Measurements:
+    """One classifier's per-image correctness under each condition (always the same test images, in order)."""
+
+    def __init__(self, project: Project, src: str) -> None:
+        self.project, self.src = project, src
+        self.keys: list[str] | None = None
+        self.rows: dict[str, np.ndarray] = {}
+        self.meta: dict[str, dict[str, Any]] = {}
+
+    def measure(self, label: str, classifier: Path, folder: Path | None, **info: Any) -> None:
+        from stainshift.classify.evaluate import evaluate
+
+        report = evaluate(classifier, self.project, self.src, "test", harmonized_root=folder, n_boot=0)
+        self.rows[label] = _correct(report, self.keys)
+        self.keys = list(report.keys)
+        self.meta[label] = {"macro_f1": report.macro_f1, "n": report.n, **info}
+
+
+def run_benchmark(project: Project, r: BenchmarkRequest, argv: list[str] | None = None) -> BenchmarkResult:
+    """Build the tables and write them under the pair's benchmark folder; see the module docstring."""
+    from stainshift.paired_stats import PairedBootstrap
+
+    made = provenance.record(dataclasses.asdict(r), argv)  # before anything runs
+    r.validate()
     project.domain(r.src), project.domain(r.dst)
     out = runs.benchmark_dir(project, r.src, r.dst)
-    conditions = _conditions(project, r)
-    learned = list(dict.fromkeys(method for _, method, epoch, _ in conditions if epoch is not None))
-    rows: list[dict] = []
+    out.mkdir(parents=True, exist_ok=True)
+    learned = learned_runs(project, r)
+    conditions = _conditions(project, r, learned)
+    chosen: list[Chosen] = []
+    selector = None
+    if learned:
+        arch, loss = CLASSIFIERS[r.selection_classifier]
+        from stainshift.classify.train import default_name
+
+        selector, _ = _classifier(project, r, r.selection_classifier, r.selection_seed,
+                                  name=f"{default_name(r.dst, arch, loss, r.norm)}-select-s{r.selection_seed}")
+        chosen = _select(project, r, selector, learned, out)
+
+    records: list[dict[str, Any]] = []
+    correct_by: dict[str, dict[str, np.ndarray]] = {}
+    pb = None
     for spec in r.classifiers:
-        model = _classifier(project, r, spec)
+        model, model_reused = _classifier(project, r, spec, r.seed)
+        m = _Measurements(project, r.src)
+        for c in conditions:
+            m.measure(c.label, model, c.folder, method=c.method, epoch=c.epoch, gan_seed=c.gan_seed,
+                      images_reused=c.reused, classifier_reused=model_reused)
+        aug_labels = []
+        for kind in r.stain_augment:
+            augmented, reused = _classifier(project, r, spec, r.seed, stain_augment=kind)
+            label = f"stain augmentation ({kind})"
+            m.measure(label, augmented, None, method=f"augment-{kind}", classifier_reused=reused)
+            aug_labels.append(label)
+        for c in chosen:
+            picked = _label(c.method, c.gan_seed, f"e{c.epoch}")
+            label = _label(c.method, c.gan_seed, f"selected ({c.rule})")
+            m.rows[label] = m.rows[picked]
+            m.meta[label] = {**m.meta[picked], "selected_by": Path(selector).parent.name if selector else None,
+                             "selection_fallback": c.fallback, "selection_reason": c.reason}
+        tuned, tuned_reused = _finetuned(project, r, model)
+        m.measure(UPPER, tuned, None, method="finetuned", classifier_reused=tuned_reused)
 
-        def row(label: str, method: str, epoch: int | None, folder: Path | None, model: Path = model,
-                spec: str = spec) -> dict:
-            report = evaluate(model, project, r.src, "test", harmonized_root=folder, seed=r.seed)
-            return {"classifier": spec, "condition": label, "method": method, "epoch": epoch,
-                    "accuracy": report.accuracy, "ci_low": report.accuracy_ci[0], "ci_high": report.accuracy_ci[1],
-                    "macro_f1": report.macro_f1, "n": report.n}
-
-        table = [row(*c) for c in conditions]
-        for method in learned:
-            # one scoring pass serves both rules; the run's selected.json keeps the labelled choice, the rule that
-            # applies when labels exist
-            selection = select_epoch(project, r.src, r.dst, method, classifier=model, rule="labelled",
-                                     progress=r.progress, track=r.track)
-            chosen = {"labelled": selection.epoch,
-                      "label-free": choose_epoch(selection.scores, "label-free", selection.ssim_min).epoch}
-            for rule in RULES:
-                picked = next(t for t in table if t["method"] == method and t["epoch"] == chosen[rule])
-                table.append({**picked, "condition": f"{method} selected ({rule})"})
-        tuned = _finetuned(project, r, model)
-        table.append(row("fine-tuned on source (upper bound)", "finetuned", None, None, model=tuned))
-        original = table[0]["accuracy"]
-        upper = table[-1]["accuracy"]
-        for t in table:
-            t["gap_closed"] = (t["accuracy"] - original) / (upper - original) if upper != original else float("nan")
-        rows += table
-    frame = pd.DataFrame(rows)
-    write_tables(frame, out, r)
-    return frame
+        rows, meta = m.rows, m.meta
+        pb = pb or PairedBootstrap(len(m.keys or []), r.n_boot, seed=r.seed)
+        accuracy = {label: float(v.mean()) for label, v in rows.items()}
+        refs = {name: rows[label] for name, label in _references(rows, accuracy, aug_labels).items()}
+        for label, correct in rows.items():
+            records.append({"classifier": spec, "condition": label, **meta[label],
+                            **_stats_columns(pb, correct, refs, rows[ORIGINAL], rows[UPPER])})
+        correct_by[spec] = rows
+    table = pd.DataFrame(records)
+    summary = _summary(pb, correct_by, table)
+    seeds = _seed_table(summary, chosen, learned)
+    result = BenchmarkResult(table, summary, seeds)
+    write_tables(result, out, r, made, selector)
+    return result
 
 
-def write_tables(frame: pd.DataFrame, out: Path, r: BenchmarkRequest) -> None:
-    """Markdown + CSV + accuracy-vs-epoch plot."""
+def _summary(pb: Any, correct_by: dict[str, dict[str, np.ndarray]], table: pd.DataFrame) -> pd.DataFrame:
+    """Per condition, the mean over classifiers (paired across classifiers and conditions)."""
+    specs = list(correct_by)
+    labels = [label for label in correct_by[specs[0]] if all(label in correct_by[s] for s in specs)]
+    stacked = {label: np.stack([correct_by[s][label] for s in specs]) for label in labels}
+    accuracy = {label: float(v.mean()) for label, v in stacked.items()}
+    augment = [label for label in labels if label.startswith("stain augmentation")]
+    refs = {name: stacked[label] for name, label in _references(stacked, accuracy, augment).items()}
+    rows = []
+    for label in labels:
+        first = table[(table.classifier == specs[0]) & (table.condition == label)].iloc[0]
+        f1 = table[table.condition == label].macro_f1.mean()
+        rows.append({"condition": label, "method": first.method, "gan_seed": first.get("gan_seed"),
+                     "epoch": first.get("epoch"), "macro_f1": f1, "n": first.n, "classifiers": len(specs),
+                     **_stats_columns(pb, stacked[label], refs, stacked[ORIGINAL], stacked[UPPER])})
+    return pd.DataFrame(rows)
+
+
+def _seed_table(summary: pd.DataFrame, chosen: list[Chosen], learned: dict[str, dict[int | None, Path]]
+                ) -> pd.DataFrame:
+    """Per learned method and rule: the selected epoch's accuracy (mean over classifiers) across GAN seeds, next to
+    each seed's best and worst kept epoch, with each seed's paired verdicts against the competitors."""
+    rows = []
+    by_label = summary.set_index("condition")
+    for method, by_seed in learned.items():
+        for rule in RULES:
+            picked, best, worst, verdicts = [], [], [], []
+            for gan_seed, run in by_seed.items():
+                kept = [_label(method, gan_seed, f"e{e}") for e in runs.kept_epochs(run)]
+                accs = [float(by_label.loc[k, "accuracy"]) for k in kept if k in by_label.index]
+                label = _label(method, gan_seed, f"selected ({rule})")
+                if label not in by_label.index or not accs:
+                    continue
+                row = by_label.loc[label]
+                picked.append(float(row["accuracy"]))
+                best.append(max(accs))
+                worst.append(min(accs))
+                verdicts.append(f"s{gan_seed}: {row.get('vs_classical', 'n.s.')}/{row.get('vs_augment', 'n.s.')}"
+                                if gan_seed is not None else f"{row.get('vs_classical', 'n.s.')}/"
+                                f"{row.get('vs_augment', 'n.s.')}")
+            if not picked:
+                continue
+            rows.append({"method": method, "rule": rule, "seeds": len(picked),
+                         "selected_mean": float(np.mean(picked)), "selected_sd": _sd(picked),
+                         "selected_min": min(picked), "selected_max": max(picked),
+                         "best_mean": float(np.mean(best)), "best_sd": _sd(best),
+                         "worst_mean": float(np.mean(worst)), "worst_sd": _sd(worst),
+                         "vs_classical/vs_augment": ", ".join(verdicts)})
+    return pd.DataFrame(rows)
+
+
+def _sd(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
+# -- files --------------------------------------------------------------------------------------------------------
+def _pct(v: float) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0%}"
+
+
+def _ci(value: float, low: float, high: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f} ({low:.{digits}f} to {high:.{digits}f})"
+
+
+def _diff(row: Any, name: str) -> str:
+    if f"d_{name}" not in row or pd.isna(row[f"d_{name}"]):
+        return ""
+    return f"{row[f'd_{name}']:+.3f} ({row[f'd_{name}_low']:+.3f} to {row[f'd_{name}_high']:+.3f}) {row[f'vs_{name}']}"
+
+
+def _gap(row: Any) -> str:
+    if pd.isna(row["gap_closed"]):
+        return "n/a"
+    noise = " (denominator in noise)" if row["gap_in_noise"] else ""
+    return f"{row['gap_closed']:.0%} ({_pct(row['gap_low'])} to {_pct(row['gap_high'])}){noise}"
+
+
+def markdown_table(frame: pd.DataFrame, first: str) -> list[str]:
+    lines = [f"| {first} | accuracy (95% CI) | macro-F1 | vs original | vs best classical | vs best stain "
+             "augmentation | gap closed |", "|---|---|---:|---|---|---|---|"]
+    for row in frame.to_dict("records"):
+        name = row["condition"] if first == "condition" else f"{row['classifier']} | {row['condition']}"
+        lines.append(f"| {name} | {_ci(row['accuracy'], row['ci_low'], row['ci_high'])} | {row['macro_f1']:.3f} | "
+                     f"{_diff(row, 'original')} | {_diff(row, 'classical')} | {_diff(row, 'augment')} | "
+                     f"{_gap(row)} |")
+    if first != "condition":
+        lines[0] = lines[0].replace(f"| {first} |", "| classifier | condition |")
+        lines[1] = "|---|" + lines[1]
+    return lines
+
+
+def seed_lines(seeds: pd.DataFrame) -> list[str]:
+    """The across-seeds table as markdown lines."""
+    lines = ["| method | rule | seeds | selected: mean (sd) [min-max] | best kept epoch: mean (sd) | worst kept "
+             "epoch: mean (sd) | selected vs best classical / best stain augmentation |",
+             "|---|---|---:|---|---|---|---|"]
+    for s in seeds.to_dict("records"):
+        lines.append(f"| {s['method']} | {s['rule']} | {s['seeds']} | {s['selected_mean']:.3f} "
+                     f"({s['selected_sd']:.3f}) [{s['selected_min']:.3f}-{s['selected_max']:.3f}] | "
+                     f"{s['best_mean']:.3f} ({s['best_sd']:.3f}) | {s['worst_mean']:.3f} ({s['worst_sd']:.3f}) | "
+                     f"{s['vs_classical/vs_augment']} |")
+    return lines
+
+
+def write_tables(result: BenchmarkResult, out: Path, r: BenchmarkRequest, made: dict[str, Any],
+                 selector: Path | None) -> None:
+    """benchmark.md (provenance, summary, seeds, every classifier), the three CSVs and the accuracy-vs-epoch plot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "benchmark.csv", frame.to_csv(index=False))
+    result.files = {"table": out / "benchmark.csv", "summary": out / "summary.csv", "seeds": out / "seeds.csv",
+                    "markdown": out / "benchmark.md", "plot": out / "accuracy_vs_epoch.png",
+                    "provenance": out / "provenance.json"}
+    atomic_write_text(result.files["table"], result.table.to_csv(index=False))
+    atomic_write_text(result.files["summary"], result.summary.to_csv(index=False))
+    atomic_write_text(result.files["seeds"], result.seeds.to_csv(index=False))
+    atomic_write_text(result.files["provenance"], json.dumps(made, indent=2, default=str))
+    t = result.table
+    reused = t[["images_reused", "classifier_reused"]].fillna(False).astype(bool)
     lines = [f"# {r.src} -> {r.dst}: accuracy on {r.src}'s test split", "",
-             "| classifier | condition | accuracy (95% CI) | macro-F1 | gap closed |", "|---|---|---|---:|---:|"]
-    lines += [f"| {t.classifier} | {t.condition} | {t.accuracy:.3f} ({t.ci_low:.3f}-{t.ci_high:.3f}) | "
-              f"{t.macro_f1:.3f} | {t.gap_closed:.0%} |" for t in frame.itertuples()]
-    atomic_write_text(out / "benchmark.md", "\n".join(lines) + "\n")
+             f"- command: `{made['command']}`; started {made['started']}; commit {made['commit']}"
+             f"{' (uncommitted changes)' if made['dirty'] else ''}",
+             f"- classifiers reported: {', '.join(r.classifiers)} ({r.norm} norm, seed {r.seed}); epochs chosen by "
+             f"the selection classifier `{Path(selector).parent.name if selector else 'none'}` (seed "
+             f"{r.selection_seed}), never reported",
+             f"- paired bootstrap: {r.n_boot} resamples of the {int(t.n.iloc[0])} test images, shared by every row; "
+             "better/worse only when the paired 95% CI excludes 0; best classical / best stain augmentation taken "
+             "on this test split (favours the competitor)",
+             "- gap closed = (acc - original) / (fine-tuned - original); in the summary, the ratio of the means over "
+             "classifiers",
+             f"- reused from earlier runs: {int(reused.images_reused.sum())} image rows, "
+             f"{int(reused.classifier_reused.sum())} classifier rows (matching checkpoint hash, options, splits)", "",
+             f"## Summary (mean of {len(r.classifiers)} classifier{'s' if len(r.classifiers) > 1 else ''})", ""]
+    lines += markdown_table(result.summary, "condition")
+    if len(result.seeds):
+        lines += ["", "## Across GAN seeds (accuracy, mean of the classifiers)", "", *seed_lines(result.seeds)]
+    selected = t[t.condition.str.contains("selected")].drop_duplicates("condition")
+    if len(selected):
+        lines += ["", "## Selections", "", "| condition | epoch | fallback | reason |", "|---|---:|---|---|"]
+        lines += [f"| {row['condition']} | {int(row['epoch'])} | {'yes' if row['selection_fallback'] else 'no'} | "
+                  f"{row['selection_reason']} |" for row in selected.to_dict("records")]
+        lines += ["", "Per-epoch selection scores: " + ", ".join(
+            f"`{p.name}`" for p in sorted(out.glob("selection_*.csv")))]
+    lines += ["", "## Every classifier", "", *markdown_table(t, "classifier")]
+    lines += ["", "![accuracy vs epoch](accuracy_vs_epoch.png)", ""]
+    atomic_write_text(result.files["markdown"], "\n".join(lines) + "\n")
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    plot_accuracy_vs_epoch(ax, frame, "cyclegan", label="{classifier}: cyclegan")
+    plot_accuracy_vs_epoch(ax, t, "cyclegan", label="{classifier}: cyclegan")
     ax.set(xlabel="CycleGAN epoch", ylabel=f"accuracy on {r.src} test", title="dotted: original, dashed: fine-tuned")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(out / "accuracy_vs_epoch.png") as tmp:
+    with atomic_path(result.files["plot"]) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
 def plot_accuracy_vs_epoch(ax, frame: pd.DataFrame, method: str, label: str = "{classifier}", **style) -> None:
-    """One line per classifier: the accuracy of each kept epoch of ``method``; dotted at the classifier's accuracy
-    on the original images, dashed at its fine-tuned upper bound (the last row of its table)."""
+    """One line per classifier (and GAN seed): the accuracy of each kept epoch of ``method``; dotted at the
+    classifier's accuracy on the original images, dashed at its fine-tuned upper bound."""
     import matplotlib.pyplot as plt
 
     for spec, group in frame.groupby("classifier", sort=False):
         epochs = group[(group.method == method) & ~group.condition.str.contains("selected")]
-        line = ax.plot(epochs.epoch, epochs.accuracy, marker="o", label=label.format(classifier=spec), **style)[0]
-        ax.axhline(group[group.condition == "original"].accuracy.iloc[0], color=line.get_color(), ls=":", lw=1)
-        ax.axhline(group.accuracy.iloc[-1], color=line.get_color(), ls="--", lw=1)
+        seeds = epochs.gan_seed.dropna().unique() if "gan_seed" in epochs else []
+        color = None
+        for seed in seeds if len(seeds) else [None]:
+            part = epochs if seed is None else epochs[epochs.gan_seed == seed]
+            name = label.format(classifier=spec) + ("" if seed is None else f" s{int(seed)}")
+            line = ax.plot(part.epoch, part.accuracy, marker="o", label=name, color=color, **style)[0]
+            color = line.get_color()
+        if color is None:
+            continue
+        ax.axhline(group[group.condition == ORIGINAL].accuracy.iloc[0], color=color, ls=":", lw=1)
+        ax.axhline(group[group.condition == UPPER].accuracy.iloc[0], color=color, ls="--", lw=1)
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))

@@ -169,7 +169,7 @@ def run_demo(workdir: str | Path = "stainshift-demo", quick: bool = False, progr
     request = BenchmarkRequest(SOURCE, TARGET, classifiers=(CLASSIFIER,), size=settings.classifier_size,
                                epochs=settings.classifier_epochs, finetune_epochs=settings.finetune_epochs,
                                seed=seed, progress=progress)
-    table = run_benchmark(project, request)
+    table = run_benchmark(project, request).table
     lap("benchmark")
 
     model = runs.classifier_dir(project, default_name(TARGET, CLASSIFIER, "ce", request.norm)) / runs.MODEL_FILE

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
+from datetime import datetime
 
 import pandas as pd
 import pytest
@@ -14,47 +14,94 @@ from stainshift.train.loop import TrainRequest, train
 
 from .conftest import TINY_CYCLEGAN, simulated_project
 
+REQUEST = {"classifiers": ("resnet18",), "size": 32, "epochs": 1, "finetune_epochs": 1, "batch_size": 4,
+           "n_boot": 500, "progress": False, "track": False}
 
-def test_benchmark_table_structure_and_numbers(tmp_path):
+
+def test_benchmark_rows_selection_classifier_paired_statistics_and_caches(tmp_path):
     project = simulated_project(tmp_path, per_class=6, split=(0.5, 0.25, 0.25))
     train(project, TrainRequest(src="hgtp", dst="clinic", run_id="g", progress=False, track=False,
                                 overrides={**TINY_CYCLEGAN, "epochs": 2, "keep_epochs": (1, 2)}))
-    request = BenchmarkRequest("hgtp", "clinic", classifiers=("resnet18",), size=32, epochs=1, finetune_epochs=1,
-                               batch_size=4, progress=False, track=False)
-    frame = run_benchmark(project, request)
+    request = BenchmarkRequest("hgtp", "clinic", **REQUEST)
+    result = run_benchmark(project, request)
+    frame = result.table
     assert frame.condition.tolist() == [
-        "original", "reinhard", "macenko", "histogram", "cyclegan e1", "cyclegan e2",
-        "cyclegan selected (label-free)", "cyclegan selected (labelled)", "fine-tuned on source (upper bound)"]
+        "original", "reinhard", "macenko", "histogram", "cyclegan e1", "cyclegan e2", "stain augmentation (hed)",
+        "stain augmentation (lab)", "cyclegan selected (label-free)", "cyclegan selected (labelled)",
+        "fine-tuned on source (upper bound)"]
     assert (frame.n == frame.n.iloc[0]).all() and frame.n.iloc[0] > 0  # the same source test images throughout
-    assert ((frame.ci_low <= frame.accuracy) & (frame.accuracy <= frame.ci_high)).all()
-    original, upper = frame.accuracy.iloc[0], frame.accuracy.iloc[-1]
-    for row in frame.itertuples():
-        expected = (row.accuracy - original) / (upper - original) if upper != original else math.nan
-        assert row.gap_closed == pytest.approx(expected, nan_ok=True)
-    selected = frame[frame.condition.str.contains("selected")]
-    assert set(selected.epoch) <= {1, 2}
+
+    # the epoch is chosen by the selection classifier, never by the classifier whose accuracy is reported
+    run = project.runs / "hgtp_to_clinic" / "cyclegan" / "g"
+    chosen = json.loads((run / "selected.json").read_text())
+    assert chosen["rule"] == "labelled" and "select-s1" in chosen["classifier"]
+    assert "clinic-resnet18-group/" not in chosen["classifier"]
+    assert (run / "selections" / "label-free--clinic-resnet18-group-select-s1.json").is_file()
+    selected = frame[frame.condition == "cyclegan selected (labelled)"].iloc[0]
+    assert selected.epoch == chosen["epoch"] and selected.selected_by == "clinic-resnet18-group-select-s1"
+    assert isinstance(selected.selection_reason, str) and selected.selection_reason
+
+    # paired statistics: one resample set for every row, so a row equal to another has identical intervals, and
+    # the original row's difference to itself is exactly 0
+    by = frame.set_index("condition")
+    epoch_row = by.loc[f"cyclegan e{int(selected.epoch)}"]
+    for column in ("ci_low", "ci_high", "d_original_low", "d_original_high", "gap_low", "gap_high"):
+        assert by.loc["cyclegan selected (labelled)", column] == pytest.approx(epoch_row[column], nan_ok=True)
+    assert (by.loc["original", ["d_original", "d_original_low", "d_original_high"]] == 0).all()
+    assert by.loc["original", "vs_original"] == "n.s."
+    best_classical = max(("reinhard", "macenko", "histogram"), key=lambda m: by.loc[m, "accuracy"])
+    assert by.loc[best_classical, "d_classical"] == 0  # the best classical method is the reference
+    assert set(frame.vs_classical) <= {"better", "worse", "n.s."}
+    assert len(result.summary) == len(frame) and result.summary.classifiers.eq(1).all()
+
+    # provenance is read before the work, the per-epoch selection scores sit next to the tables
     out = project.runs / "hgtp_to_clinic" / "benchmark"
-    assert pd.read_csv(out / "benchmark.csv").shape[0] == len(frame)
-    assert "gap closed" in (out / "benchmark.md").read_text() and (out / "accuracy_vs_epoch.png").exists()
-    # a second run reuses the classifier and the harmonized images
-    tuned = project.runs / "classifiers" / "clinic-resnet18-group-ft-hgtp"
-    assert json.loads((tuned / "config.json").read_text())["balanced"] is False
-    stamps = [p.stat().st_mtime_ns for p in (out / "images" / "reinhard" / "manifest.csv", tuned / "model.pt")]
-    again = run_benchmark(project, request)
-    assert [p.stat().st_mtime_ns for p in (out / "images" / "reinhard" / "manifest.csv", tuned / "model.pt")] == stamps
-    assert again.accuracy.tolist() == frame.accuracy.tolist()  # same models, same images, same numbers
-    # the run keeps the labelled choice (the rule that applies when labels exist), which harmonize --epoch best uses
-    chosen = json.loads((project.runs / "hgtp_to_clinic" / "cyclegan" / "g" / "selected.json").read_text())
-    labelled = frame[frame.condition == "cyclegan selected (labelled)"].epoch.iloc[0]
-    assert (chosen["rule"], chosen["epoch"]) == ("labelled", labelled)
+    made = json.loads((out / "provenance.json").read_text())
+    assert made["commit"] and "dirty" in made and made["options"]["selection_seed"] == 1
+    assert datetime.fromisoformat(made["started"]).timestamp() <= (out / "benchmark.csv").stat().st_mtime
+    assert pd.read_csv(out / "selection_cyclegan_g.csv").epoch.tolist() == [0, 1, 2]
+    text = (out / "benchmark.md").read_text()
+    assert "vs best stain augmentation" in text and "## Selections" in text
+
+    # a second run reuses everything and says so; the numbers are the same
+    again = run_benchmark(project, request).table
+    assert again.images_reused.fillna(True).all() and again.classifier_reused.all()
+    assert again.accuracy.tolist() == frame.accuracy.tolist()
+    # other classifier options: the classifiers are trained again, the harmonized images are kept
+    other = run_benchmark(project, BenchmarkRequest("hgtp", "clinic", **{**REQUEST, "epochs": 2})).table
+    assert not other.classifier_reused.any() and other.images_reused.fillna(True).all()
     # a newer GAN run gets its own harmonized images, never the older run's
     train(project, TrainRequest(src="hgtp", dst="clinic", run_id="g2", progress=False, track=False,
                                 overrides={**TINY_CYCLEGAN, "epochs": 1, "keep_epochs": (1,)}))
-    again = run_benchmark(project, request)
-    assert again[again.method == "cyclegan"].epoch.tolist() == [1, 1, 1]
+    newer = run_benchmark(project, request).table
+    assert newer[newer.method == "cyclegan"].epoch.tolist() == [1, 1, 1]
+    assert not newer[newer.condition == "cyclegan e1"].images_reused.iloc[0]
     assert (out / "images" / "cyclegan_g2_e1" / "manifest.csv").exists()
     with pytest.raises(StainshiftError, match="unknown classifier"):
         run_benchmark(project, BenchmarkRequest("hgtp", "clinic", classifiers=("vgg",), progress=False, track=False))
+    with pytest.raises(StainshiftError, match="must differ from the reported classifiers"):
+        run_benchmark(project, BenchmarkRequest("hgtp", "clinic", **{**REQUEST, "selection_seed": 0}))
+
+
+def test_benchmark_over_gan_seeds_reports_their_spread(tmp_path):
+    project = simulated_project(tmp_path, per_class=6, split=(0.5, 0.25, 0.25))
+    for seed in (0, 1):
+        train(project, TrainRequest(src="hgtp", dst="clinic", run_id=f"s{seed}", seed=seed, progress=False,
+                                    track=False, overrides={**TINY_CYCLEGAN, "epochs": 2, "keep_epochs": (1, 2)}))
+    result = run_benchmark(project, BenchmarkRequest("hgtp", "clinic", gan_seeds=(0, 1),
+                                                     **{**REQUEST, "stain_augment": ()}))
+    conditions = result.table.condition.tolist()
+    assert {"cyclegan s0 e1", "cyclegan s0 e2", "cyclegan s1 e1", "cyclegan s1 e2"} <= set(conditions)
+    assert {"cyclegan s0 selected (labelled)", "cyclegan s1 selected (label-free)"} <= set(conditions)
+    seeds = result.seeds.set_index("rule")
+    assert seeds.loc["labelled", "seeds"] == 2 and seeds.loc["label-free", "seeds"] == 2
+    for rule in ("labelled", "label-free"):
+        row = seeds.loc[rule]
+        assert row.worst_mean <= row.selected_mean <= row.best_mean
+        assert row.selected_min <= row.selected_mean <= row.selected_max
+    with pytest.warns(UserWarning, match="no run with seed 7"):
+        run_benchmark(project, BenchmarkRequest("hgtp", "clinic", gan_seeds=(0, 7),
+                                                **{**REQUEST, "stain_augment": ()}))
 
 
 def test_benchmark_command_errors(tmp_path, capsys):

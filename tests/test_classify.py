@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -16,13 +17,24 @@ from torch import nn
 
 from stainshift.classify.evaluate import bootstrap_ci, evaluate, evaluate_arrays, write_report
 from stainshift.classify.models import ARCHS, NORMS, Classifier, build_classifier, load_classifier, save_classifier
-from stainshift.classify.train import LOSSES, ClassifierRequest, finetune_classifier, train_classifier
+from stainshift.classify.stain_augment import AUGMENTS
+from stainshift.classify.train import (
+    KEEPS,
+    LOSSES,
+    ClassifierRequest,
+    default_name,
+    finetune_classifier,
+    finetune_reuse_check,
+    reuse_check,
+    train_classifier,
+)
 from stainshift.data.datasets import load_cell, to_tensor
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
 from stainshift.errors import DataError, StainshiftError
 from stainshift.losses import FocalLoss
 from stainshift.project import Project
+from stainshift.runs import split_file
 
 from .conftest import make_domain, simulated_project
 
@@ -42,6 +54,47 @@ def trained(project) -> Path:
     return train_classifier(project, ClassifierRequest("clinic", seed=3, **FAST))
 
 
+# fine-tuning a BatchNorm base with a large rate: the val loss is distinct at every epoch and the later ones are
+# worse, so the best epoch (by val accuracy, the first on ties) is not the last one
+KEEP = {"epochs": 3, "lr": 3e-2, "batch_size": 4, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def kept(project) -> dict[str, Path]:
+    base = train_classifier(project, ClassifierRequest("clinic", norm="batch", name="clinic-bn", seed=3, **FAST))
+    quiet = {"progress": False, "track": False}
+    return {"base": base,
+            "best": finetune_classifier(project, base, "hgtp", name="ft-best", **KEEP, **quiet),
+            "last": finetune_classifier(project, base, "hgtp", name="ft-last", keep="last", **KEEP, **quiet)}
+
+
+def _history(model: Path) -> list[dict[str, float]]:
+    with open(model.parent / "history.csv") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+@pytest.fixture
+def changed_split(project):
+    """Swap the split of the first train and the first val image of a domain; restored afterwards."""
+    saved: dict[Path, bytes] = {}
+
+    def change(domain: str) -> None:
+        path = split_file(project, domain)
+        saved[path] = path.read_bytes()
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        first = {split: next(r for r in rows if r["split"] == split) for split in ("train", "val")}
+        first["train"]["split"], first["val"]["split"] = "val", "train"
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    yield change
+    for path, content in saved.items():
+        path.write_bytes(content)
+
+
 def _images(project: Project, domain: str, split: str, size: int) -> tuple[torch.Tensor, list[str]]:
     samples = samples_in(project, domain, split)
     scale = scale_factor(project, domain)
@@ -57,7 +110,7 @@ def test_build_classifier_norms_features_and_local_weights(tmp_path):
     x = torch.rand(2, 3, 32, 32)
     assert group(x).shape == (2, 3) and group.features(x).shape == (2, 512) and group.predict(x).shape == (2,)
 
-    source = build_classifier("resnet18", 5)
+    source = build_classifier("resnet18", 5, norm="batch")
     torch.save(source.net.state_dict(), tmp_path / "imagenet.pth")
     frozen = build_classifier("resnet18", 2, norm="frozen-batch", weights=tmp_path / "imagenet.pth")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in frozen.modules())
@@ -86,9 +139,10 @@ def test_focal_loss_is_cross_entropy_at_gamma_zero_and_down_weights_easy_example
 
 # -- training --------------------------------------------------------------------------------------------------------
 def test_train_writes_the_run_and_the_file_round_trips(project, trained, tmp_path):
-    assert trained == project.runs / "classifiers" / "clinic-resnet18" / "model.pt"
+    assert trained == project.runs / "classifiers" / "clinic-resnet18-group" / "model.pt"  # GroupNorm by default
     config = json.loads((trained.parent / "config.json").read_text())
     assert config["domain"] == "clinic" and config["stage"] == "train" and config["lr_used"] == 1e-3
+    assert config["norm"] == "group" and config["keep"] == "last" and config["selected_epoch"] == 1
     assert config["classes"] == ["eosinophil", "lymphocyte"] and config["images"]["train"] == {
         "eosinophil": 2, "lymphocyte": 2}
     with open(trained.parent / "history.csv") as fh:
@@ -97,7 +151,7 @@ def test_train_writes_the_run_and_the_file_round_trips(project, trained, tmp_pat
 
     clf = load_classifier(trained)
     assert isinstance(clf, Classifier) and not clf.training and clf.input_size == 32
-    assert clf.config["name"] == "clinic-resnet18"
+    assert clf.config["name"] == "clinic-resnet18-group"
     x, _ = _images(project, "hgtp", "test", 32)
     save_classifier(clf, tmp_path / "copy.pt", {"note": Path("x")})
     again = load_classifier(tmp_path / "copy.pt")
@@ -140,7 +194,7 @@ def test_training_options_are_checked(project, trained):
 
 def test_finetune_continues_on_the_other_domain(project, trained):
     tuned = finetune_classifier(project, trained, "hgtp", epochs=1, batch_size=4, progress=False, track=False)
-    assert tuned.parent.name == "clinic-resnet18-ft-hgtp"
+    assert tuned.parent.name == "clinic-resnet18-group-ft-hgtp"
     base, clf = load_classifier(trained), load_classifier(tuned)
     assert clf.classes == base.classes and clf.input_size == base.input_size
     assert clf.config["stage"] == "finetune" and clf.config["trained_on"] == ["clinic", "hgtp"]
@@ -148,6 +202,73 @@ def test_finetune_continues_on_the_other_domain(project, trained):
     assert not torch.equal(clf.net.fc.weight, base.net.fc.weight)
     with pytest.raises(DataError, match="shares no class"):
         finetune_classifier(project, trained, "foreign", epochs=1, progress=False, track=False)
+    with pytest.raises(StainshiftError, match="--keep best"):
+        finetune_classifier(project, trained, "hgtp", keep="first", progress=False, track=False)
+
+
+def test_finetune_keeps_the_epoch_with_the_best_val_accuracy(project, kept):
+    config = json.loads((kept["best"].parent / "config.json").read_text())
+    history, last_history = _history(kept["best"]), _history(kept["last"])
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in history] == [
+        {k: v for k, v in row.items() if k != "seconds"} for row in last_history]  # the same seeded trajectory
+    accuracy = [row["valid_accuracy"] for row in history]
+    best = 1 + int(np.argmax(accuracy))  # the first epoch reaching the best accuracy
+    assert config["keep"] == "best" and config["monitor"] == "valid_accuracy" and config["selected_epoch"] == best
+    assert best < KEEP["epochs"], "the scenario needs a best epoch before the last one"
+    assert config["base_sha"] and config["final"]["valid_accuracy"] == pytest.approx(accuracy[best - 1])
+
+    x, labels = _images(project, "hgtp", "val", 32)
+    for name, epoch in (("best", best), ("last", KEEP["epochs"])):
+        clf = load_classifier(kept[name])
+        target = torch.tensor([clf.classes.index(label) for label in labels])
+        with torch.no_grad():
+            loss = F.cross_entropy(clf(x), target).item()
+        # the val loss of the saved weights is the loss of that epoch, and of no other
+        losses = [row["valid_loss"] for row in history]
+        assert loss == pytest.approx(losses[epoch - 1], rel=1e-4), (name, loss, losses)
+        assert all(abs(loss - other) > 1e-3 * abs(other) for i, other in enumerate(losses) if i != epoch - 1)
+        assert (clf.predict(x) == target).float().mean().item() == pytest.approx(accuracy[epoch - 1])
+    last = json.loads((kept["last"].parent / "config.json").read_text())
+    assert last["keep"] == "last" and last["monitor"] is None and last["selected_epoch"] == KEEP["epochs"]
+
+
+def test_reuse_check_compares_the_request_and_the_split(project, trained, changed_split, tmp_path):
+    request = ClassifierRequest("clinic", seed=3, **FAST)  # the request that made `trained`
+    assert reuse_check(trained, request, project) is None
+    assert reuse_check(trained, replace(request, progress=True, device="cpu"), project) is None  # not the model's
+    assert reuse_check(trained, replace(request, epochs=5), project) == "epochs 1 != 5"
+    assert reuse_check(trained, replace(request, stain_augment="hed", norm="batch"), project) == (
+        "norm group != batch, stain_augment None != hed")
+    assert reuse_check(tmp_path / "model.pt", request, project).startswith("no classifier saved")
+    older = tmp_path / "older"
+    shutil.copytree(trained.parent, older)
+    config = json.loads((older / "config.json").read_text())
+    del config["split_sha"]
+    (older / "config.json").write_text(json.dumps(config))
+    assert reuse_check(older / "model.pt", request, project) == "no record of split_sha"
+    changed_split("clinic")
+    assert reuse_check(trained, request, project) == "split changed"
+
+
+def test_finetune_reuse_check_compares_base_options_and_split(project, kept, trained, changed_split):
+    options = {**KEEP, "project": project}
+    assert finetune_reuse_check(kept["best"], kept["base"], "hgtp", **options) is None
+    assert finetune_reuse_check(kept["last"], kept["base"], "hgtp", keep="last", **options) is None
+    assert finetune_reuse_check(kept["last"], kept["base"], "hgtp", **options) == "keep last != best"
+    assert finetune_reuse_check(kept["best"], kept["base"], "hgtp", **{**options, "epochs": 5}) == "epochs 3 != 5"
+    assert finetune_reuse_check(kept["best"], kept["base"], "hgtp", balanced=True, **options) == (
+        "balanced False != True")
+    assert finetune_reuse_check(kept["best"], trained, "hgtp", **options) == "base model changed"
+    changed_split("hgtp")
+    assert finetune_reuse_check(kept["best"], kept["base"], "hgtp", **options) == "split changed"
+
+
+def test_default_name_suffixes():
+    assert default_name("clinic", "resnet18") == "clinic-resnet18-group"
+    assert default_name("clinic", "resnet34", "focal", "batch") == "clinic-resnet34-focal"
+    assert default_name("clinic", "resnet18", "ce", "group", "lab") == "clinic-resnet18-group-lab"
+    assert ClassifierRequest("clinic", norm="frozen-batch", stain_augment="hed").run_name == (
+        "clinic-resnet18-frozen-batch-hed")
 
 
 # -- evaluation ------------------------------------------------------------------------------------------------------
@@ -164,7 +285,7 @@ def test_evaluate_matches_a_direct_computation_and_writes_the_report(project, tr
     assert report.accuracy_ci[0] <= report.accuracy <= report.accuracy_ci[1]
     assert report.macro_f1_ci[0] <= report.macro_f1 <= report.macro_f1_ci[1]
     assert evaluate(clf, project, "hgtp", "test").accuracy_ci == report.accuracy_ci  # seeded bootstrap
-    assert report.model == "clinic-resnet18" and not report.excluded
+    assert report.model == "clinic-resnet18-group" and not report.excluded
 
     paths = write_report(report, tmp_path / "report")
     metrics = json.loads(paths["metrics.json"].read_text())
@@ -255,6 +376,7 @@ def test_cli_help_has_examples_and_choices_match_the_api(cli, capsys):
     from stainshift.cli import classify as classify_cli
 
     assert (classify_cli.ARCHS, classify_cli.NORMS, classify_cli.LOSSES) == (ARCHS, NORMS, LOSSES)
+    assert (classify_cli.AUGMENTS, classify_cli.KEEPS) == (AUGMENTS, KEEPS)
     for argv in (["classify"], ["classify", "train"], ["classify", "finetune"], ["classify", "eval"]):
         with pytest.raises(SystemExit) as exit_:
             cli(*argv, "--help")
@@ -268,7 +390,9 @@ def test_cli_train_finetune_eval(project, trained, cli):
                          "--batch-size", "4", "--seed", "3", "--name", "cli", "--no-track", "--project", p)
     assert code == 0, err
     assert "val accuracy" in out and "stainshift classify eval --model cli" in out
-    same = load_classifier(project.runs / "classifiers" / "cli" / "model.pt").net.state_dict()
+    from_cli = load_classifier(project.runs / "classifiers" / "cli" / "model.pt")
+    assert from_cli.norm == "group"  # --norm's default
+    same = from_cli.net.state_dict()
     assert all(torch.equal(v, same[k]) for k, v in load_classifier(trained).net.state_dict().items())  # seeded
 
     code, out, err = cli("classify", "finetune", "--model", "cli", "--domain", "mixed", "--epochs", "1",
@@ -284,32 +408,33 @@ def test_cli_train_finetune_eval(project, trained, cli):
 
 def test_cli_eval_of_harmonized_images(project, trained, cli):
     p = str(project.file)
-    code, _, err = cli("classify", "eval", "--model", "clinic-resnet18", "--domain", "hgtp", "--method", "reinhard",
-                       "--project", p)
+    code, _, err = cli("classify", "eval", "--model", "clinic-resnet18-group", "--domain", "hgtp", "--method",
+                       "reinhard", "--project", p)
     assert code == 2 and "stainshift harmonize --src hgtp --dst clinic --method reinhard" in err
     assert err.count("\n") == 1
     folder = project.runs / "hgtp_to_clinic" / "reinhard" / "harmonized"
     shutil.copytree(project.domain("hgtp").folder, folder)
     (folder / "manifest.csv").write_text("input,output,method,epoch,checkpoint\na,b,reinhard,,\n")
-    code, out, err = cli("classify", "eval", "--model", "clinic-resnet18", "--domain", "hgtp", "--method",
+    code, out, err = cli("classify", "eval", "--model", "clinic-resnet18-group", "--domain", "hgtp", "--method",
                          "reinhard", "--project", p)
     assert code == 0 and "accuracy" in out and str(folder) in out
-    assert (project.runs / "classifiers" / "clinic-resnet18" / "eval" / "hgtp-test-reinhard" / "metrics.json").is_file()
-    code, _, err = cli("classify", "eval", "--model", "clinic-resnet18", "--domain", "hgtp", "--method",
+    report = project.runs / "classifiers" / "clinic-resnet18-group" / "eval" / "hgtp-test-reinhard"
+    assert (report / "metrics.json").is_file()
+    code, _, err = cli("classify", "eval", "--model", "clinic-resnet18-group", "--domain", "hgtp", "--method",
                        "reinhard", "--epoch", "3", "--project", p)
     assert code == 2 and "not 3" in err and "--epoch 3" in err
-    code, out, err = cli("classify", "eval", "--model", "clinic-resnet18", "--domain", "hgtp", "--harmonized",
+    code, out, err = cli("classify", "eval", "--model", "clinic-resnet18-group", "--domain", "hgtp", "--harmonized",
                          str(folder), "--out", str(folder.parent / "report"), "-q", "--project", p)
-    assert code == 0 and out.startswith("clinic-resnet18 on hgtp test") and (folder.parent / "report").is_dir()
+    assert code == 0 and out.startswith("clinic-resnet18-group on hgtp test") and (folder.parent / "report").is_dir()
 
 
 def test_cli_errors_are_one_line(project, trained, cli):
     p = str(project.file)
     for argv, expected in (
         (["classify", "eval", "--model", "nope", "--domain", "hgtp"], "no classifier"),
-        (["classify", "eval", "--model", "clinic-resnet18", "--domain", "nowhere"], "unknown domain"),
+        (["classify", "eval", "--model", "clinic-resnet18-group", "--domain", "nowhere"], "unknown domain"),
         (["classify", "train", "--domain", "clinic", "--size", "32", "--no-track", "-q"], "exists"),
-        (["classify", "finetune", "--model", "clinic-resnet18", "--domain", "foreign", "--no-track"], "no class"),
+        (["classify", "finetune", "--model", "clinic-resnet18-group", "--domain", "foreign", "--no-track"], "no class"),
     ):
         code, _, err = cli(*argv, "--project", p)
         assert code == 2 and expected in err and err.count("\n") == 1, err

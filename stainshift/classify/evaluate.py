@@ -1,6 +1,6 @@
 """Measure a classifier on a domain's split, raw or harmonized: accuracy, macro-F1, recall, confusion, bootstrap CIs.
 
-    >>> clf = load_classifier("runs/classifiers/clinic-resnet18/model.pt")
+    >>> clf = load_classifier("runs/classifiers/clinic-resnet18-group/model.pt")
     >>> raw = evaluate(clf, project, "hgtp")                                  # hgtp's test split as imaged
     >>> fixed = evaluate(clf, project, "hgtp", harmonized_root=Path("runs/hgtp_to_clinic/cyclegan/harmonized"))
     >>> print(fixed.summary()); write_report(fixed, Path("out"))

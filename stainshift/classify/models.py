@@ -8,8 +8,9 @@
 Normalization layers (``norm``):
 
 - ``batch``: timm's BatchNorm2d. Its running statistics are the training hospital's, so they shift with staining too.
-- ``group``: every BatchNorm2d replaced by GroupNorm (32 groups or the largest divisor of the channels below that),
-  affine parameters copied; per-image statistics, nothing learnt about the training site's colour distribution.
+- ``group`` (the default everywhere): every BatchNorm2d replaced by GroupNorm (32 groups or the largest divisor of
+  the channels below that), affine parameters copied; per-image statistics, nothing learnt about the training
+  site's colour distribution.
 - ``frozen-batch``: BatchNorm frozen to its loaded statistics and affine parameters (torchvision/timm
   FrozenBatchNorm2d); meant for fine-tuning from ``weights``. Without weights the layers are identities.
 
@@ -64,7 +65,7 @@ def _check_choice(value: str, valid: Sequence[str], what: str) -> None:
         raise StainshiftError(f"unknown {what} '{value}'; use one of {', '.join(valid)}")
 
 
-def build_net(arch: str, n_classes: int, norm: str = "batch", weights: str | Path | None = None) -> nn.Module:
+def build_net(arch: str, n_classes: int, norm: str = "group", weights: str | Path | None = None) -> nn.Module:
     """The bare timm ResNet (raw logits, expects ImageNet-normalized input), weights loaded before ``norm``."""
     import timm
 
@@ -144,9 +145,9 @@ class Classifier(nn.Module):
         return f"arch={self.arch}, norm={self.norm}, input_size={self.input_size}, classes={self.classes}"
 
 
-def build_classifier(arch: str, n_classes: int, norm: str = "batch", weights: str | Path | None = None,
+def build_classifier(arch: str, n_classes: int, norm: str = "group", weights: str | Path | None = None,
                      classes: Sequence[str] | None = None, input_size: int = 96) -> Classifier:
-    """A :class:`Classifier` (``arch`` resnet18 | resnet34, ``norm`` batch | group | frozen-batch).
+    """A :class:`Classifier` (``arch`` resnet18 | resnet34, ``norm`` group (default) | batch | frozen-batch).
 
     ``classes`` names the outputs (default ``class_0`` ...); ``weights`` is a local state-dict file.
     """

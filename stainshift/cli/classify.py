@@ -9,24 +9,29 @@ from pathlib import Path
 ARCHS = ("resnet18", "resnet34")  # = stainshift.classify.models.ARCHS (kept in sync by a test)
 NORMS = ("batch", "group", "frozen-batch")  # = stainshift.classify.models.NORMS
 LOSSES = ("ce", "focal")  # = stainshift.classify.train.LOSSES
+AUGMENTS = ("hed", "lab")  # = stainshift.classify.stain_augment.AUGMENTS
+KEEPS = ("best", "last")  # = stainshift.classify.train.KEEPS
 SPLITS = ("train", "val", "test", "all")
 
 EXAMPLES = {
     "train": """examples:
   stainshift classify train --domain clinic --arch resnet34 --loss focal
-  stainshift classify train --domain clinic --norm group --epochs 20 --size 96 --balanced
+  stainshift classify train --domain clinic --norm batch --epochs 20 --size 96 --balanced
+  stainshift classify train --domain clinic --stain-augment hed        # HED jitter, the cheap rival to harmonizing
   stainshift classify train --domain clinic --weights resnet18_imagenet.pth --lr-find
-Fits on the domain's train split, reports its val split each epoch; writes runs/classifiers/<name>/
-(model.pt, config.json, history.csv). Default name: <domain>-<arch>[-focal][-<norm>].""",
+Fits on the domain's train split, reports its val split each epoch, keeps the last epoch; writes
+runs/classifiers/<name>/ (model.pt, config.json, history.csv).
+Default name: <domain>-<arch>[-focal][-<norm>, unless batch][-hed|-lab], e.g. clinic-resnet18-group.""",
     "finetune": """examples:
-  stainshift classify finetune --model clinic-resnet34-focal --domain hgtp --epochs 5
-  stainshift classify finetune --model runs/classifiers/clinic-resnet18/model.pt --domain hgtp --lr-find
-Continues training on the domain's train split (one-cycle); the model keeps its classes, images of other classes
-are left out. Default name: <model name>-ft-<domain>.""",
+  stainshift classify finetune --model clinic-resnet34-focal-group --domain hgtp --epochs 5
+  stainshift classify finetune --model runs/classifiers/clinic-resnet18-group/model.pt --domain hgtp --keep last
+Continues training on the domain's train split (one-cycle) and keeps the epoch with the best accuracy on its val
+split (--keep last: the last epoch); the model keeps its classes, images of other classes are left out.
+Default name: <model name>-ft-<domain>.""",
     "eval": """examples:
-  stainshift classify eval --model clinic-resnet18 --domain hgtp                  # raw hgtp test split
-  stainshift classify eval --model clinic-resnet18 --domain hgtp --method cyclegan --epoch 3
-  stainshift classify eval --model clinic-resnet18 --domain hgtp --harmonized out/ --split all
+  stainshift classify eval --model clinic-resnet18-group --domain hgtp            # raw hgtp test split
+  stainshift classify eval --model clinic-resnet18-group --domain hgtp --method cyclegan --epoch 3
+  stainshift classify eval --model clinic-resnet18-group --domain hgtp --harmonized out/ --split all
 --method reads runs/<domain>_to_<model's domain>/<method>/harmonized/ (written by `stainshift harmonize`).
 Writes metrics.json, confusion.csv, confusion.png and predictions.csv to --out
 (default: runs/classifiers/<model>/eval/<domain>-<split>[-<method>]).""",
@@ -64,9 +69,13 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="resnet18", choices=ARCHS)
     p.add_argument("--loss", default="ce", choices=LOSSES, help="cross-entropy or focal loss (gamma --gamma)")
     p.add_argument("--gamma", type=float, default=2.0, help="focal loss gamma (default 2)")
-    p.add_argument("--norm", default="batch", choices=NORMS, help="normalization layers (default batch)")
+    p.add_argument("--norm", default="group", choices=NORMS,
+                   help="normalization layers (default group: GroupNorm, which survives stain shift)")
     p.add_argument("--size", type=int, default=96, help="input size in px after scale harmonization (default 96)")
     p.add_argument("--weights", type=Path, help="local pretrained weights (state dict); nothing is downloaded")
+    p.add_argument("--stain-augment", choices=AUGMENTS,
+                   help="stain augmentation before the flips: hed (HED jitter, Tellez 2018) or lab (L*a*b* "
+                        "statistics drawn from the domain's own images, RandStainNA)")
     fitting(p, 10)
     p.set_defaults(func=run_train)
 
@@ -74,6 +83,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="classifier run name or model.pt path")
     p.add_argument("--domain", required=True, help="domain to fine-tune on (its train / val split)")
     p.add_argument("--loss", choices=LOSSES, help="default: the model's own loss")
+    p.add_argument("--keep", default="best", choices=KEEPS,
+                   help="save the epoch with the best val accuracy (default) or the last one")
     fitting(p, 5)
     p.set_defaults(func=run_finetune)
 
@@ -108,7 +119,8 @@ def _done(path: Path, quiet: bool, domain: str) -> None:
 
     config = json.loads((path.parent / "config.json").read_text())
     final = config["final"]
-    print(f"trained {config['name']} on {domain} ({config['epochs']} epochs, lr {config['lr_used']:.3g}): "
+    kept = f", kept epoch {config['selected_epoch']}" if config.get("keep") == "best" else ""
+    print(f"trained {config['name']} on {domain} ({config['epochs']} epochs, lr {config['lr_used']:.3g}{kept}): "
           f"val accuracy {final['valid_accuracy']:.3f}, macro-F1 {final['valid_macro_f1']:.3f} -> {path}")
     excluded = config.get("excluded_classes") or {}
     if excluded:
@@ -121,7 +133,8 @@ def run_train(args: argparse.Namespace) -> int:
     from stainshift.project import load_project
 
     request = ClassifierRequest(domain=args.domain, arch=args.arch, loss=args.loss, gamma=args.gamma,
-                                norm=args.norm, size=args.size, weights=args.weights, **_fitting_options(args))
+                                norm=args.norm, size=args.size, weights=args.weights,
+                                stain_augment=args.stain_augment, **_fitting_options(args))
     path = train_classifier(load_project(args.project), request)
     _done(path, args.quiet, args.domain)
     return 0
@@ -134,7 +147,8 @@ def run_finetune(args: argparse.Namespace) -> int:
 
     project = load_project(args.project)
     model = find_classifier(project.runs, args.model)
-    path = finetune_classifier(project, model, args.domain, loss=args.loss, **_fitting_options(args))
+    path = finetune_classifier(project, model, args.domain, loss=args.loss, keep=args.keep,
+                               **_fitting_options(args))
     _done(path, args.quiet, args.domain)
     return 0
 

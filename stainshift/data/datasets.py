@@ -9,7 +9,7 @@ epoch, so an epoch is the same whatever the number of workers and whether traini
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -94,16 +94,21 @@ def to_uint8(batch: torch.Tensor) -> list[np.ndarray]:
 
 
 class CellDataset(Dataset):
-    """Labelled single-cell crops: ``(3xSxS float tensor in [0,1], class index)``."""
+    """Labelled single-cell crops: ``(3xSxS float tensor in [0,1], class index)``.
+
+    With ``augment``: ``augmenter(image, rng)`` (a stain augmentation, optional), then a right-angle rotation and a
+    flip, all drawn from the item's generator.
+    """
 
     def __init__(self, samples: Sequence[Sample], classes: Sequence[str], size: int, scale: float = 1.0,
-                 augment: bool = False) -> None:
+                 augment: bool = False,
+                 augmenter: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None) -> None:
         unknown = sorted({s.label for s in samples} - set(classes))
         if unknown:
             raise DataError(f"images labelled {unknown} are not among the classes {list(classes)}")
         self.samples = list(samples)
         self.classes = list(classes)
-        self.size, self.scale, self.augment = size, scale, augment
+        self.size, self.scale, self.augment, self.augmenter = size, scale, augment, augmenter
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -113,6 +118,8 @@ class CellDataset(Dataset):
         image = load_cell(sample.path, self.scale, self.size)
         if self.augment:  # flips and right-angle rotations: cells have no orientation
             rng = np.random.default_rng(torch.randint(0, 2**31 - 1, ()).item())
+            if self.augmenter is not None:
+                image = self.augmenter(image, rng)
             image = np.rot90(image, k=int(rng.integers(4)))
             if rng.random() < 0.5:
                 image = image[:, ::-1]
