@@ -23,7 +23,7 @@ def _fraction(text: str) -> float:
     except ValueError:
         value = -1.0
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give an SSIM between 0 and 1, e.g. 0.75")
+        raise argparse.ArgumentTypeError(f"{text!r}: give an SSIM between 0 and 1, e.g. 0.7")
     return value
 
 
