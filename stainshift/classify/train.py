@@ -149,8 +149,17 @@ def finetuned_name(base: str, domain: str) -> str:
     return f"{base}-ft-{domain}"
 
 
+def _import_fastai() -> None:
+    """Import fastai with its own import-time deprecation warning muted (``fastai.layers`` decorates functions with
+    ``torch.jit.script``): it is fastai's to fix, and what a user sees should be ours."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        import fastai.torch_basics  # noqa: F401
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (fastai's ``set_seed``, cuDNN deterministic)."""
+    _import_fastai()
     from fastai.torch_core import set_seed
 
     set_seed(seed, reproducible=True)

@@ -48,6 +48,11 @@ def class_names(domain: DomainConfig) -> list[str]:
     return [c for c, p in _class_folders(domain).items() if domain.classes or list_images(p)]
 
 
+def empty_classes(domain: DomainConfig) -> list[str]:
+    """Class folders that hold no image (left out of every split and count; ``inspect`` and ``split`` say so)."""
+    return [c for c, p in _class_folders(domain).items() if not list_images(p)]
+
+
 def find_mask(domain: DomainConfig, key: str) -> Path | None:
     """The mask for image ``key``: same relative folder and file stem under the domain's masks folder."""
     masks = domain.masks_folder

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from stainshift.data.domains import scan_domain
+from stainshift.data.domains import empty_classes, scan_domain
 from stainshift.data.io import read_image
 from stainshift.data.scale import estimate_domain_diameter
 from stainshift.data.stats import lab_stats
@@ -32,10 +32,13 @@ class DomainReport:
     diameter: dict
     declared_diameter: float | str | None
     unreadable: list[str] = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)
 
     def to_text(self) -> str:
         lines = [f"domain {self.name}: {self.folder}"]
         lines += [f"  {label:<14} {n:>6}" for label, n in self.counts.items()]
+        lines += [f"  {label:<14} {0:>6}   EMPTY folder: left out of splits and training" for label in
+                  self.empty_classes]
         lines.append(f"  {'total':<14} {sum(self.counts.values()):>6}   ({self.n_masks} with masks)")
         lines.append(f"  size           {self.width_range[0]}-{self.width_range[1]} x "
                      f"{self.height_range[0]}-{self.height_range[1]} px (w x h)")
@@ -91,4 +94,5 @@ def inspect_domain(project: Project, name: str, progress: bool = False, max_diam
         diameter=estimate_domain_diameter(project, name, max_images=max_diameter_images),
         declared_diameter=config.cell_diameter,
         unreadable=unreadable,
+        empty_classes=empty_classes(config),
     )

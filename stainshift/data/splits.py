@@ -24,7 +24,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from stainshift.atomic import atomic_write_text
-from stainshift.data.domains import Sample, scan_domain
+from stainshift.data.domains import Sample, empty_classes, scan_domain
 from stainshift.data.io import read_image
 from stainshift.errors import DataError, ImageReadError
 from stainshift.project import Project
@@ -113,6 +113,8 @@ def _split_and_samples(project: Project, domain: str, refresh: bool = False, ski
                 f"{len(saved - current)} missing images); run `stainshift domains split {domain} --refresh`"
             )
         return frame, samples
+    for label in empty_classes(config):
+        warnings.warn(f"class folder '{label}' of '{domain}' holds no image: left out of the split", stacklevel=3)
     bad = find_unreadable(samples, progress)
     if bad and not skip_bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
