@@ -10,10 +10,11 @@ clean tree with ``OMP_NUM_THREADS=1``::
     for s in 0 1 2; do for src in jtsc cvblog bccd; do
       stainshift train cyclegan --project $P --src $src --dst pbc --preset cpu --epochs 5 --seed $s --run-id cpu-s$s
     done; done
-    python benchmarks/cross_site.py --seeds 0,1,2 --classifiers resnet18,resnet34-focal
+    python benchmarks/cross_site.py --seeds 0,1,2 --classifiers resnet18,resnet34-focal [--sources jtsc]
     #  = stainshift benchmark --src S --dst pbc --seeds 0,1,2 for each source (classifiers, the selection
-    #    classifier, the stain-augmentation competitors and the fine-tuned bounds are trained there), then the
-    #    tables and pictures below
+    #    classifier, the stain-augmentation competitors and the fine-tuned bounds are trained there, or reused
+    #    when made the same way), then the tables and pictures below; sources can run as separate processes,
+    #    `--from-csv` combines those measured so far
 
 It refuses a tree with uncommitted changes (``--allow-dirty`` to override). Writes ``benchmarks/results/``
 ``cross_site.md``, ``cross_site.csv`` (every classifier and condition), ``cross_site_summary.csv`` (mean over
@@ -56,12 +57,13 @@ SOURCES = {"jtsc": "jtsc_tecom", "bccd": "bccd crops", "cvblog": "cellavision_bl
 
 def _markdown(summary: pd.DataFrame, seeds: pd.DataFrame, table: pd.DataFrame, meta: dict) -> str:
     m = meta["machine"]
-    lines = ["# Cross-site benchmark: classifiers trained on PBC, tested on other hospitals", "",
-             f"- started {meta['started']}; commit {meta['commit']}{' (DIRTY TREE)' if meta['dirty'] else ''}; "
-             f"command `{meta['command']}`",
-             f"- machine: {m['cpu']}, {m['cores']} cores, CPU only (no GPU was lent to this task), torch threads "
-             f"{m['torch_threads']}; {meta.get('seconds', float('nan')):.0f} s for this script",
-             f"- classifiers reported: {', '.join(meta['options']['classifiers'])} (GroupNorm ResNets from scratch, "
+    lines = ["# Cross-site benchmark: classifiers trained on PBC, tested on other hospitals", ""]
+    for source, p in meta.get("sources", {}).items():
+        lines.append(f"- {source}: started {p['started']}, commit {p['commit']}"
+                     f"{' (DIRTY TREE)' if p['dirty'] else ''}, {p['seconds']:.0f} s, command `{p['command']}`")
+    lines += [f"- machine: {m['cpu']}, {m['cores']} cores, CPU only (no GPU was lent to this task), torch threads "
+             f"{m['torch_threads']}",
+             f"- classifiers reported: {meta['options']['classifiers']} (GroupNorm ResNets from scratch, "
              "96 px inputs at the common 64 px cell diameter, 10 one-cycle epochs on PBC's train split)",
              "- epochs are chosen by a separate selection classifier (resnet18, seed 1), never reported; CycleGAN: "
              "`cpu` preset, 5 epochs, every epoch kept, one run per GAN seed",
@@ -132,6 +134,33 @@ def grid(project, frame: pd.DataFrame, path: Path) -> None:
     write_image(path, image_grid(rows, cell=96, row_labels=labels, label_width=150))
 
 
+PARTS = ("table", "summary", "seeds")
+
+
+def _part(source: str, part: str) -> Path:
+    return RESULTS / "cross_site_parts" / f"{source}_{part}.csv"
+
+
+def benchmark_source(project, source: str, args: argparse.Namespace) -> None:
+    """One source's benchmark; its tables and provenance go to cross_site_parts/ (sources can run in parallel)."""
+    meta = record(vars(args))  # before the work
+    start = time.perf_counter()
+    request = BenchmarkRequest(source, TARGET, classifiers=tuple(args.classifiers.split(",")), norm="group",
+                               size=96, epochs=10, finetune_epochs=5, seed=0,
+                               gan_seeds=tuple(int(s) for s in args.seeds.split(",")), progress=not args.quiet)
+    result = run_benchmark(project, request, argv=sys.argv)
+    _part(source, "table").parent.mkdir(parents=True, exist_ok=True)
+    for part, frame in zip(PARTS, (result.table, result.summary, result.seeds), strict=True):
+        frame.assign(source=source).to_csv(_part(source, part), index=False)
+    selection_dir = RESULTS / "cross_site_selection"
+    selection_dir.mkdir(exist_ok=True)
+    for scores in runs.benchmark_dir(project, source, TARGET).glob("selection_*.csv"):
+        shutil.copyfile(scores, selection_dir / f"{source}_{scores.name}")
+    meta["seconds"] = time.perf_counter() - start
+    _part(source, "provenance").with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str))
+    print(f"{source}: done after {meta['seconds']:.0f} s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", default=str(HERE / "real_sites.toml"))
@@ -141,42 +170,25 @@ def main() -> None:
     parser.add_argument("--allow-dirty", action="store_true", help="measure on a tree with uncommitted changes")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--from-csv", action="store_true",
-                        help="rewrite the tables and pictures from the committed csv / json files, no benchmark")
+                        help="only combine the sources already measured (cross_site_parts/) into the tables and "
+                             "pictures")
     args = parser.parse_args()
     project = load_project(args.project)
     RESULTS.mkdir(exist_ok=True)
-    if args.from_csv:
-        table = pd.read_csv(RESULTS / "cross_site.csv")
-        summary = pd.read_csv(RESULTS / "cross_site_summary.csv")
-        seeds = pd.read_csv(RESULTS / "cross_site_seeds.csv")
-        meta = json.loads((RESULTS / "cross_site.json").read_text())
-    else:
+    sources = args.sources.split(",")
+    if not args.from_csv:
         require_clean(args.allow_dirty, "benchmarks/cross_site.py")
-        meta = record(vars(args))
-        meta["options"]["classifiers"] = args.classifiers.split(",")
-        start = time.perf_counter()
-        tables, summaries, spreads = [], [], []
-        selection_dir = RESULTS / "cross_site_selection"
-        selection_dir.mkdir(exist_ok=True)
-        for source in args.sources.split(","):
-            request = BenchmarkRequest(source, TARGET, classifiers=tuple(args.classifiers.split(",")), norm="group",
-                                       size=96, epochs=10, finetune_epochs=5, seed=0,
-                                       gan_seeds=tuple(int(s) for s in args.seeds.split(",")),
-                                       progress=not args.quiet)
-            result = run_benchmark(project, request, argv=sys.argv)
-            tables.append(result.table.assign(source=source))
-            summaries.append(result.summary.assign(source=source))
-            spreads.append(result.seeds.assign(source=source))
-            for scores in runs.benchmark_dir(project, source, TARGET).glob("selection_*.csv"):
-                shutil.copyfile(scores, selection_dir / f"{source}_{scores.name}")
-            print(f"{source}: done after {time.perf_counter() - start:.0f} s", flush=True)
-        table, summary = pd.concat(tables, ignore_index=True), pd.concat(summaries, ignore_index=True)
-        seeds = pd.concat(spreads, ignore_index=True)
-        meta["seconds"] = time.perf_counter() - start
-        table.to_csv(RESULTS / "cross_site.csv", index=False)
-        summary.to_csv(RESULTS / "cross_site_summary.csv", index=False)
-        seeds.to_csv(RESULTS / "cross_site_seeds.csv", index=False)
-        (RESULTS / "cross_site.json").write_text(json.dumps(meta, indent=2, default=str))
+        for source in sources:
+            benchmark_source(project, source, args)
+    sources = [s for s in SOURCES if _part(s, "table").exists()]
+    table, summary, seeds = (pd.concat([pd.read_csv(_part(s, part)) for s in sources], ignore_index=True)
+                             for part in PARTS)
+    provenance = {s: json.loads(_part(s, "provenance").with_suffix(".json").read_text()) for s in sources}
+    meta = {**provenance[sources[0]], "sources": provenance, "seconds": sum(p["seconds"] for p in provenance.values())}
+    table.to_csv(RESULTS / "cross_site.csv", index=False)
+    summary.to_csv(RESULTS / "cross_site_summary.csv", index=False)
+    seeds.to_csv(RESULTS / "cross_site_seeds.csv", index=False)
+    (RESULTS / "cross_site.json").write_text(json.dumps(meta, indent=2, default=str))
     plot(table, RESULTS / "cross_site_accuracy_vs_epoch.png")
     grid(project, table, RESULTS / "cross_site_grid.png")
     (RESULTS / "cross_site.md").write_text(_markdown(summary, seeds, table, meta))
