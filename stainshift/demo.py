@@ -75,11 +75,13 @@ class DemoSummary:
                   f"  {TARGET:<7} {acc_t:6.3f}", f"  {SOURCE:<7} {acc_s:6.3f}   "
                   f"(stain shift costs {100 * (acc_t - acc_s):.1f} points)",
                   "", f"'{SOURCE}' test images harmonized to '{TARGET}' first:",
-                  f"  {'condition':<36} {'accuracy (95% CI)':<22} {'macro-F1':>8} {'gap closed':>11}"]
+                  f"  {'condition':<36} {'accuracy (95% CI)':<22} {'macro-F1':>8} {'gap closed':>11}   "
+                  "paired vs original / best classical / best stain augmentation"]
         for t in self.table:
             ci = f"{t['accuracy']:.3f} ({t['ci_low']:.2f}-{t['ci_high']:.2f})"
             gap = "" if t["gap_closed"] != t["gap_closed"] else f"{t['gap_closed']:.0%}"
-            lines.append(f"  {t['condition']:<36} {ci:<22} {t['macro_f1']:>8.3f} {gap:>11}")
+            verdicts = " / ".join(str(t.get(f"vs_{k}", "")) for k in ("original", "classical", "augment"))
+            lines.append(f"  {t['condition']:<36} {ci:<22} {t['macro_f1']:>8.3f} {gap:>11}   {verdicts}")
         chosen = ", ".join(f"{e} ({rule} rule)" for rule, e in self.selected.items())
         lines += ["", f"selected CycleGAN epoch: {chosen}", "", "files:"]
         lines += [f"  {k:<14} {v}" for k, v in self.files.items()]
