@@ -171,9 +171,17 @@ def test_an_empty_class_folder_is_reported_by_inspect_and_split(tmp_path, capsys
 
 
 def test_training_a_classifier_prints_no_dependency_deprecation_warning(tmp_path):
-    code = ("import warnings\nwarnings.simplefilter('always')\n"
-            "from stainshift.classify.train import seed_everything\nseed_everything(0)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    from .conftest import make_domain
+
+    make_domain(tmp_path / "site", {"neutrophil": 6, "lymphocyte": 6})
+    code = ("import sys, warnings\nwarnings.simplefilter('always')\n"
+            "from stainshift.cli.main import main\n"
+            f"p = {str(tmp_path)!r}\n"
+            "main(['domains', 'add', 'site', p + '/site', '--project', p, '--quiet'])\n"
+            "sys.exit(main(['classify', 'train', '--domain', 'site', '--size', '32', '--epochs', '1', "
+            "'--batch-size', '4', '--no-track', '--quiet', '--project', p]))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
+    assert (tmp_path / "runs" / "classifiers" / "site-resnet18-group" / "model.pt").is_file()
     assert "torch.jit.script" not in done.stderr

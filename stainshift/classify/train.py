@@ -330,6 +330,7 @@ def _fit(project: Project, request: ClassifierRequest, clf: Classifier, data: _D
     """The loop shared by training and fine-tuning; writes the run folder and returns the model path.
 
     ``keep``: save the last epoch, or the best one by validation accuracy."""
+    _import_fastai()
     # importing these patches Learner.no_bar / no_logging, Learner.fit_one_cycle and Learner.lr_find
     import fastai.callback.progress
     import fastai.callback.schedule  # noqa: F401
