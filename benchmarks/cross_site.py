@@ -13,8 +13,8 @@ clean tree with ``OMP_NUM_THREADS=1``::
     python benchmarks/cross_site.py --seeds 0,1,2 --classifiers resnet18,resnet34-focal [--sources jtsc]
     #  = stainshift benchmark --src S --dst pbc --seeds 0,1,2 for each source (classifiers, the selection
     #    classifier, the stain-augmentation competitors and the fine-tuned bounds are trained there, or reused
-    #    when made the same way), then the tables and pictures below; sources can run as separate processes,
-    #    `--from-csv` combines those measured so far
+    #    when made the same way) into cross_site_parts/; sources can run as separate processes
+    python benchmarks/cross_site.py --from-csv     # combines the sources measured into the tables and pictures
 
 It refuses a tree with uncommitted changes (``--allow-dirty`` to override). Writes ``benchmarks/results/``
 ``cross_site.md``, ``cross_site.csv`` (every classifier and condition), ``cross_site_summary.csv`` (mean over
@@ -176,10 +176,11 @@ def main() -> None:
     project = load_project(args.project)
     RESULTS.mkdir(exist_ok=True)
     sources = args.sources.split(",")
-    if not args.from_csv:
-        require_clean(args.allow_dirty, "benchmarks/cross_site.py")
-        for source in sources:
+    if not args.from_csv:  # measure; the combined tables are written by --from-csv, so that sources measured in
+        require_clean(args.allow_dirty, "benchmarks/cross_site.py")  # parallel never see a tree made dirty by
+        for source in sources:                                           # another's results
             benchmark_source(project, source, args)
+        return
     sources = [s for s in SOURCES if _part(s, "table").exists()]
     table, summary, seeds = (pd.concat([pd.read_csv(_part(s, part)) for s in sources], ignore_index=True)
                              for part in PARTS)
