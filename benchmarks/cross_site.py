@@ -124,8 +124,8 @@ def grid(project, frame: pd.DataFrame, path: Path) -> None:
             record = runs.selection_record(run, "labelled", source) if run is not None else None
             if record is not None:
                 condition = runs.learned_condition(run, source, TARGET, record["epoch"])
-                methods.append((f"{method} e{record['epoch']}", runs.benchmark_images(project, source, TARGET,
-                                                                                      condition)))
+                folder = runs.benchmark_images(project, source, TARGET, condition)
+                methods.append((f"{method} {run.name} e{record['epoch']}", folder))
         for label, folder in methods:
             rows.append(harmonized_row(picked, folder))
             labels.append(f"{source} {label}")

@@ -537,10 +537,11 @@ def plot_accuracy_vs_epoch(ax, frame: pd.DataFrame, method: str, label: str = "{
         epochs = group[(group.method == method) & ~group.condition.str.contains("selected")]
         seeds = epochs.gan_seed.dropna().unique() if "gan_seed" in epochs else []
         color = None
-        for seed in seeds if len(seeds) else [None]:
+        for i, seed in enumerate(seeds if len(seeds) else [None]):  # one colour per classifier, a marker per seed
             part = epochs if seed is None else epochs[epochs.gan_seed == seed]
             name = label.format(classifier=spec) + ("" if seed is None else f" s{int(seed)}")
-            line = ax.plot(part.epoch, part.accuracy, marker="o", label=name, color=color, **style)[0]
+            line = ax.plot(part.epoch, part.accuracy, marker="os^vD"[i % 5], ls=("-", "--", ":")[i % 3], label=name,
+                           color=color, **style)[0]
             color = line.get_color()
         if color is None:
             continue
