@@ -297,11 +297,16 @@ class _Measurements:
         self.keys: list[str] | None = None
         self.rows: dict[str, np.ndarray] = {}
         self.meta: dict[str, dict[str, Any]] = {}
+        self._loaded: dict[Path, Any] = {}
 
     def measure(self, label: str, classifier: Path, folder: Path | None, **info: Any) -> None:
         from stainshift.classify.evaluate import evaluate
+        from stainshift.classify.models import load_classifier
 
-        report = evaluate(classifier, self.project, self.src, "test", harmonized_root=folder, n_boot=0)
+        if classifier not in self._loaded:  # one load per classifier, not one per condition
+            self._loaded[classifier] = load_classifier(classifier)
+        report = evaluate(self._loaded[classifier], self.project, self.src, "test", harmonized_root=folder,
+                          n_boot=0)
         self.rows[label] = _correct(report, self.keys)
         self.keys = list(report.keys)
         self.meta[label] = {"macro_f1": report.macro_f1, "n": report.n, **info}
@@ -405,9 +410,8 @@ def _seed_table(summary: pd.DataFrame, chosen: list[Chosen], learned: dict[str, 
                 picked.append(float(row["accuracy"]))
                 best.append(max(accs))
                 worst.append(min(accs))
-                verdicts.append(f"s{gan_seed}: {row.get('vs_classical', 'n.s.')}/{row.get('vs_augment', 'n.s.')}"
-                                if gan_seed is not None else f"{row.get('vs_classical', 'n.s.')}/"
-                                f"{row.get('vs_augment', 'n.s.')}")
+                verdict = f"{row.get('vs_classical', 'n.s.')}/{row.get('vs_augment', 'n.s.')}"
+                verdicts.append(verdict if gan_seed is None else f"s{gan_seed}: {verdict}")
             if not picked:
                 continue
             rows.append({"method": method, "rule": rule, "seeds": len(picked),

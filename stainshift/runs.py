@@ -200,11 +200,10 @@ def selection_record(run: Path, rule: str | None = None, src: str | None = None)
     if rule is None:
         path = selected_file(run, src)
         return json.loads(path.read_text()) if path.exists() else None
-    suffix = _from(run, src)
-    records = [p for p in (run / "selections").glob(f"{rule}*.json")
-               if (p.stem == f"{rule}{suffix}" or p.stem.startswith(f"{rule}--"))
-               and p.stem.endswith(suffix) and ("--from-" in p.stem) == bool(suffix)]
-    records.sort(key=lambda p: p.stat().st_mtime)
+    suffix = _from(run, src)  # records are <rule>[--<classifier>][--from-<src>].json
+    records = sorted((p for p in (run / "selections").glob(f"{rule}*.json")
+                      if p.stem.split("--")[0] == rule and ("--from-" in p.stem) == bool(suffix)
+                      and p.stem.endswith(suffix)), key=lambda p: p.stat().st_mtime)
     return json.loads(records[-1].read_text()) if records else None
 
 
