@@ -153,6 +153,15 @@ class PairedBootstrap:
         low, high = np.quantile(samples, [alpha, 1.0 - alpha])
         return float(low), float(high)
 
+    def _scores(self, values: np.ndarray, name: str) -> np.ndarray:
+        """Per-image scores (any real numbers, e.g. Dice) as a (k, n) float64 matrix, validated."""
+        x = np.asarray(values, dtype=np.float64)
+        if x.ndim not in (1, 2) or x.size == 0 or x.shape[-1] != self.n_images:
+            raise ValueError(f"{name}: expected shape (n,) or (k, n) with n = {self.n_images}, got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name}: scores must be finite numbers")
+        return np.atleast_2d(x)
+
     # -- statistics -------------------------------------------------------------------------------------------------
     def accuracy(self, correct: np.ndarray) -> Interval:
         """Accuracy (for (k, n): the mean over classifiers of their accuracies) and its interval."""
@@ -163,6 +172,18 @@ class PairedBootstrap:
         """Accuracy of ``a`` minus accuracy of ``b`` (means over classifiers for (k, n)), on the same resamples."""
         ma, mb = self._same_shape(a=a, b=b)
         return self._mean_accuracy(ma - mb)
+
+    def mean_score(self, values: np.ndarray) -> Interval:
+        """Mean of a per-image score (for (k, n): over rows and images) and its interval."""
+        m = self._scores(values, "values")
+        return self._interval(m.mean(), (self._counts @ m.T).sum(axis=1) / m.size)
+
+    def score_difference(self, a: np.ndarray, b: np.ndarray) -> Interval:
+        """Mean score of ``a`` minus that of ``b``, paired: the same resampled images for both."""
+        ma, mb = self._scores(a, "a"), self._scores(b, "b")
+        if ma.shape != mb.shape:
+            raise ValueError(f"shape mismatch: a {ma.shape}, b {mb.shape}")
+        return self.mean_score(ma - mb)
 
     def gap_closed(self, cond: np.ndarray, original: np.ndarray, upper: np.ndarray) -> GapInterval:
         """(acc(cond) - acc(original)) / (acc(upper) - acc(original)): 0 = no gain, 1 = as good as ``upper``.

@@ -5,6 +5,7 @@
     runs/
       splits/<domain>.csv (+ .json)            saved splits (stainshift.data.splits)
       scale/<domain>.json                      measured cell diameter (stainshift.data.scale)
+      synth/shapes/<domain>.npz (+ .png)       cell-shape database and its contact sheet (stainshift.synth)
       classifiers/<name>/model.pt ...          classifier runs
       <src>_to_<dst>/                          a pair
         <method>/<run_id>/                     a training run
@@ -41,6 +42,11 @@ CLASSIFIERS = "classifiers"
 # -- per domain ---------------------------------------------------------------------------------------------------
 def split_file(project: Project, domain: str) -> Path:
     return project.runs / "splits" / f"{domain}.csv"
+
+
+def shapes_file(project: Project, domain: str) -> Path:
+    """The cached cell-shape database of ``domain`` (its contact sheet lies next to it, as ``.png``)."""
+    return project.runs / "synth" / "shapes" / f"{domain}.npz"
 
 
 def scale_cache(project: Project, domain: str) -> Path:

@@ -501,9 +501,11 @@ _GAUSS_LUT = np.asarray([NormalDist().inv_cdf((i + 0.5) / 256) for i in range(25
 
 
 @lru_cache(maxsize=32)
-def _vignette(size: int, strength: float) -> np.ndarray:
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    rr = ((xx - (size - 1) / 2) ** 2 + (yy - (size - 1) / 2) ** 2) / (2 * ((size - 1) / 2) ** 2)
+def _vignette(height: int, width: int, strength: float) -> np.ndarray:
+    """(H, W, 1) illumination falloff: 1 at the centre, ``1 - strength`` at the corners."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    rr = ((xx - cx) ** 2 + (yy - cy) ** 2) / (cx ** 2 + cy ** 2 or 1.0)
     out = (1.0 - strength * rr)[:, :, None]
     out.setflags(write=False)
     return out
@@ -514,13 +516,34 @@ def render(cell: Cell, hospital: str | HospitalProtocol, seed: int = 0) -> np.nd
     protocol = get_hospital(hospital)
     rng = _hospital_rng(seed, protocol.name, cell.cls, cell.index)
     size = cell.mask.shape[0]
+    return _photograph(cell.concentrations, protocol, rng, protocol.blur_sigma * size / 96)
+
+
+def render_concentrations(conc: np.ndarray, hospital: str | HospitalProtocol, rng: np.random.Generator,
+                          blur_scale: float = 1.0) -> np.ndarray:
+    """Image (H, W, 3) uint8 of the stain concentration maps ``conc`` (S, H, W) under ``hospital``'s protocol.
+
+    ``blur_scale`` is the pixel scale relative to the simulator's 96 px cells (3 px/um): the focus blur is
+    ``blur_sigma * blur_scale`` pixels. The random draws (stain and light jitter, sensor noise) come from ``rng``.
+    """
+    conc = np.asarray(conc, np.float32)
+    if conc.ndim != 3 or conc.shape[0] != _N_STAINS:
+        raise StainshiftError(f"concentrations of shape {conc.shape}: pass (S, H, W) with S = {_N_STAINS} "
+                              f"stains ({', '.join(STAINS)})")
+    protocol = get_hospital(hospital)
+    return _photograph(conc, protocol, rng, protocol.blur_sigma * float(blur_scale))
+
+
+def _photograph(conc: np.ndarray, protocol: HospitalProtocol, rng: np.random.Generator, sigma: float
+                ) -> np.ndarray:
+    """Beer-Lambert staining, illumination, vignetting, focus blur (``sigma`` px), noise and JPEG."""
+    _, height, width = conc.shape
     strengths = np.asarray(protocol.strengths, np.float32) * np.exp(
         rng.normal(0.0, protocol.stain_jitter, _N_STAINS)).astype(np.float32)
     od_matrix = np.asarray(protocol.od_vectors, np.float32) * strengths[:, None]
-    od = (cell.concentrations.reshape(_N_STAINS, -1).T @ od_matrix).reshape(size, size, 3)
+    od = (conc.reshape(_N_STAINS, -1).T @ od_matrix).reshape(height, width, 3)
     light = np.asarray(protocol.background, np.float32) * np.float32(math.exp(rng.normal(0, protocol.light_jitter)))
-    image = np.exp(-od) * light * _vignette(size, protocol.vignetting)
-    sigma = protocol.blur_sigma * size / 96
+    image = np.exp(-od) * light * _vignette(height, width, protocol.vignetting)
     if sigma > 0.05:
         image = cv2.GaussianBlur(image, (0, 0), sigma)
     if protocol.noise_sigma > 0:
