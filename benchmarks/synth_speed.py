@@ -125,9 +125,9 @@ def naive_markov() -> Iterator[None]:
     original = masks.make_placer
 
     def make_naive(layout: Layout, height: int, width: int, n: int, cell_size: float, rng: np.random.Generator,
-                   n_init: int = N_INIT) -> NaiveMarkovPlacer:
-        if layout is not Layout.MARKOV:
-            raise StainshiftError(f"the naive placer implements the markov layout only, not {layout}")
+                   n_init: int = N_INIT, spacing: float = 1.0) -> NaiveMarkovPlacer:
+        if layout is not Layout.MARKOV or spacing != 1.0:
+            raise StainshiftError(f"the naive placer implements the markov layout without overlaps only, not {layout}")
         return NaiveMarkovPlacer(height, width, cell_size, n_init)
 
     masks.make_placer = make_naive  # type: ignore[assignment]
