@@ -14,6 +14,7 @@ EXAMPLES = {
     "shapes": """examples:
   stainshift synth shapes --domain jtsc                 # cells of the domain's masks/<class>/*.png
   stainshift synth shapes --simulator                   # the simulator's white and red cells
+  stainshift synth shapes --masks ../shared/data/bccd/masks/smears   # whole-field masks, one class
   stainshift synth shapes --domain jtsc --voc ../shared/data/bccd_voc/annotations   # red-cell counts from boxes
 Prints the shapes per class and writes a contact sheet; the database is cached in
 runs/synth/shapes/<domain>.npz and rebuilt only when the masks change.""",
@@ -46,9 +47,12 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
         which = p.add_mutually_exclusive_group(required=True)
         which.add_argument("--domain", help="a project domain with masks")
         which.add_argument("--simulator", action="store_true", help="the simulator's cells (no project needed)")
+        which.add_argument("--masks", metavar="DIR", help="any folder of value-coded masks (e.g. whole smear fields); "
+                                                          "subfolders name classes, loose files are 'white_cell'")
         p.add_argument("--voc", help="folder of Pascal VOC boxes (RBC, WBC) to measure red-cell counts and sizes "
                                      "from (default: the built-in bccd_voc figures)")
-        p.add_argument("--rebuild", action="store_true", help="rebuild the cached shape database")
+        p.add_argument("--rebuild", action="store_true", help="rebuild the cached shape database (--domain; the "
+                                                              "others are built each time)")
 
     p = action("shapes", "build (or reuse) a domain's cell-shape database, print its counts, draw a contact sheet")
     source(p)
@@ -86,10 +90,10 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
 
 
 def _database(args: argparse.Namespace):
-    from stainshift.synth.shapes import domain_database, field_stats_from_voc, simulator_database
+    from stainshift.synth.shapes import domain_database, field_stats_from_voc, folder_database, simulator_database
 
-    if args.simulator:
-        db = simulator_database()
+    if args.simulator or args.masks:
+        db = simulator_database() if args.simulator else folder_database(args.masks)
         if args.voc:
             db.field_stats = field_stats_from_voc(args.voc)
         return db, None
@@ -107,7 +111,7 @@ def run_shapes(args: argparse.Namespace) -> int:
 
     db, path = _database(args)
     sheet_path = Path(args.sheet) if args.sheet else (path.with_suffix(".png") if path else
-                                                      Path("simulator_shapes.png"))
+                                                      Path(f"{db.name}_shapes.png"))
     write_image(sheet_path, contact_sheet(db))
     if not args.quiet:
         where = f" ({path})" if path else ""

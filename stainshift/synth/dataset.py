@@ -10,7 +10,8 @@
     <out>/manifest.json           what was asked for, the database, the categories, one entry per mask
 
 Mask ``i`` is drawn from the random stream ``(seed, i)`` alone, so a run that stops can be resumed (the masks
-already written are kept) and ``--n 10`` gives the first ten masks of ``--n 100``.
+already written are kept) and ``--n 10`` gives the first ten masks of ``--n 100``. A folder is resumed only with
+the same arguments, the same shape database (its inputs' hash) and the same :data:`MASKS_VERSION`.
 """
 
 from __future__ import annotations
@@ -22,32 +23,82 @@ from typing import Any
 
 import numpy as np
 
-from stainshift.atomic import atomic_write_text
+from stainshift.atomic import atomic_path, atomic_write_text
 from stainshift.data.io import write_image
 from stainshift.errors import DataError, StainshiftError
-from stainshift.synth.coco import (
-    Segmentation,
-    coco_dataset,
-    read_instance_mask,
-    validate_categories,
-    write_instance_mask,
-)
-from stainshift.synth.masks import SEMANTIC, MaskSpec, categories_for, check_spec, compose
+from stainshift.synth.coco import Segmentation, coco_dataset
+from stainshift.synth.masks import SEMANTIC, MaskSpec, categories_for, check_instance_ids, check_spec, compose
 from stainshift.synth.shapes import ShapeDatabase
 
 MANIFEST = "manifest.json"
 COCO = "coco.json"
 KIND = "stainshift synthetic masks"
+MASKS_VERSION = 1  # bumped when a change to shapes, layouts or masks alters what a seed draws
+
+
+def read_instance_mask(path: str | Path, categories: dict[int, str]) -> np.ndarray:
+    """A 16-bit instance mask from ``path``, its ids checked against the convention."""
+    import cv2
+
+    path = Path(path)
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise DataError(f"{path}: not a readable PNG instance mask; re-export it as a 16-bit PNG")
+    if array.ndim != 2:
+        raise DataError(f"{path}: an instance mask has one channel (16-bit ids), this one has {array.shape[2]}; "
+                        "write ids class_id*1000+k into a single-channel 16-bit PNG")
+    check_instance_ids(array, categories, path)
+    return array.astype(np.uint16)
+
+
+def write_instance_mask(path: str | Path, instance: np.ndarray) -> Path:
+    """Write a 16-bit PNG atomically."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(instance.astype(np.uint16)))
+    if not ok:
+        raise DataError(f"{path}: OpenCV could not encode this instance mask")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
+    return Path(path)
+
+
+def _categories(raw: object, where: Path) -> dict[int, str]:
+    if not isinstance(raw, dict) or not raw:
+        raise DataError(f"{where}: no categories ({{class_id: name}}); write the folder with `stainshift synth masks`")
+    try:
+        return {int(k): str(v) for k, v in raw.items()}
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: category ids must be integers, got {sorted(map(str, raw))}") from None
+
+
+def _load_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    if not path.exists():
+        raise DataError(f"{folder}: no {MANIFEST}; give a folder written by `stainshift synth masks`")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); write the folder again with `stainshift synth masks`"
+                        ) from None
+    masks = manifest.get("masks") if isinstance(manifest, dict) else None
+    if not isinstance(masks, list) or not all(isinstance(m, dict) and "instance" in m and "stem" in m
+                                              for m in masks):
+        raise DataError(f"{path}: not a synthetic-mask manifest (it needs a list of masks with their files); "
+                        "write the folder again with `stainshift synth masks`")
+    return manifest
 
 
 def _stem(i: int) -> str:
     return f"mask_{i:05d}"
 
 
-def _config(db: ShapeDatabase, spec: MaskSpec, seed: int, render: str | None) -> dict[str, Any]:
+def _config(db: ShapeDatabase, spec: MaskSpec, seed: int, render: str | None, encoding: Segmentation
+            ) -> dict[str, Any]:
     spec_dict = asdict(spec)
     spec_dict["size"] = list(spec.size)
-    return {"spec": json.loads(json.dumps(spec_dict, default=str)), "seed": int(seed), "render": render,
+    return {"version": MASKS_VERSION, "spec": json.loads(json.dumps(spec_dict, default=str)), "seed": int(seed),
+            "render": render, "encoding": str(encoding),
             "database": {"name": db.name, "key": db.key, "counts": db.counts(), "sources": db.sources}}
 
 
@@ -68,15 +119,17 @@ def write_mask_set(db: ShapeDatabase, spec: MaskSpec, n: int, out: str | Path, *
 
         get_hospital(render)
     out = Path(out)
-    config = _config(db, spec, seed, render)
-    old = out / MANIFEST
+    config = _config(db, spec, seed, render, encoding)
     done: dict[str, dict] = {}
-    if old.exists():
-        previous = json.loads(old.read_text())
+    if (out / MANIFEST).exists():
+        previous = _load_manifest(out)
         if previous.get("config") != config:
-            raise StainshiftError(f"{out}: holds synthetic masks written with other arguments; pass another --out "
-                                  "(nothing there was changed)")
-        done = {m["stem"]: m for m in previous.get("masks", [])}
+            raise StainshiftError(f"{out}: holds synthetic masks written with other arguments, another shape "
+                                  "database or older code; pass another --out (nothing there was changed)")
+        done = {m["stem"]: m for m in previous["masks"]}
+        if len(done) > n:
+            raise StainshiftError(f"{out}: already holds {len(done)} masks; pass --n {len(done)} or more to resume, "
+                                  "or another --out for fewer")
     elif out.exists() and any(out.iterdir()):
         raise StainshiftError(f"{out}: folder is not empty and holds no {MANIFEST}; pass an empty or new --out")
     categories = categories_for(db)
@@ -130,29 +183,21 @@ def _write_manifest(out: Path, config: dict, categories: dict[int, str], entries
     return manifest
 
 
-def read_mask_set(folder: str | Path) -> tuple[dict[str, Any], dict[int, str]]:
-    """The manifest of a synthetic-mask folder and its categories, every instance mask's ids checked."""
+def read_mask_set(folder: str | Path) -> tuple[dict[str, Any], dict[int, str], list[np.ndarray]]:
+    """The manifest of a synthetic-mask folder, its categories and its instance masks (every id checked)."""
     folder = Path(folder)
-    path = folder / MANIFEST
-    if not path.exists():
-        raise DataError(f"{folder}: no {MANIFEST}; give a folder written by `stainshift synth masks`")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg}); write the folder again") from None
-    categories = validate_categories(manifest.get("categories"), path)
-    for entry in manifest.get("masks", []):
-        read_instance_mask(folder / entry["instance"], categories)
-    return manifest, categories
+    manifest = _load_manifest(folder)
+    categories = _categories(manifest.get("categories"), folder / MANIFEST)
+    masks = [read_instance_mask(folder / entry["instance"], categories) for entry in manifest["masks"]]
+    return manifest, categories, masks
 
 
 def export_coco(folder: str | Path, encoding: Segmentation = Segmentation.RLE, out: str | Path | None = None
                 ) -> Path:
     """(Re)write the COCO annotations of a synthetic-mask folder from its instance masks."""
     folder = Path(folder)
-    manifest, categories = read_mask_set(folder)
-    items = [(e.get("image", e["instance"]), read_instance_mask(folder / e["instance"], categories))
-             for e in manifest["masks"]]
+    manifest, categories, masks = read_mask_set(folder)
+    items = [(e.get("image", e["instance"]), m) for e, m in zip(manifest["masks"], masks, strict=True)]
     target = Path(out) if out else folder / COCO
     atomic_write_text(target, json.dumps(coco_dataset(items, categories, encoding)))
     return target

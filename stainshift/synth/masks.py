@@ -17,12 +17,13 @@ import math
 import zlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 import numpy as np
 
-from stainshift.errors import StainshiftError
+from stainshift.errors import DataError, StainshiftError
 from stainshift.synth.placement import N_INIT, Layout, make_placer
-from stainshift.synth.shapes import BODY, NUCLEUS, RED_CELL, ShapeDatabase
+from stainshift.synth.shapes import BODY, NUCLEUS, RED_CELL, ShapeDatabase, resize_shape
 
 INSTANCE_STRIDE = 1000
 SEMANTIC = {"background": 0, "red_cell": 1, "cytoplasm": 2, "nucleus": 3}
@@ -78,7 +79,8 @@ class CellRecord:
     instance: int
     cls: str
     bbox: tuple[int, int, int, int]  # x, y, w, h of the visible part
-    area: int
+    area: int  # visible pixels
+    placed_area: int = 0  # pixels when it was placed (more than ``area`` when a later cell covers part of it)
     shade: int = 0
 
 
@@ -101,23 +103,48 @@ def categories_for(db: ShapeDatabase) -> dict[int, str]:
 
 
 def check_spec(db: ShapeDatabase, spec: MaskSpec) -> None:
+    """One-line errors for a spec this database cannot draw."""
     w, h = spec.size
-    smallest = min(s.shape[0] for c in db.white_classes() for s in db.shapes[c]) * spec.scale
-    if w < 8 or h < 8 or min(w, h) < smallest:
-        raise StainshiftError(f"mask size {w}x{h} is smaller than one cell ({smallest:.0f} px across in "
+    for name, value in (("--scale", spec.scale), ("--red-px", spec.red_px)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise StainshiftError(f"{name} {value}: pass a positive number")
+    if spec.n_init < 1:
+        raise StainshiftError(f"--n-init {spec.n_init}: pass at least 1 (paper 001 uses 20)")
+    if spec.crop:  # the white cell must fit whole
+        need, what = db.diameter() * spec.scale, "the median white cell"
+    else:
+        need = min(s.shape[0] for c in db.white_classes() for s in db.shapes[c]) * spec.scale
+        what = "the smallest cell"
+    if w < 8 or h < 8 or min(w, h) < need:
+        raise StainshiftError(f"mask size {w}x{h} is smaller than one cell ({what} is {need:.0f} px across in "
                               f"database {db.name!r}); pass a larger --size or a smaller --scale")
     for name, n in (("--cells", spec.red_cells), ("--white", spec.white_cells)):
         if n is not None and n < 0:
             raise StainshiftError(f"{name} {n}: pass a count >= 0")
     if spec.classes:
         for cls, p in spec.classes.items():
+            if cls == RED_CELL:
+                raise StainshiftError(f"--classes {RED_CELL}: --classes sets the white-cell mix; red cells are "
+                                      "counted by --cells")
             db.check_class(cls)
-            if p < 0:
-                raise StainshiftError(f"class proportion {cls}={p}: proportions must be >= 0")
+            if not (math.isfinite(p) and p >= 0):
+                raise StainshiftError(f"class proportion {cls}={p}: proportions must be finite and >= 0")
         if sum(spec.classes.values()) <= 0:
             raise StainshiftError("--classes: the proportions sum to 0; give at least one class a share > 0")
     if spec.colours < 1:
         raise StainshiftError(f"--colours {spec.colours}: pass at least 1 shade per class")
+
+
+def check_instance_ids(instance: np.ndarray, categories: dict[int, str], where: str | Path) -> None:
+    """A one-line error when ``instance`` does not follow ``class_id * 1000 + k`` with a known class id."""
+    ids = np.unique(instance)
+    ids = ids[ids > 0]
+    bad_k = ids[ids % INSTANCE_STRIDE == 0]
+    unknown = sorted({int(c) for c in ids // INSTANCE_STRIDE} - set(categories))
+    if len(bad_k) or unknown:
+        example = int(bad_k[0]) if len(bad_k) else int(ids[np.isin(ids // INSTANCE_STRIDE, unknown)][0])
+        raise DataError(f"{where}: instance id {example} does not follow class_id*1000+k (k >= 1, class ids "
+                        f"{sorted(categories)}); write masks with `stainshift synth masks` or renumber them")
 
 
 def _counts(db: ShapeDatabase, spec: MaskSpec, rng: np.random.Generator, white_px: float) -> tuple[int, int]:
@@ -171,6 +198,7 @@ def compose(db: ShapeDatabase, spec: MaskSpec, rng: np.random.Generator) -> Synt
     spacing = 1.0 if spec.overlap is Overlap.FORBID else 0.3  # allowed overlaps: centres may come closer
     placer = make_placer(spec.layout, h, w, len(kinds), cell_size, rng, spec.n_init, spacing)
     per_class = dict.fromkeys(categories.values(), 0)
+    placed_area: dict[int, int] = {}
     dropped = 0
     for idx in order:
         cls = kinds[idx]
@@ -200,6 +228,7 @@ def compose(db: ShapeDatabase, spec: MaskSpec, rng: np.random.Generator) -> Synt
             ident = class_id[cls] * INSTANCE_STRIDE + per_class[cls]
             part = shape[sy0:sy1, sx0:sx1]
             instance[y0:y1, x0:x1][footprint] = ident
+            placed_area[ident] = int(footprint.sum())
             sem = semantic[y0:y1, x0:x1]
             if is_red:
                 sem[footprint] = SEMANTIC["red_cell"]
@@ -211,14 +240,14 @@ def compose(db: ShapeDatabase, spec: MaskSpec, rng: np.random.Generator) -> Synt
             break
         dropped += not landed
     cells = _records(instance, categories)
+    for rec in cells:
+        rec.placed_area = placed_area[rec.instance]
     mask = SyntheticMask(instance, semantic, cells, dropped, categories)
     mask.colour = colour_coded(mask, spec.colours)
     return mask
 
 
 def _rescale(shape: np.ndarray, factor: float) -> np.ndarray:
-    from stainshift.synth.shapes import resize_shape
-
     return resize_shape(shape, factor)
 
 
@@ -253,11 +282,14 @@ def _records(instance: np.ndarray, categories: dict[int, str]) -> list[CellRecor
 
 def touching_pairs(instance: np.ndarray) -> np.ndarray:
     """(n, 2) pairs of instance ids whose pixels are 4-neighbours, each pair once, smaller id first."""
-    a = np.concatenate([instance[:, :-1].ravel(), instance[:-1, :].ravel()]).astype(np.int64)
-    b = np.concatenate([instance[:, 1:].ravel(), instance[1:, :].ravel()]).astype(np.int64)
-    keep = (a != b) & (a > 0) & (b > 0)
-    lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
-    return np.unique(np.stack([lo, hi], axis=1), axis=0) if len(lo) else np.zeros((0, 2), np.int64)
+    parts = []
+    for a, b in ((instance[:, :-1], instance[:, 1:]), (instance[:-1, :], instance[1:, :])):
+        edge = (a != b) & (a > 0) & (b > 0)  # compared in uint16; only the few boundary pixels are gathered
+        parts.append(np.stack([a[edge], b[edge]], axis=1).astype(np.int64))
+    pairs = np.concatenate(parts)
+    if not len(pairs):
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.sort(pairs, axis=1), axis=0)
 
 
 def colour_coded(mask: SyntheticMask, colours: int) -> np.ndarray:

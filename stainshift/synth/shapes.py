@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -182,7 +183,7 @@ class ShapeDatabase:
                 shapes: dict[str, list[np.ndarray]] = {}
                 for k, (name, _) in enumerate(header["index"]):
                     shapes.setdefault(name, []).append(data[f"s{k}"])
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise DataError(f"{path}: not a shape database ({exc}); delete it and build again with "
                             "`stainshift synth shapes`") from None
         f = header["field"]
@@ -196,7 +197,7 @@ class ShapeDatabase:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(bytes(data["header"]).decode())
             return int(header.get("version", 0)), str(header.get("key", ""))
-        except (OSError, KeyError, ValueError):
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
             return 0, ""
 
 
@@ -307,6 +308,20 @@ def build_database(name: str, items: Sequence[tuple[Path, str]], *, field_stats:
     db.shapes[RED_CELL] = red_cell_shapes(db.diameter(), field_stats.red_to_white_diameter, red_shapes, seed)
     db.sources[RED_CELL] = f"ellipses sized from {field_stats.source}"
     return db
+
+
+def folder_database(folder: str | Path) -> ShapeDatabase:
+    """A database from a folder of value-coded masks: files in a subfolder belong to that class, loose files to
+    ``white_cell`` (e.g. whole smear fields whose cells carry no class)."""
+    from stainshift.data.io import is_image_file
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such masks folder; give a folder of mask images (0 background, ~128 "
+                        "cytoplasm, 255 nucleus)")
+    items = [(p, p.parent.name if p.parent != folder else "white_cell")
+             for p in sorted(folder.rglob("*")) if p.is_file() and is_image_file(p)]
+    return build_database(folder.name, items, key=inputs_key([p for p, _ in items]))
 
 
 def simulator_database(per_class: int = 40, size: int = 96, seed: int = 0,
