@@ -65,8 +65,15 @@ def _label(row: np.ndarray, text: str) -> np.ndarray:
     return np.concatenate([bar, row], axis=0)
 
 
-def _centres(mask) -> np.ndarray:
-    return np.array([[c.bbox[1] + c.bbox[3] / 2, c.bbox[0] + c.bbox[2] / 2] for c in mask.cells])
+def _paper_field(db, layout: Layout, cells: int, seeds: int = 4) -> tuple[list[float], np.ndarray]:
+    """Clark-Evans ratios of paper 001's 1920x1200 field (46 px red cells) over seeds, and seed 0's colour mask."""
+    ratios, first = [], None
+    for seed in range(seeds):
+        m = compose(db, MaskSpec((1920, 1200), layout=layout, red_cells=cells, white_cells=0, red_px=46),
+                    np.random.default_rng(seed))
+        ratios.append(clark_evans(m.centres(), 1200, 1920))
+        first = m.colour if first is None else first
+    return ratios, first
 
 
 def main() -> None:
@@ -108,20 +115,9 @@ def main() -> None:
                            f"bccd-scale field, {layout} layout: colour-coded | semantic | simulator render (site3); "
                            f"{len(m.cells)} cells"))
     for layout in (Layout.MARKOV, Layout.UNIFORM):
-        ce, tiles = [], []
-        for seed in range(4):
-            m = compose(databases["simulator"], MaskSpec((1920, 1200), layout=layout, red_cells=669, white_cells=0,
-                                                         red_px=46), np.random.default_rng(seed))
-            ce.append(clark_evans(_centres(m), 1200, 1920))
-            if seed == 0:
-                tiles.append(m.colour)
-        sparse = []
-        for seed in range(4):
-            m = compose(databases["simulator"], MaskSpec((1920, 1200), layout=layout, red_cells=150, white_cells=0,
-                                                         red_px=46), np.random.default_rng(seed))
-            sparse.append(clark_evans(_centres(m), 1200, 1920))
-            if seed == 0:
-                tiles.append(m.colour)
+        ce, dense = _paper_field(databases["simulator"], layout, 669)
+        sparse, loose = _paper_field(databases["simulator"], layout, 150)
+        tiles = [dense, loose]
         layout_stats[str(layout)] = {"clark_evans_669": [round(v, 3) for v in ce],
                                      "clark_evans_150": [round(v, 3) for v in sparse]}
         rows.append(_label(_tile(tiles, 240), f"paper 001's field, 1920x1200, 46 px red cells, {layout}: 669 cells | "

@@ -180,8 +180,7 @@ def time_compose(db: ShapeDatabase, spec: MaskSpec, label: str, seeds: list[int]
 
 
 def centres(db: ShapeDatabase, spec: MaskSpec, seed: int) -> np.ndarray:
-    mask = compose(db, spec, np.random.default_rng(seed))
-    return np.asarray([(x + w / 2, y + h / 2) for x, y, w, h in (c.bbox for c in mask.cells)], np.float64)
+    return compose(db, spec, np.random.default_rng(seed)).centres()
 
 
 def clark_evans_rows(db: ShapeDatabase, spec: MaskSpec, seeds: int, naive_seeds: int) -> list[dict[str, Any]]:

@@ -42,10 +42,6 @@ def _cell_mask(path: Path, cells: list[tuple[int, int, int, int]], size: tuple[i
     return write_mask(path, mask)
 
 
-def _centres(mask) -> np.ndarray:
-    return np.array([[c.bbox[1] + c.bbox[3] / 2, c.bbox[0] + c.bbox[2] / 2] for c in mask.cells])
-
-
 # -- shape database ------------------------------------------------------------------------------------------------
 def test_database_from_mask_files_keeps_whole_cells_with_their_nucleus(tmp_path):
     a = _cell_mask(tmp_path / "neutrophil" / "a.png", [(40, 40, 20, 9)])
@@ -108,7 +104,7 @@ def test_markov_placement_clusters_cells_where_uniform_does_not(sim_db):
         for seed in range(3):
             m = compose(sim_db, MaskSpec((640, 480), layout=layout, red_cells=60, white_cells=0),
                         np.random.default_rng(seed))
-            values.append(clark_evans(_centres(m), 480, 640))
+            values.append(clark_evans(m.centres(), 480, 640))
         return float(np.mean(values))
 
     markov, uniform = mean_ce(Layout.MARKOV), mean_ce(Layout.UNIFORM)

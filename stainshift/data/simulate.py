@@ -291,11 +291,12 @@ def _disc(size: int, centre: tuple[float, float], radius: float) -> np.ndarray:
     return canvas.astype(np.float32) * (1.0 / 255.0)
 
 
-def _noise(rng: np.random.Generator, size: int, cell_px: float) -> np.ndarray:
-    """Smooth zero-mean, unit-ish noise with features of about ``cell_px`` pixels."""
-    n = max(2, round(size / max(cell_px, 1.0)) + 1)
-    low = rng.standard_normal((n, n)).astype(np.float32)
-    return cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
+def _noise(rng: np.random.Generator, size: int | tuple[int, int], cell_px: float) -> np.ndarray:
+    """Smooth zero-mean, unit-ish noise with features of about ``cell_px`` pixels, ``size`` square or (h, w)."""
+    h, w = (size, size) if isinstance(size, int | np.integer) else size
+    nh, nw = (max(2, round(n / max(cell_px, 1.0)) + 1) for n in (h, w))
+    low = rng.standard_normal((nh, nw)).astype(np.float32)
+    return cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
 def _granules(rng: np.random.Generator, region: np.ndarray, count: int, radius_px: float) -> np.ndarray:

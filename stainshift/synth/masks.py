@@ -96,6 +96,10 @@ class SyntheticMask:
     def count(self, cls: str) -> int:
         return sum(c.cls == cls for c in self.cells)
 
+    def centres(self) -> np.ndarray:
+        """(n, 2) centres (y, x) of the visible cells' boxes."""
+        return np.asarray([(y + h / 2, x + w / 2) for x, y, w, h in (c.bbox for c in self.cells)], np.float64)
+
 
 def categories_for(db: ShapeDatabase) -> dict[int, str]:
     """Class ids of this database's masks: 1 red cell, then the white classes in the database's order."""
@@ -214,7 +218,7 @@ def compose(db: ShapeDatabase, spec: MaskSpec, rng: np.random.Generator) -> Synt
             if proposal is None:
                 break
             y, x, z = proposal
-            shape = base_shape if z == 1.0 else _rescale(base_shape, z)
+            shape = base_shape if z == 1.0 else resize_shape(base_shape, z)
             window = _window(shape, y, x, h, w)
             if window is None:
                 placer.rejected(y, x)
@@ -245,10 +249,6 @@ def compose(db: ShapeDatabase, spec: MaskSpec, rng: np.random.Generator) -> Synt
     mask = SyntheticMask(instance, semantic, cells, dropped, categories)
     mask.colour = colour_coded(mask, spec.colours)
     return mask
-
-
-def _rescale(shape: np.ndarray, factor: float) -> np.ndarray:
-    return resize_shape(shape, factor)
 
 
 def _window(shape: np.ndarray, y: float, x: float, h: int, w: int):

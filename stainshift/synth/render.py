@@ -25,6 +25,7 @@ from stainshift.data.simulate import (
     STAINS,
     HospitalProtocol,
     _blob,
+    _noise,
     render_concentrations,
 )
 from stainshift.errors import StainshiftError
@@ -81,14 +82,6 @@ def _smooth(px: float) -> float:
     """Gaussian (pixels) that smooths a mask's staircase outlines: ~0.8 px, never below 0.7 (thin bridges of
     one pixel survive the cut at 0.5)."""
     return max(0.7, 0.27 * px)
-
-
-def _noise(rng: np.random.Generator, shape: tuple[int, int], feature_px: float) -> np.ndarray:
-    """Smooth zero-mean noise of features about ``feature_px`` (simulate._noise for an H x W window)."""
-    h, w = shape
-    nh, nw = (max(2, round(n / max(feature_px, 1.0)) + 1) for n in (h, w))
-    low = rng.standard_normal((nh, nw)).astype(np.float32)
-    return cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
 def _granules(rng: np.random.Generator, region: np.ndarray, per_px: float, radius_px: float) -> np.ndarray:
