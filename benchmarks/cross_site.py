@@ -1,13 +1,15 @@
 """Real cross-hospital results: classifiers trained on PBC (Barcelona), tested on three other sites' cells.
 
 Target: pbc (pbc_barcelona). Sources: jtsc (jtsc_tecom, rapid stain, the strongest shift), bccd (BCCD crops),
-cvblog (cellavision_blog). The 4 classes all sites share; every domain split 40/20/40 (train: GAN training and the
+cvblog (cellavision_blog), bccdf (the BCCD cells through their whole fields, each located and framed:
+``python benchmarks/bccd_fields.py`` first makes the domain's folder of links).
+The 4 classes all sites share; every domain split 40/20/40 (train: GAN training and the
 fine-tuned upper bound; val: epoch selection and the fine-tuned bound's epoch; test: reported), all at the common
 cell diameter of 64 px (``benchmarks/real_sites.toml``). The exact commands, run from the repository root on a
 clean tree with ``OMP_NUM_THREADS=1``::
 
     P=benchmarks/real_sites.toml
-    for s in 0 1 2; do for src in jtsc cvblog bccd; do
+    for s in 0 1 2; do for src in jtsc cvblog bccd bccdf; do
       stainshift train cyclegan --project $P --src $src --dst pbc --preset cpu --epochs 5 --seed $s --run-id cpu-s$s
     done; done
     python benchmarks/cross_site.py --seeds 0,1,2 --classifiers resnet18,resnet34-focal [--sources jtsc]
@@ -52,7 +54,8 @@ from stainshift.provenance import record, require_clean
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 TARGET = "pbc"
-SOURCES = {"jtsc": "jtsc_tecom", "bccd": "bccd crops", "cvblog": "cellavision_blog"}
+SOURCES = {"jtsc": "jtsc_tecom", "bccd": "bccd crops", "cvblog": "cellavision_blog",
+           "bccdf": "bccd whole fields, cells located"}
 
 
 def _markdown(summary: pd.DataFrame, seeds: pd.DataFrame, table: pd.DataFrame, meta: dict) -> str:

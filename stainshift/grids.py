@@ -42,7 +42,10 @@ def first_test_cells(project, domain: str, per_class: int = 1, classes: Sequence
 
 
 def harmonized_row(samples: Sequence, folder=None) -> list[np.ndarray]:
-    """The samples' images as they came (``folder`` None) or as harmonized into ``folder`` (same relative keys)."""
-    from stainshift.data.io import read_image
+    """The samples' images as they came (``folder`` None) or as harmonized into ``folder`` (same relative keys);
+    whole fields are cropped to their cell's window."""
+    from dataclasses import replace
 
-    return [read_image(s.path if folder is None else folder / s.key) for s in samples]
+    from stainshift.data.domains import read_sample
+
+    return [read_sample(s if folder is None else replace(s, path=folder / s.key)) for s in samples]

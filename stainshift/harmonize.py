@@ -34,7 +34,7 @@ from stainshift import runs
 from stainshift.atomic import atomic_write_text
 from stainshift.data.batching import stream_shape_batches
 from stainshift.data.datasets import rescale, to_batch, to_uint8
-from stainshift.data.domains import scan_domain
+from stainshift.data.domains import read_sample, scan_domain
 from stainshift.data.io import list_images, read_image, write_image
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
@@ -109,7 +109,7 @@ def fit_classical(project: Project, method: str, dst: str, n_images: int, seed: 
         order = np.random.default_rng(seed).permutation(len(samples))[:n_images]
         samples = [samples[i] for i in sorted(order)]
     normalizer = build(method)
-    normalizer.fit([read_image(s.path) for s in samples])
+    normalizer.fit([read_sample(s) for s in samples])
     return normalizer.eval()
 
 

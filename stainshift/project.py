@@ -16,6 +16,9 @@ masks = "data/jtsc_tecom/masks"              # optional, same relative layout an
 classes = ["neutrophil", "lymphocyte"]       # optional subset / order
 cell_diameter = 62.0                         # optional: px, or "auto" (estimated by `domains inspect`)
 split = [0.4, 0.2, 0.4]                      # optional per-domain override
+[domains.newsite]
+path = "data/newsite"
+fields = true                                # whole smear fields: each white cell is located and framed
 ```
 
 Everything here is an immutable dataclass: commands build a new :class:`Project` and :func:`save_project` it.
@@ -52,6 +55,7 @@ class DomainConfig:
     classes: tuple[str, ...] | None = None
     cell_diameter: float | str | None = None  # px, "auto", or None (unknown: no rescaling)
     split: tuple[float, float, float] | None = None
+    fields: bool = False  # whole smear fields: every step sees the located white cell, framed at the common scale
 
     @property
     def folder(self) -> Path:
@@ -71,6 +75,8 @@ class DomainConfig:
             out["cell_diameter"] = self.cell_diameter
         if self.split:
             out["split"] = list(self.split)
+        if self.fields:
+            out["fields"] = True
         return out
 
 
@@ -155,10 +161,12 @@ def _parse_domain(name: str, raw: Any, root: Path, file: Path) -> DomainConfig:
     validate_name(name)
     if not isinstance(raw, dict) or not isinstance(raw.get("path"), str):
         raise ProjectError(f"{where}: needs path = \"folder with one subfolder per class\"")
-    unknown = set(raw) - {"path", "masks", "classes", "cell_diameter", "split"}
+    unknown = set(raw) - {"path", "masks", "classes", "cell_diameter", "split", "fields"}
     if unknown:
         raise ProjectError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: path, masks, classes, "
-                           "cell_diameter, split")
+                           "cell_diameter, split, fields")
+    if not isinstance(raw.get("fields", False), bool):
+        raise ProjectError(f"{where}: fields must be true or false (true: the images are whole smear fields)")
     classes = raw.get("classes")
     if classes is not None and not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         raise ProjectError(f"{where}: classes must be a non-empty list of class folder names")
@@ -170,6 +178,7 @@ def _parse_domain(name: str, raw: Any, root: Path, file: Path) -> DomainConfig:
         classes=tuple(classes) if classes else None,
         cell_diameter=parse_cell_diameter(raw.get("cell_diameter"), where),
         split=parse_split(raw["split"], where) if "split" in raw else None,
+        fields=raw.get("fields", False),
     )
 
 

@@ -53,6 +53,11 @@ def scale_cache(project: Project, domain: str) -> Path:
     return project.runs / "scale" / f"{domain}.json"
 
 
+def fields_cache(project: Project, domain: str) -> Path:
+    """The white cells located in each field of a ``fields = true`` domain."""
+    return project.runs / "fields" / f"{domain}.json"
+
+
 # -- pairs and training runs --------------------------------------------------------------------------------------
 def pair_dir(project: Project, src: str, dst: str) -> Path:
     return project.runs / f"{src}_to_{dst}"

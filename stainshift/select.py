@@ -272,11 +272,11 @@ def _classifier(project: Project, classifier: Classifier | str | Path | None, de
 
 
 def _load(samples: Sequence[Sample], scale: float, size: int) -> torch.Tensor:
-    return torch.stack([to_tensor(load_cell(s.path, scale, size)) for s in samples])
+    return torch.stack([to_tensor(load_cell(s, scale, size)) for s in samples])
 
 
 def _load_whole(samples: Sequence[Sample], scale: float) -> list[torch.Tensor]:
-    return [to_tensor(load_cell(s.path, scale)) for s in samples]
+    return [to_tensor(load_cell(s, scale)) for s in samples]
 
 
 @torch.inference_mode()

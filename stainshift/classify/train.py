@@ -210,7 +210,7 @@ def _data(project: Project, domain: str, classes: Sequence[str] | None, size: in
     augmenter = None
     if augment and stain_augment:  # "lab" fits on (up to 200 of) the training crops it will augment
         fit_on = evenly_spaced(train, LAB_FIT_IMAGES) if stain_augment == "lab" else []
-        augmenter = stain_augmenter(stain_augment, [load_cell(s.path, scale, size) for s in fit_on])
+        augmenter = stain_augmenter(stain_augment, [load_cell(s, scale, size) for s in fit_on])
     return _Data(CellDataset(train, classes, size, scale, augment, augmenter),
                  CellDataset(valid, classes, size, scale), excluded, scale, augmenter), classes
 

@@ -9,7 +9,8 @@ import sys
 from stainshift.errors import ProjectError
 
 EXAMPLES = {
-    "add": "example: stainshift domains add clinic ../shared/data/pbc_barcelona --classes neutrophil,lymphocyte",
+    "add": "example: stainshift domains add clinic ../shared/data/pbc_barcelona --classes neutrophil,lymphocyte "
+           "(whole smear fields: stainshift domains add newsite data/newsite --fields)",
     "list": "example: stainshift domains list",
     "inspect": "example: stainshift domains inspect clinic --save-scale",
     "split": "example: stainshift domains split hgtp --refresh --skip-bad",
@@ -32,6 +33,9 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--cell-diameter", help="cell diameter in px, or 'auto' to estimate it")
     p.add_argument("--split", help="train,val,test fractions for this domain, e.g. 0.4,0.2,0.4")
     p.add_argument("--force", action="store_true", help="replace an existing domain of that name")
+    p.add_argument("--fields", action="store_true",
+                   help="the images are whole smear fields: locate each white cell (from the masks when given) and "
+                        "frame it at the domain's cell-diameter scale in every later step")
     p.set_defaults(func=run_add)
 
     p = action("list", "list the project's domains")
@@ -73,12 +77,18 @@ def run_add(args: argparse.Namespace) -> int:
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     project, samples = add_domain(load_or_new_project(args.project), args.name, args.path, masks=args.masks,
                                   classes=classes, cell_diameter=_number_or_auto(args.cell_diameter),
-                                  split=fractions, force=args.force)
+                                  split=fractions, force=args.force, fields=args.fields, progress=not args.quiet)
     if not args.quiet:
         labels = sorted({s.label for s in samples})
         n_masks = sum(s.mask is not None for s in samples)
         print(f"added domain '{args.name}': {len(samples)} images in {len(labels)} classes ({', '.join(labels)}), "
               f"{n_masks} with masks -> {project.file}")
+        if args.fields:
+            from stainshift.data.fields import cells_per_field, field_cells
+
+            per = cells_per_field(field_cells(project, args.name, samples))
+            print(f"located white cells per field: {', '.join(f'{k}: {v}' for k, v in per.items())} fields"
+                  + (" (fields with none keep their centre; see `stainshift domains inspect`)" if per["0"] else ""))
     return 0
 
 

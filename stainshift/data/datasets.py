@@ -10,13 +10,14 @@ epoch, so an epoch is the same whatever the number of workers and whether traini
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stainshift.data.domains import Sample
+from stainshift.data.domains import Sample, crop_box, read_sample
 from stainshift.data.io import read_image, read_mask
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
@@ -57,9 +58,14 @@ def center_crop_tensor(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top:top + size, left:left + size]
 
 
-def load_cell(path, scale: float = 1.0, size: int | None = None) -> np.ndarray:
-    """Read an image, rescale it by ``scale`` and centre-crop it to ``size`` (RGB uint8)."""
-    image = rescale(read_image(path), scale)
+def _read(source: Sample | str | Path) -> np.ndarray:
+    return read_sample(source) if isinstance(source, Sample) else read_image(source)
+
+
+def load_cell(source: Sample | str | Path, scale: float = 1.0, size: int | None = None) -> np.ndarray:
+    """Read a sample (its cell's window, for whole fields) or an image file, rescale it by ``scale`` and
+    centre-crop it to ``size`` (RGB uint8)."""
+    image = rescale(_read(source), scale)
     return center_crop(image, size) if size else image
 
 
@@ -115,7 +121,7 @@ class CellDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[index]
-        image = load_cell(sample.path, self.scale, self.size)
+        image = load_cell(sample, self.scale, self.size)
         if self.augment:  # flips and right-angle rotations: cells have no orientation
             rng = np.random.default_rng(torch.randint(0, 2**31 - 1, ()).item())
             if self.augmenter is not None:
@@ -169,8 +175,8 @@ def paired_crop_flip(image: np.ndarray, mask: np.ndarray, size: int, rng: np.ran
     return out[0], out[1]
 
 
-def _load_scaled(path, scale: float, load_size: int | None) -> tuple[np.ndarray, float]:
-    image = read_image(path)
+def _load_scaled(sample: Sample, scale: float, load_size: int | None) -> tuple[np.ndarray, float]:
+    image = read_sample(sample)
     if load_size:  # no common cell diameter: resize the shorter side to load_size, as the reference does
         scale = load_size / min(image.shape[:2])
     return rescale(image, scale), scale
@@ -189,7 +195,7 @@ class UnpairedCrops(Dataset):
         self.crop, self.src_scale, self.dst_scale, self.load_size = crop, src_scale, dst_scale, load_size
 
     def _load(self, sample: Sample, scale: float) -> np.ndarray:
-        return _load_scaled(sample.path, scale, self.load_size)[0]
+        return _load_scaled(sample, scale, self.load_size)[0]
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -217,7 +223,7 @@ class _PlannedCrops(Dataset):
         """The planned sample, its scaled image, the factor used and the item's random generator."""
         i, seed = self.plan[index]
         sample = self.samples[i]
-        image, factor = _load_scaled(sample.path, self.scale, self.load_size)
+        image, factor = _load_scaled(sample, self.scale, self.load_size)
         return sample, image, factor, np.random.default_rng(seed)
 
 
@@ -234,7 +240,7 @@ class PairedMaskCrops(_PlannedCrops):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample, image, factor, rng = self._item(index)
-        mask = rescale_mask(read_mask(sample.mask), factor)
+        mask = rescale_mask(crop_box(read_mask(sample.mask), sample.box), factor)
         if mask.shape != image.shape[:2]:
             raise DataError(f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} px after scaling, its image "
                             f"{image.shape[1]}x{image.shape[0]}; masks must have their image's size")

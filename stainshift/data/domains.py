@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stainshift.data.io import IMAGE_EXTENSIONS, list_images
+import cv2
+import numpy as np
+
+from stainshift.data.io import IMAGE_EXTENSIONS, list_images, read_image
 from stainshift.errors import DataError, ProjectError
 from stainshift.project import DomainConfig, Project, parse_cell_diameter, parse_split, save_project, validate_name
 
@@ -16,12 +19,45 @@ MASKS_FOLDER = "masks"
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image of a domain. ``key`` is its path relative to the domain folder (posix)."""
+    """One labelled image of a domain. ``key`` is its path relative to the domain folder (posix).
+
+    ``box`` (x, y, w, h) is set for whole smear fields (``fields = true``): the window, in the field's pixels, that
+    frames its white cell; every step reads the sample through :func:`read_sample`, which crops it.
+    """
 
     key: str
     label: str
     path: Path
     mask: Path | None
+    box: tuple[int, int, int, int] | None = None
+
+
+def background_colour(image: np.ndarray) -> np.ndarray:
+    """The field's background: the median colour of its brightest 30% of pixels (cells are darker than the glass)."""
+    pixels = image.reshape(-1, image.shape[-1])
+    brightness = pixels.astype(np.int32).sum(axis=1)
+    return np.median(pixels[brightness >= np.percentile(brightness, 70)], axis=0)
+
+
+def crop_box(image: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The ``box`` window of ``image`` (the whole image when ``box`` is None). Where the window reaches past the
+    image's edge it is filled with the field's background colour (0 for masks), so the cell stays at its centre:
+    reflection would mirror a cell near the edge into a second one."""
+    if box is None:
+        return image
+    x, y, w, h = box
+    H, W = image.shape[:2]
+    window = image[max(0, y):min(H, y + h), max(0, x):min(W, x + w)]
+    pads = (max(0, -y), max(0, y + h - H), max(0, -x), max(0, x + w - W))
+    if not any(pads):
+        return window
+    fill = background_colour(image).tolist() if image.ndim == 3 else 0
+    return cv2.copyMakeBorder(np.ascontiguousarray(window), *pads, cv2.BORDER_CONSTANT, value=fill)
+
+
+def read_sample(sample: Sample) -> np.ndarray:
+    """The sample's image (RGB uint8), cropped to its cell's window when the domain holds whole fields."""
+    return crop_box(read_image(sample.path), sample.box)
 
 
 def _class_folders(domain: DomainConfig) -> dict[str, Path]:
@@ -94,11 +130,13 @@ def _portable(path: Path, root: Path) -> str:
 
 def add_domain(project: Project, name: str, path: str | Path, masks: str | Path | None = None,
                classes: Sequence[str] | None = None, cell_diameter: float | str | None = None,
-               split: Sequence[float] | None = None, force: bool = False) -> tuple[Project, list[Sample]]:
+               split: Sequence[float] | None = None, force: bool = False, fields: bool = False,
+               progress: bool = False) -> tuple[Project, list[Sample]]:
     """Name ``path`` (one subfolder of images per class) as domain ``name`` and save the project file.
 
     ``masks`` defaults to ``PATH/masks`` when that folder exists. The folder is scanned now, so a bad folder fails
-    here with its reason rather than at training time. Returns the saved project and the domain's samples.
+    here with its reason rather than at training time. With ``fields`` (whole smear fields) every field's white cells
+    are located now too (:mod:`stainshift.data.fields`). Returns the saved project and the domain's samples.
     """
     name = validate_name(name)
     if name in project.domains and not force:
@@ -117,8 +155,13 @@ def add_domain(project: Project, name: str, path: str | Path, masks: str | Path 
         classes=tuple(classes) if classes else None,
         cell_diameter=parse_cell_diameter(cell_diameter, "--cell-diameter"),
         split=parse_split(list(split), "--split") if split else None,
+        fields=fields,
     )
     samples = scan_domain(domain)
     project = project.with_domain(domain)
+    if fields:
+        from stainshift.data.fields import field_cells
+
+        field_cells(project, name, samples, progress)
     save_project(project)
     return project, samples

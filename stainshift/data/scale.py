@@ -3,7 +3,8 @@
 Sites image cells at very different sizes (a white cell spans ~36% of a PBC crop but ~52% of a jtsc_tecom crop), and
 a classifier or GAN sees that as a domain difference as large as colour. Each domain declares ``cell_diameter`` in
 pixels (or ``"auto"``: estimated from its masks, else from a threshold segmentation, and cached under
-``runs/scale/<domain>.json``); the project's ``cell_diameter`` is the common target. With both set, datasets resize
+``runs/scale/<domain>.json``; whole-field domains measure their located cells); the project's ``cell_diameter`` is
+the common target. With both set, datasets resize
 each image by ``target / domain`` before cropping; with either missing, images keep their size.
 """
 
@@ -20,8 +21,13 @@ from stainshift.runs import scale_cache
 
 
 def estimate_domain_diameter(project: Project, name: str, max_images: int = 200) -> dict:
-    """Estimate the median cell diameter (px) of domain ``name``; masks are used when the domain has them."""
+    """Estimate the median cell diameter (px) of domain ``name``; masks are used when the domain has them, and the
+    located cells when it holds whole fields."""
     samples = scan_domain(project.domain(name))
+    if project.domain(name).fields:
+        from stainshift.data.fields import field_cells, located_diameter
+
+        return {"domain": name, **located_diameter(field_cells(project, name, samples))}
     with_masks = [s for s in samples if s.mask is not None]
     if with_masks:
         estimate = domain_cell_diameter([s.path for s in with_masks], [s.mask for s in with_masks],
@@ -33,9 +39,10 @@ def estimate_domain_diameter(project: Project, name: str, max_images: int = 200)
 
 
 def domain_diameter(project: Project, name: str) -> float | None:
-    """The domain's cell diameter in px: declared, cached auto estimate, fresh auto estimate, or None."""
+    """The domain's cell diameter in px: declared, cached auto estimate, fresh auto estimate, or None (fields
+    domains are always estimated when not declared: their framing needs it)."""
     declared = project.domain(name).cell_diameter
-    if declared is None or isinstance(declared, float):
+    if isinstance(declared, float) or (declared is None and not project.domain(name).fields):
         return declared
     cache = scale_cache(project, name)
     if cache.exists():

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from stainshift.atomic import atomic_write_text
 from stainshift.data.domains import Sample, empty_classes, scan_domain
+from stainshift.data.fields import frame_samples
 from stainshift.data.io import read_image
 from stainshift.errors import DataError, ImageReadError
 from stainshift.project import Project
@@ -100,7 +101,7 @@ def _split_and_samples(project: Project, domain: str, refresh: bool = False, ski
                        progress: bool = False) -> tuple[pd.DataFrame, list[Sample]]:
     """:func:`domain_split` plus the domain's samples, from a single scan of its folder."""
     config = project.domain(domain)
-    samples = scan_domain(config)
+    samples = frame_samples(project, domain, scan_domain(config), progress)
     path = split_file(project, domain)
     if path.exists() and not refresh:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)

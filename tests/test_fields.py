@@ -1,0 +1,146 @@
+"""Whole-field domains: each field's white cell is located (or read from its mask), cached, and framed for every step.
+
+Fields are synthetic masks rendered by the simulator, so the true white cell of each is known."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from stainshift.data.datasets import domain_dataset
+from stainshift.data.domains import add_domain, crop_box, read_sample
+from stainshift.data.fields import FRAME_DIAMETERS, field_cells
+from stainshift.data.inspect import inspect_domain
+from stainshift.data.io import write_image
+from stainshift.data.splits import samples_in
+from stainshift.errors import ProjectError
+from stainshift.project import Project, load_project
+from stainshift.runs import fields_cache
+from stainshift.synth.masks import MaskSpec, compose
+from stainshift.synth.render import render_mask
+from stainshift.synth.shapes import RED_CELL, simulator_database
+
+CLASSES = ("lymphocyte", "eosinophil")
+
+
+def _fields(root, per_class: int = 3, masks: bool = False, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Write rendered 320x240 fields, one white cell each away from the centre; return key -> true cell centre."""
+    db = simulator_database(per_class=6, classes=list(CLASSES))
+    truth = {}
+    for cls in CLASSES:
+        n, attempt = 0, 0
+        while n < per_class:
+            rng = np.random.default_rng([seed, len(truth), attempt])
+            attempt += 1
+            mask = compose(db, MaskSpec((320, 240), red_cells=40, white_cells=1, classes={cls: 1.0}), rng)
+            white = [c for c in mask.cells if c.cls != RED_CELL]
+            if len(white) != 1:
+                continue
+            x, y, w, h = white[0].bbox
+            if x == 0 or y == 0 or x + w >= 320 or y + h >= 240:  # cut by the border: not a clean ground truth
+                continue
+            key = f"{cls}/field_{n:02d}.png"
+            write_image(root / key, render_mask(mask, "hgtp", rng, white_px=db.diameter()))
+            if masks:
+                coded = np.zeros(mask.semantic.shape, np.uint8)
+                coded[mask.semantic == 2] = 128
+                coded[mask.semantic == 3] = 255
+                instance = mask.instance == white[0].instance
+                write_image(root / "masks" / key, np.where(instance, coded, 0).astype(np.uint8))
+            truth[key] = (x + w / 2, y + h / 2, (w + h) / 2)
+            n += 1
+    return truth
+
+
+@pytest.fixture(scope="module")
+def field_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fields")
+    return root, _fields(root / "site")
+
+
+def _project(tmp_path) -> Project:
+    return Project(file=tmp_path / "stainshift.toml", split=(0.34, 0.33, 0.33), cell_diameter=32.0)
+
+
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_every_step_sees_the_fields_cell_framed_at_its_centre(tmp_path, with_masks):
+    folder = tmp_path / "site"
+    truth = _fields(folder, masks=with_masks)
+    project, _ = add_domain(_project(tmp_path), "site", folder, fields=True)
+    assert load_project(project.file).domain("site").fields
+    cells = field_cells(project, "site")
+    assert {c.source for c in cells.values()} == {"mask" if with_masks else "locator"}
+    diameter = float(np.median([d for _, _, d in truth.values()]))
+    for sample in samples_in(project, "site"):
+        cx, cy, d = truth[sample.key]
+        x, y, w, h = sample.box
+        assert w == h
+        assert abs(w - FRAME_DIAMETERS * diameter) < 0.35 * FRAME_DIAMETERS * diameter  # the domain's cell scale
+        assert abs(x + w / 2 - cx) < 0.25 * d and abs(y + h / 2 - cy) < 0.25 * d
+        crop = read_sample(sample)
+        assert crop.shape == (h, w, 3)
+    # the datasets (classifiers, GANs, selection, evaluation) read the framed cell: its centre is the stained cell
+    item, _ = domain_dataset(project, "site", None, size=32)[0]
+    centre = item[:, 12:20, 12:20].mean()
+    corners = (item[:, :4, :4].mean() + item[:, -4:, -4:].mean()) / 2
+    assert centre < corners - 0.05
+
+
+def test_located_cells_are_cached_until_a_field_changes(tmp_path, field_tree):
+    root, _ = field_tree
+    project, samples = add_domain(_project(tmp_path), "site", root / "site", fields=True)
+    cache = fields_cache(project, "site")
+    raw = json.loads(cache.read_text())
+    key = samples[0].key
+    raw["fields"][key]["cells"] = [[1, 2, 3, 4, 5, True]]  # an unchanged file: the cached cells are trusted
+    cache.write_text(json.dumps(raw))
+    assert field_cells(project, "site")[key].primary.x == 1
+    stat = samples[0].path.stat()
+    os.utime(samples[0].path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert field_cells(project, "site")[key].primary.x != 1  # the file changed: located again
+    cache.write_text("{not json")
+    assert len(field_cells(project, "site")) == len(samples)  # a damaged cache is rebuilt
+
+
+def test_inspect_reports_cells_per_field_and_hints_fields(tmp_path, field_tree):
+    root, truth = field_tree
+    project, _ = add_domain(_project(tmp_path), "site", root / "site", fields=True)
+    report = inspect_domain(project, "site")
+    assert sum(report.cells_per_field.values()) == len(truth)
+    assert report.cells_per_field["1"] >= len(truth) - 1
+    assert "cells/field" in report.to_text()
+    assert report.hint is None
+
+    project, _ = add_domain(project, "plain", root / "site")  # the same fields, not declared as fields
+    report = inspect_domain(project, "plain")
+    assert report.cells_per_field is None
+    assert report.hint is not None and "--fields" in report.hint
+
+
+def test_centred_crops_get_no_fields_hint(tmp_path):
+    from stainshift.data.simulate import simulate
+
+    simulate(tmp_path / "data", hospitals=["clinic"], per_class=6, size=96, seed=0, classes=CLASSES)
+    project, _ = add_domain(_project(tmp_path), "clinic", tmp_path / "data" / "clinic")
+    report = inspect_domain(project, "clinic")
+    assert report.cell_offset is not None and report.cell_offset < 0.12
+    assert report.hint is None
+
+
+def test_a_window_past_the_edge_is_filled_with_background_not_mirrored():
+    image = np.full((100, 100, 3), 230, np.uint8)
+    image[:20, :20] = (90, 40, 150)  # a dark cell in the corner
+    crop = crop_box(image, (-30, -30, 80, 80))
+    assert crop.shape == (80, 80, 3)
+    assert (crop[:30, :] == 230).all() and (crop[:, :30] == 230).all()  # no mirrored copy of the cell
+    assert (crop[30:50, 30:50] == (90, 40, 150)).all()
+    assert crop_box(image, None) is image
+
+
+def test_fields_must_be_a_boolean_in_the_project_file(tmp_path):
+    (tmp_path / "stainshift.toml").write_text('[domains.a]\npath = "x"\nfields = "yes"\n')
+    with pytest.raises(ProjectError, match="fields must be true or false"):
+        load_project(tmp_path)
