@@ -144,23 +144,30 @@ def _part(source: str, part: str) -> Path:
     return RESULTS / "cross_site_parts" / f"{source}_{part}.csv"
 
 
+def _label(source: str, tag: str | None) -> str:
+    """A source's name in the parts: ``jtsc``, or ``jtsc@stable`` for a tagged training variant."""
+    return f"{source}@{tag}" if tag else source
+
+
 def benchmark_source(project, source: str, args: argparse.Namespace) -> None:
     """One source's benchmark; its tables and provenance go to cross_site_parts/ (sources can run in parallel)."""
     meta = record(vars(args))  # before the work
     start = time.perf_counter()
+    label = _label(source, args.tag)
     request = BenchmarkRequest(source, TARGET, classifiers=tuple(args.classifiers.split(",")), norm="group",
                                size=96, epochs=10, finetune_epochs=5, seed=0,
-                               gan_seeds=tuple(int(s) for s in args.seeds.split(",")), progress=not args.quiet)
+                               gan_seeds=tuple(int(s) for s in args.seeds.split(",")), run_prefix=args.run_prefix,
+                               progress=not args.quiet)
     result = run_benchmark(project, request, argv=sys.argv)
-    _part(source, "table").parent.mkdir(parents=True, exist_ok=True)
+    _part(label, "table").parent.mkdir(parents=True, exist_ok=True)
     for part, frame in zip(PARTS, (result.table, result.summary, result.seeds), strict=True):
-        frame.assign(source=source).to_csv(_part(source, part), index=False)
+        frame.assign(source=label).to_csv(_part(label, part), index=False)
     selection_dir = RESULTS / "cross_site_selection"
     selection_dir.mkdir(exist_ok=True)
-    for scores in runs.benchmark_dir(project, source, TARGET).glob("selection_*.csv"):
+    for scores in runs.benchmark_dir(project, source, TARGET).glob(f"selection_*{args.run_prefix or ''}*.csv"):
         shutil.copyfile(scores, selection_dir / f"{source}_{scores.name}")
     meta["seconds"] = time.perf_counter() - start
-    _part(source, "provenance").with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str))
+    _part(label, "provenance").with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str))
     print(f"{source}: done after {meta['seconds']:.0f} s", flush=True)
 
 
@@ -170,6 +177,9 @@ def main() -> None:
     parser.add_argument("--sources", default=",".join(SOURCES))
     parser.add_argument("--classifiers", default=",".join(CLASSIFIERS))
     parser.add_argument("--seeds", default="0,1,2", help="GAN seeds (one CycleGAN run per seed and source)")
+    parser.add_argument("--run-prefix", default="cpu-",
+                        help="benchmark the runs whose id starts so (default cpu-: the `cpu` preset runs cpu-sN)")
+    parser.add_argument("--tag", help="name the parts <source>@<tag> (a training variant; see stable_translation.py)")
     parser.add_argument("--allow-dirty", action="store_true", help="measure on a tree with uncommitted changes")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--from-csv", action="store_true",

@@ -55,7 +55,8 @@ CLASSIFIERS = {"resnet18": ("resnet18", "ce"), "resnet18-focal": ("resnet18", "f
 RULES = ("label-free", "labelled")  # the order of the table's "selected" rows
 STAIN_AUGMENT = ("hed", "lab")
 ORIGINAL, UPPER = "original", "fine-tuned on source (upper bound)"
-HARMONIZE_OPTIONS = {"fit_images": 200, "tile": 512, "overlap": 64}  # HarmonizeRequest's defaults, recorded
+# HarmonizeRequest's defaults, recorded with every harmonized folder
+HARMONIZE_OPTIONS = {"fit_images": 200, "tile": 512, "overlap": 64, "keep_detail": True}
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class BenchmarkRequest:
     batch_size: int = 32
     seed: int = 0                              # the reported classifiers' seed
     gan_seeds: tuple[int, ...] | None = None   # one run per GAN seed (None: the pair's serving run only)
+    run_prefix: str | None = None              # with gan_seeds: only runs whose id starts so (a training variant)
     selection_classifier: str = "resnet18"     # architecture/loss of the selection classifier (never reported)
     selection_seed: int = 1                    # its seed, other than any reported classifier's
     stain_augment: tuple[str, ...] = STAIN_AUGMENT
@@ -171,7 +173,7 @@ def learned_runs(project: Project, r: BenchmarkRequest) -> dict[str, dict[int | 
             if run is not None and runs.kept_epochs(run):
                 out[method] = {None: run}
             continue
-        by_seed = runs.runs_by_seed(project, r.src, r.dst, method)
+        by_seed = runs.runs_by_seed(project, r.src, r.dst, method, r.run_prefix)
         found = {s: by_seed[s] for s in r.gan_seeds if s in by_seed}
         missing = [s for s in r.gan_seeds if s not in by_seed]
         if found and missing:

@@ -8,6 +8,9 @@ the project file now says otherwise). Outputs mirror the input tree with the sam
 a ``manifest.csv`` (input, output, method, epoch, checkpoint hash). Inputs are never written to.
 
 Learned models run fully convolutionally at the input's size (after the same scale harmonization as in training).
+An input that was shrunk to the common cell diameter comes back at its size with its own detail: the translation's
+(blurred) change is upsampled and added to the original (``keep_detail``; :func:`carry_change`), instead of the
+small output being enlarged, which would lose the resolution the common scale took away.
 Images larger than ``tile`` are processed as overlapping tiles blended with feathered (linear ramp) weights;
 instance-normalization layers then use whole-image statistics measured layer by layer over the tiles (see
 :class:`_SharedInstanceNorm`), so tiles are normalized alike and no seams appear where per-tile statistics differ.
@@ -63,6 +66,7 @@ class HarmonizeRequest:
     device: str = "auto"
     fit_images: int = 200
     skip_bad: bool = False
+    keep_detail: bool = True  # learned methods: carry the translation's colour change onto the full-size input
     progress: bool = True
 
 
@@ -262,6 +266,37 @@ def translate_images(model: nn.Module, batch: torch.Tensor, tile: int, overlap: 
     return translate_batch(model, batch)
 
 
+# Sigma (px at the common scale) of the blur on the translation's change before it is carried to full size: it keeps
+# the colour change and drops the generator's 2-px (stride-2 upsampling) patterns; see
+# benchmarks/results/harmonize_detail.md.
+CHANGE_BLUR = 1.0
+
+
+def carry_change(original: np.ndarray, small_input: np.ndarray, small_output: np.ndarray,
+                 blur: float = CHANGE_BLUR) -> np.ndarray:
+    """The full-size ``original`` plus the translation's change (``small_output - small_input``, blurred by
+    ``blur`` px and upsampled): the target's colours with the input's own detail, where resizing the small output
+    back would lose the resolution the common scale took away."""
+    change = small_output.astype(np.float32) - small_input.astype(np.float32)
+    if blur > 0:
+        change = cv2.GaussianBlur(change, (0, 0), blur)
+    h, w = original.shape[:2]
+    up = cv2.resize(change, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.clip(original.astype(np.float32) + up, 0, 255).round().astype(np.uint8)
+
+
+def back_to_size(original: np.ndarray, small_input: np.ndarray, small_output: np.ndarray, keep_detail: bool
+                 ) -> np.ndarray:
+    """A translation made at the common scale, at the input's size again (see :func:`carry_change`)."""
+    if small_output.shape[:2] == original.shape[:2]:
+        return small_output
+    shrink = small_output.shape[0] > original.shape[0]
+    if keep_detail and not shrink:
+        return carry_change(original, small_input, small_output)
+    return cv2.resize(small_output, (original.shape[1], original.shape[0]),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 # -- the whole folder ---------------------------------------------------------------------------------------------
 def _inputs(project: Project, request: HarmonizeRequest) -> tuple[Path, list[Path]]:
     if request.input is not None:
@@ -319,14 +354,12 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
     @torch.inference_mode()
     def flush(items: Sequence[tuple[Path, np.ndarray]]) -> None:
         originals = [img for _, img in items]
-        batch = to_batch([rescale(img, scale) for img in originals]).to(device)
+        smalls = [rescale(img, scale) for img in originals]
+        batch = to_batch(smalls).to(device)
         done = translate_images(model, batch, r.tile, r.overlap) if learned else model(batch).clamp(0, 1)
         outs = to_uint8(done)
-        for (src_path, original), out in zip(items, outs, strict=True):
-            if out.shape[:2] != original.shape[:2]:  # back to the input's size after scale harmonization
-                shrink = out.shape[0] > original.shape[0]
-                out = cv2.resize(out, (original.shape[1], original.shape[0]),
-                                 interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        for (src_path, original), small, out in zip(items, smalls, outs, strict=True):
+            out = back_to_size(original, small, out, r.keep_detail)  # after scale harmonization
             target = out_dir / src_path.relative_to(root)
             write_image(target, out, protect=protect)
             rows.append({"input": str(src_path), "output": str(target), "method": r.method,

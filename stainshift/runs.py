@@ -129,15 +129,17 @@ def serving_run(project: Project, src: str, dst: str, method: str) -> Path | Non
     return _newest(project.runs.glob(f"*_to_{dst}/{method}/*/{LAST_STATE}"))
 
 
-def runs_by_seed(project: Project, src: str, dst: str, method: str) -> dict[int, Path]:
+def runs_by_seed(project: Project, src: str, dst: str, method: str, prefix: str | None = None) -> dict[int, Path]:
     """The newest run of each training seed that serves ``src -> dst`` (for a model that needs no source: under
-    any pair with this target, when the pair itself has none)."""
+    any pair with this target, when the pair itself has none); with ``prefix``, only runs whose id starts so."""
     from stainshift.models.registry import model_class
 
     states = list(method_dir(project, src, dst, method).glob(f"*/{LAST_STATE}"))
     if not states and not model_class(method).data_regime.needs_source:
         states = list(project.runs.glob(f"*_to_{dst}/{method}/*/{LAST_STATE}"))
     newest: dict[int, Path] = {}
+    if prefix:
+        states = [s for s in states if s.parent.name.startswith(prefix)]
     for state in sorted(states, key=lambda p: p.stat().st_mtime):
         seed = read_config(state.parent).get("seed")
         if isinstance(seed, int) and kept_epochs(state.parent):

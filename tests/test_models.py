@@ -313,3 +313,56 @@ def test_translator_checkpoint_errors_are_one_line(mutate, words):
         assert word in str(info.value)
     with pytest.raises(StainshiftError):
         translator_from_checkpoint("not a dict")  # type: ignore[arg-type]
+
+
+# -- stable-training options ----------------------------------------------------------------------------------------
+def test_weight_average_is_the_exponential_average_of_the_steps():
+    from stainshift.nets.averaging import WeightAverage
+
+    net = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    avg = WeightAverage(net, decay=0.5)
+    expected = torch.zeros(1, 2)
+    for step, value in enumerate((1.0, 2.0, 3.0, 4.0)):
+        net.weight.data.fill_(value)
+        avg.update(net)
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected = decay * expected + (1 - decay) * value
+    assert torch.allclose(avg.average.weight, expected)
+    assert int(avg.updates) == 4
+    assert not any(p.requires_grad for p in avg.parameters())
+
+
+def test_cyclegan_with_weight_average_translates_with_the_average_and_resumes_exactly():
+    data = [batch("cyclegan", seed) for seed in (1, 2, 3)]
+    trained = tiny("cyclegan", ema_decay=0.9)
+    for b in data[:2]:
+        trained.train_step(b)
+    translator = trained.translator()
+    assert translator.generator is trained.G_A_ema.average
+    pairs = zip(trained.G_A.parameters(), translator.generator.parameters(), strict=True)
+    assert not all(torch.equal(a, b) for a, b in pairs)
+    buffer = io.BytesIO()
+    torch.save(trained.training_state(), buffer)
+    buffer.seek(0)
+    resumed = tiny("cyclegan", seed=99, ema_decay=0.9)
+    resumed.load_training_state(torch.load(buffer, weights_only=False))
+    for model in (trained, resumed):
+        torch.manual_seed(7)
+        model.train_step(data[2])
+    a, b = weights(trained), weights(resumed)
+    assert any(k.startswith("G_A_ema.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the epoch file holds a plain generator: it loads without the average's bookkeeping
+    rebuilt = type(trained).new_translator(trained.options)
+    rebuilt.load_state_dict(trained.translator().checkpoint()["translator"])
+
+
+def test_resize_convolution_generator_has_no_transposed_convolutions_and_keeps_the_size():
+    net = ResnetGenerator(3, 3, ngf=8, n_blocks=1, upsample="resize")
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
+    assert net(torch.randn(1, 3, 32, 40)).shape == (1, 3, 32, 40)
+    with pytest.raises(StainshiftError, match="upsample"):
+        tiny("cyclegan", upsample="pixelshuffle")
+    with pytest.raises(StainshiftError, match="ema_decay"):
+        tiny("cyclegan", ema_decay=1.0)

@@ -52,6 +52,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_seeds, metavar="S,S,...",
                    help="GAN seeds: one run per seed (trained with `stainshift train ... --seed S`); the table "
                         "reports mean and spread across seeds (default: the pair's latest run only)")
+    p.add_argument("--run-prefix", metavar="PREFIX",
+                   help="with --seeds: only runs whose id starts with PREFIX (one training variant, e.g. stable-)")
     p.add_argument("--selection-classifier", default="resnet18", choices=list(CLASSIFIERS),
                    help="the classifier that picks epochs for both rules (never reported; default resnet18)")
     p.add_argument("--selection-seed", type=int, default=1, help="its seed, other than --seed (default 1)")
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
                                norm=args.norm, size=args.size, epochs=args.epochs,
                                finetune_epochs=args.finetune_epochs, finetune_balanced=args.balanced_finetune,
                                batch_size=args.batch_size, seed=args.seed, gan_seeds=args.seeds,
+                               run_prefix=args.run_prefix,
                                selection_classifier=args.selection_classifier, selection_seed=args.selection_seed,
                                stain_augment=args.stain_augment, n_boot=args.boot, progress=not args.quiet,
                                track=not args.no_track)

@@ -44,6 +44,9 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them")
+    p.add_argument("--no-keep-detail", dest="keep_detail", action="store_false",
+                   help="learned methods: enlarge the output made at the common scale instead of carrying its colour "
+                        "change onto the full-size input (loses detail; the behaviour before keep-detail)")
     p.set_defaults(func=run)
 
 
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                                input=args.input,
                                out=args.out, run_id=args.run_id, tile=args.tile, overlap=args.overlap,
                                batch_size=args.batch_size, device=args.device, skip_bad=args.skip_bad,
-                               progress=not args.quiet)
+                               keep_detail=args.keep_detail, progress=not args.quiet)
     result = harmonize(load_project(args.project), request)
     for reason in result.skipped:
         print(f"skipped: {reason}", file=sys.stderr)

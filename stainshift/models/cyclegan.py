@@ -4,6 +4,11 @@ Networks: ``G_A`` (A -> B, the translator), ``G_B`` (B -> A), ``D_A`` (real vs f
 Objective: LSGAN adversarial losses, cycle consistency ``lambda_A * |G_B(G_A(a)) - a| + lambda_B * |G_A(G_B(b)) - b|``
 and identity ``lambda_identity * (lambda_B * |G_A(b) - b| + lambda_A * |G_B(a) - a|)``; discriminators see fakes from
 a history pool of 50 images and their loss is halved. Images are scaled to [-1, 1] inside the model.
+
+Options beyond the paper, for stable small-data training: ``ema_decay`` > 0 keeps an exponential moving average of
+``G_A``'s weights (``G_A_ema``, updated after every generator step), and the translator (epoch files, selection,
+harmonize) is that average rather than the last step's weights; ``upsample = "resize"`` builds the generators with
+resize-convolutions instead of transposed convolutions (no checkerboards).
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from torch import nn
 from stainshift.losses import GAN_MODES, GANLoss, l1_loss
 from stainshift.models.base import ModelOptions, TranslationModel, Translator
 from stainshift.models.pool import ImagePool
+from stainshift.nets.averaging import WeightAverage
 from stainshift.nets.discriminators import PatchDiscriminator
-from stainshift.nets.generators import NORMS, PADDINGS, ResnetGenerator
+from stainshift.nets.generators import NORMS, PADDINGS, UPSAMPLINGS, ResnetGenerator
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,10 +41,15 @@ class CycleGANOptions(ModelOptions):
     lambda_A: float = 10.0          # cycle loss A -> B -> A
     lambda_B: float = 10.0          # cycle loss B -> A -> B
     lambda_identity: float = 0.5    # identity loss weight, relative to the lambdas (0.5 * 10 = 5)
+    ema_decay: float = 0.0          # > 0: translate with an exponential moving average of G_A (e.g. 0.995)
+    upsample: str = "transpose"     # generator upsampling: transpose (the paper) or resize (no checkerboards)
 
     def check(self) -> list[str]:
         problems = []
-        for name, valid in (("norm", NORMS), ("padding", PADDINGS), ("gan_mode", GAN_MODES)):
+        if not 0 <= self.ema_decay < 1:
+            problems.append(f"ema_decay must be in [0, 1) (got {self.ema_decay}; 0 turns the average off)")
+        for name, valid in (("norm", NORMS), ("padding", PADDINGS), ("gan_mode", GAN_MODES),
+                            ("upsample", UPSAMPLINGS)):
             if getattr(self, name) not in valid:
                 problems.append(f"{name} {getattr(self, name)!r} is not one of {', '.join(valid)}")
         if min(self.ngf, self.ndf, self.n_layers_d) < 1 or self.n_blocks < 0 or self.pool_size < 0:
@@ -90,7 +101,8 @@ class CycleGAN(TranslationModel):
 
     @staticmethod
     def _generator(o: CycleGANOptions) -> ResnetGenerator:
-        return ResnetGenerator(3, 3, ngf=o.ngf, n_blocks=o.n_blocks, norm=o.norm, padding=o.padding)
+        return ResnetGenerator(3, 3, ngf=o.ngf, n_blocks=o.n_blocks, norm=o.norm, padding=o.padding,
+                               upsample=o.upsample)
 
     @staticmethod
     def _discriminator(o: CycleGANOptions) -> PatchDiscriminator:
@@ -106,10 +118,14 @@ class CycleGAN(TranslationModel):
         self.gan_loss = GANLoss(o.gan_mode)
         self.pool_A = ImagePool(o.pool_size)  # past fakes of A, for D_A
         self.pool_B = ImagePool(o.pool_size)  # past fakes of B, for D_B
+        self.G_A_ema = WeightAverage(self.G_A, o.ema_decay) if o.ema_decay > 0 else None
         self._setup_optimizers({"G": self._params(self.G_A, self.G_B), "D": self._params(self.D_A, self.D_B)})
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"G_A": self.G_A, "G_B": self.G_B, "D_A": self.D_A, "D_B": self.D_B}
+        nets: dict[str, nn.Module] = {"G_A": self.G_A, "G_B": self.G_B, "D_A": self.D_A, "D_B": self.D_B}
+        if self.G_A_ema is not None:
+            nets["G_A_ema"] = self.G_A_ema
+        return nets
 
     def pools(self) -> dict[str, ImagePool]:
         return {"A": self.pool_A, "B": self.pool_B}
@@ -120,7 +136,8 @@ class CycleGAN(TranslationModel):
         return CycleGANTranslator(cls._generator(options), options)
 
     def translator(self) -> Translator:
-        return CycleGANTranslator(self.G_A, self.options)
+        generator = self.G_A if self.G_A_ema is None else self.G_A_ema.average
+        return CycleGANTranslator(generator, self.options)
 
     @torch.enable_grad()
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -147,6 +164,8 @@ class CycleGAN(TranslationModel):
                 loss_idt = torch.zeros((), device=real_A.device)
             loss_G = loss_gan + loss_cycle + loss_idt
         self._step("G", loss_G, G)
+        if self.G_A_ema is not None:
+            self.G_A_ema.update(self.G_A)
 
         # discriminators: real vs (pooled) fake, each loss halved
         self._requires_grad([self.D_A, self.D_B], True)

@@ -14,6 +14,9 @@ from torch import nn
 
 NORMS = ("instance", "batch", "none")
 PADDINGS = ("reflect", "replicate", "zero")
+# "transpose": stride-2 transposed convolutions (the reference); "resize": nearest-neighbour x2 then a 3x3
+# convolution, whose kernel overlaps evenly everywhere and so cannot draw checkerboards (Odena et al., 2016)
+UPSAMPLINGS = ("transpose", "resize")
 
 
 def norm_layer(norm: str) -> Callable[[int], nn.Module]:
@@ -79,15 +82,18 @@ class ResnetBlock(nn.Module):
 
 class ResnetGenerator(nn.Module):
     """CycleGAN's generator: c7s1-ngf, two stride-2 downsamplings, ``n_blocks`` residual blocks, two stride-2
-    transposed convolutions, c7s1-out_ch, tanh. ``n_blocks=9`` is the 256x256 generator of the paper."""
+    upsamplings (``upsample``: transposed convolutions, or resize-convolutions), c7s1-out_ch, tanh.
+    ``n_blocks=9`` is the 256x256 generator of the paper."""
 
     n_down = 2
 
     def __init__(self, in_ch: int, out_ch: int, ngf: int = 64, n_blocks: int = 9, norm: str = "instance",
-                 padding: str = "reflect") -> None:
+                 padding: str = "reflect", upsample: str = "transpose") -> None:
         super().__init__()
         if n_blocks < 0 or ngf < 1:
             raise ValueError(f"n_blocks must be >= 0 and ngf >= 1 (got {n_blocks}, {ngf})")
+        if upsample not in UPSAMPLINGS:
+            raise ValueError(f"unknown upsample {upsample!r} (valid: {', '.join(UPSAMPLINGS)})")
         make_norm, bias = norm_layer(norm), _uses_bias(norm)
         self.multiple = 2**self.n_down
         self.min_size = 2 * self.multiple  # 3-pixel reflection at full size, 1-pixel at the bottleneck
@@ -100,8 +106,13 @@ class ResnetGenerator(nn.Module):
             ch *= 2
         layers += [ResnetBlock(ch, norm, padding) for _ in range(n_blocks)]
         for _ in range(self.n_down):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
-                       make_norm(ch // 2), nn.ReLU(True)]
+            if upsample == "transpose":
+                layers.append(nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1, bias=bias))
+            else:
+                pad_up, p_up = _pad(padding, 1)
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), *pad_up,
+                           nn.Conv2d(ch, ch // 2, 3, padding=p_up, bias=bias)]
+            layers += [make_norm(ch // 2), nn.ReLU(True)]
             ch //= 2
         pad_out, p_out = _pad(padding, 3)
         layers += [*pad_out, nn.Conv2d(ch, out_ch, 7, padding=p_out), nn.Tanh()]
