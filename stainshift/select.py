@@ -41,6 +41,10 @@ Rules (``rule``; default: ``labelled`` when a classifier is given, the source's 
   needed; without a classifier there are no features and the colour distance is minimized instead); values within
   ``tie_tol`` *relative* to the best (default 0.01) are tied, and ties go to the lowest colour distance, then the
   earliest epoch;
+- both rules first leave out the epochs that fail the class guard (:mod:`stainshift.class_guard`; thresholds in
+  :mod:`stainshift.rules`): ``labelled`` an epoch with a class recalled below ``RECALL_MIN``, ``label-free`` one
+  whose predicted-class histogram drifts more than ``DRIFT_MAX`` from both the Reinhard-normalized source's and
+  the target's prior (columns ``min_recall``, ``worst_class``, ``drift``); if every epoch fails, none is left out;
 - if no epoch reaches ``ssim_min``, the epoch with the highest SSIM is picked and the result says so
   (``fallback: true``), as does ``stainshift select``.
 
@@ -87,6 +91,7 @@ from tqdm.auto import tqdm
 
 from stainshift import runs
 from stainshift.atomic import atomic_path, atomic_write_text
+from stainshift.class_guard import histogram, histogram_drift, worst_recall
 from stainshift.data.batching import group_by_shape
 from stainshift.data.datasets import center_crop_tensor, load_cell, to_tensor
 from stainshift.data.domains import Sample
@@ -107,7 +112,14 @@ from stainshift.metrics import (
 from stainshift.models.kinds import EpochScoring
 from stainshift.models.registry import load_epoch, model_class
 from stainshift.project import Project
-from stainshift.rules import DEFAULT_SSIM_MIN, DEFAULT_TIE_TOL, RULES, SSIM_BLUR
+from stainshift.rules import (
+    DEFAULT_SSIM_MIN,
+    DEFAULT_TIE_TOL,
+    DRIFT_MAX,
+    RECALL_MIN,
+    RULES,
+    SSIM_BLUR,
+)
 from stainshift.runs import find_classifier
 from stainshift.train.batches import fixed_samples
 
@@ -156,6 +168,9 @@ class EpochScores:
     accuracy: float | None = None
     macro_f1: float | None = None
     n_labelled: int | None = None  # images whose class the classifier knows (accuracy and macro-F1 are over these)
+    min_recall: float | None = None  # the lowest per-class recall (classes with >= GUARD_MIN_IMAGES images)
+    worst_class: str | None = None   # ... and its class
+    drift: float | None = None       # predicted-class histogram: TV distance to the nearer reference (class guard)
     seconds: float = 0.0
 
     @property
@@ -201,9 +216,20 @@ class Selection:
 
 
 # -- the rule -----------------------------------------------------------------------------------------------------
+def class_guard(row: EpochScores, rule: str, recall_min: float = RECALL_MIN, drift_max: float = DRIFT_MAX
+                ) -> str | None:
+    """Why ``row`` changes what class cells look like under ``rule`` (None: it passes, or was not measured)."""
+    if rule == "labelled" and row.min_recall is not None and row.min_recall < recall_min:
+        return f"{row.worst_class} recall {row.min_recall:.2f} < {recall_min:.2f}"
+    if rule == "label-free" and row.drift is not None and row.drift > drift_max:
+        return f"class histogram drift {row.drift:.2f} > {drift_max:.2f}"
+    return None
+
+
 def choose_epoch(scores: Sequence[EpochScores], rule: str, ssim_min: float = DEFAULT_SSIM_MIN,
-                 tie_tol: float | None = None) -> Choice:
-    """Apply ``rule`` (see the module docstring) to a score table; epoch 0 rows are ignored."""
+                 tie_tol: float | None = None, guard: bool = True) -> Choice:
+    """Apply ``rule`` (see the module docstring) to a score table; epoch 0 rows are ignored. ``guard``: leave out
+    the epochs that fail the class guard (:func:`class_guard`), unless every one does."""
     if rule not in RULES:
         raise StainshiftError(f"unknown rule '{rule}'; use one of {', '.join(RULES)}")
     candidates = [s for s in scores if s.selectable]
@@ -227,6 +253,14 @@ def choose_epoch(scores: Sequence[EpochScores], rule: str, ssim_min: float = DEF
         return Choice(best.epoch, rule, primary, True,
                       f"no epoch reaches SSIM >= {ssim_min:.2f}; took epoch {best.epoch}, the most structure-"
                       f"preserving one (SSIM {best.ssim:.3f}): inspect its samples or train differently")
+    guard_note = ""
+    if guard:
+        failed = {s.epoch: why for s in passing if (why := class_guard(s, rule)) is not None}
+        if failed and len(failed) < len(passing):
+            passing = [s for s in passing if s.epoch not in failed]
+            guard_note = "; class guard left out " + ", ".join(f"epoch {e} ({why})" for e, why in failed.items())
+        elif failed:
+            guard_note = "; every epoch fails the class guard, so it was set aside"
     finite = [s for s in passing if math.isfinite(value(s))]
     if not finite:
         raise StainshiftError(f"no epoch has a finite {primary} score; check the classifier and the data")
@@ -248,7 +282,7 @@ def choose_epoch(scores: Sequence[EpochScores], rule: str, ssim_min: float = DEF
               f"SSIM >= {ssim_min:.2f}")
     if len(tied) > 1:
         reason += f"; {len(tied)} epochs tied within {tie_tol:.3g}, lowest colour distance wins"
-    return Choice(pick.epoch, rule, primary, False, reason, tie_tol)
+    return Choice(pick.epoch, rule, primary, False, reason + guard_note, tie_tol)
 
 
 # -- loading ------------------------------------------------------------------------------------------------------
@@ -311,6 +345,7 @@ class _Scorer:
                  device: torch.device, batch_size: int, inception: nn.Module | None = None) -> None:
         self.classifier, self.labels, self.device, self.batch_size = classifier, labels, device, batch_size
         self.inception = inception
+        self.references: list[np.ndarray] = []  # predicted-class histograms a translation should stay near
         self.target_inception = self._inception(target) if inception is not None else None
         self.directions = random_directions(3, N_PROJECTIONS, seed=0)
         target_lab = torch.cat([lab_pixels(b, PIXELS_PER_IMAGE, seed=1, first_index=i * batch_size)
@@ -328,6 +363,25 @@ class _Scorer:
     def _inception(self, x: torch.Tensor) -> np.ndarray:
         assert self.inception is not None
         return torch.cat([self.inception(b.to(self.device)).float().cpu() for b in _batches(x, 16)]).numpy()
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor) -> np.ndarray:
+        assert self.classifier is not None
+        out = []
+        for b in _batches(x, self.batch_size):
+            b = b.to(self.device)
+            logits = self.classifier(b) if isinstance(self.classifier, nn.Module) else self.classifier.forward(b)
+            out.append(logits.argmax(1).cpu())
+        return torch.cat(out).numpy()
+
+    def _guard(self, row: EpochScores, predicted: np.ndarray) -> None:
+        """The class guard's measures of ``row`` (:mod:`stainshift.class_guard`)."""
+        assert self.classifier is not None
+        if self.references:
+            row.drift = histogram_drift(predicted, self.references)
+        worst = worst_recall(self.labels, predicted, self.classifier.classes) if self.labels is not None else None
+        if worst is not None:
+            row.worst_class, row.min_recall = worst
 
     @torch.inference_mode()
     def score(self, epoch: int, source: torch.Tensor, translated: torch.Tensor | None) -> EpochScores:
@@ -353,6 +407,7 @@ class _Scorer:
         if self.classifier is not None:
             assert self.target_feats is not None
             row.fd = frechet_distance(torch.cat(feats).numpy(), self.target_feats)
+            self._guard(row, torch.cat(preds).numpy())
             if self.labels is not None:
                 predicted, known = torch.cat(preds).numpy(), self.labels >= 0
                 if known.any():
@@ -436,6 +491,8 @@ def score_translations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str
 
         inception = load_inception(ctx.fid_model, ctx.device)
     scorer = _Scorer(model, labels, target, ctx.device, ctx.batch_size, inception)
+    if model is not None:
+        scorer.references = guard_references(ctx, scorer, whole, dst_val, size)
 
     scores = [scorer.score(0, source, None)]
     for epoch in tqdm(epochs, desc=f"select {ctx.method}", unit="epoch", disable=not ctx.progress):
@@ -445,6 +502,21 @@ def score_translations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str
         row.seconds = round(time.perf_counter() - start, 3)  # translation included
         scores.append(row)
     return scores, {"src": len(src_val), "dst": len(dst_val), "size": size}
+
+
+def guard_references(ctx: ScoringContext, scorer: _Scorer, whole: Sequence[torch.Tensor], dst_val: Sequence[Sample],
+                     size: int) -> list[np.ndarray]:
+    """The label-free guard's references: the classes predicted on the source after Reinhard (fitted on the target's
+    train split) and the target's class prior (its validation labels)."""
+    from stainshift.harmonize import fit_classical
+
+    assert scorer.classifier is not None
+    classes = list(scorer.classifier.classes)
+    reinhard = fit_classical(ctx.project, "reinhard", ctx.dst, 200, ctx.project.seed)
+    with torch.inference_mode():
+        normalized = torch.stack([center_crop_tensor(reinhard(x[None])[0].clamp(0, 1), size) for x in whole])
+    prior = np.bincount([classes.index(s.label) for s in dst_val if s.label in classes], minlength=len(classes))
+    return [histogram(scorer.predict(normalized), len(classes)), prior / max(prior.sum(), 1)]
 
 
 # A model's ``scoring`` picks its scorer; generation scoring (mask -> image) comes with the mask-to-image models.

