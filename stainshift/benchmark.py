@@ -80,6 +80,8 @@ class BenchmarkRequest:
     selection_seed: int = 1                    # its seed, other than any reported classifier's
     stain_augment: tuple[str, ...] = STAIN_AUGMENT
     n_boot: int = 2000
+    shots: tuple[int, ...] = ()                # label curve: fine-tune on k labelled source images (0: as is)
+    shot_draws: int = 3                        # random draws of the k images per point
     progress: bool = True
     track: bool = True
 
@@ -100,6 +102,9 @@ class BenchmarkRequest:
                                   "whose accuracy is reported")
         if self.n_boot < 100:
             raise StainshiftError(f"--boot {self.n_boot}: use at least 100 bootstrap resamples (default 2000)")
+        if any(k < 0 for k in self.shots) or self.shot_draws < 1:
+            raise StainshiftError(f"--shots {','.join(map(str, self.shots))}: give numbers of labelled images >= 0 "
+                                  "(e.g. 0,10,25,50,100) and --shot-draws >= 1")
 
 
 @dataclass
@@ -135,6 +140,7 @@ class BenchmarkResult:
     summary: pd.DataFrame                       # mean over classifiers, per condition
     seeds: pd.DataFrame                         # per learned method and rule: selected / best / worst across seeds
     files: dict[str, Path] = field(default_factory=dict)
+    curve: pd.DataFrame | None = None           # --shots: accuracy vs labelled source images, per condition
 
 
 # -- images -------------------------------------------------------------------------------------------------------
@@ -338,6 +344,7 @@ def run_benchmark(project: Project, r: BenchmarkRequest, argv: list[str] | None 
     records: list[dict[str, Any]] = []
     correct_by: dict[str, dict[str, np.ndarray]] = {}
     pb = None
+    curve = None
     for spec in r.classifiers:
         model, model_reused = _classifier(project, r, spec, r.seed)
         m = _Measurements(project, r.src)
@@ -345,11 +352,13 @@ def run_benchmark(project: Project, r: BenchmarkRequest, argv: list[str] | None 
             m.measure(c.label, model, c.folder, method=c.method, epoch=c.epoch, gan_seed=c.gan_seed,
                       images_reused=c.reused, classifier_reused=model_reused)
         aug_labels = []
+        augmented_models: dict[str, Path] = {}
         for kind in r.stain_augment:
             augmented, reused = _classifier(project, r, spec, r.seed, stain_augment=kind)
             label = f"stain augmentation ({kind})"
             m.measure(label, augmented, None, method=f"augment-{kind}", classifier_reused=reused)
             aug_labels.append(label)
+            augmented_models[label] = augmented
         for c in chosen:
             picked = _label(c.method, c.gan_seed, f"e{c.epoch}")
             label = _label(c.method, c.gan_seed, f"selected ({c.rule})")
@@ -362,17 +371,59 @@ def run_benchmark(project: Project, r: BenchmarkRequest, argv: list[str] | None 
         rows, meta = m.rows, m.meta
         pb = pb or PairedBootstrap(len(m.keys or []), r.n_boot, seed=r.seed)
         accuracy = {label: float(v.mean()) for label, v in rows.items()}
-        refs = {name: rows[label] for name, label in _references(rows, accuracy, aug_labels).items()}
+        refs_labels = _references(rows, accuracy, aug_labels)
+        refs = {name: rows[label] for name, label in refs_labels.items()}
         for label, correct in rows.items():
             records.append({"classifier": spec, "condition": label, **meta[label],
                             **_stats_columns(pb, correct, refs, rows[ORIGINAL], rows[UPPER])})
         correct_by[spec] = rows
+        if r.shots and spec == r.classifiers[0]:
+            curve = _label_curve(project, r, model, conditions, chosen, refs_labels, augmented_models)
     table = pd.DataFrame(records)
     summary = _summary(pb, correct_by, table)
     seeds = _seed_table(summary, chosen, learned)
-    result = BenchmarkResult(table, summary, seeds)
+    result = BenchmarkResult(table, summary, seeds, curve=curve)
     write_tables(result, out, r, made, selector)
     return result
+
+
+def _label_curve(project: Project, r: BenchmarkRequest, model: Path, conditions: list[Condition],
+                 chosen: list[Chosen], refs: dict[str, str], augmented: dict[str, Path]) -> pd.DataFrame:
+    """The first reported classifier's label curve on: the original images, the best classical method, each learned
+    method's labelled pick for its first GAN seed, and the best stain-augmented classifier; paired with the original
+    images at the same k (the same test images and the same draws of labelled images)."""
+    from stainshift.label_curve import ShotCondition, label_curve
+    from stainshift.paired_stats import PairedBootstrap
+
+    folders = {c.label: c.folder for c in conditions}
+    shot = [ShotCondition(ORIGINAL, model)]
+    if "classical" in refs:
+        shot.append(ShotCondition(refs["classical"], model, folders[refs["classical"]]))
+    first_seed: dict[str, Chosen] = {}
+    for c in chosen:
+        if c.rule == "labelled" and c.method not in first_seed:
+            first_seed[c.method] = c
+    for c in first_seed.values():
+        shot.append(ShotCondition(_label(c.method, c.gan_seed, f"selected ({c.rule})"), model,
+                                  folders[_label(c.method, c.gan_seed, f"e{c.epoch}")]))
+    if "augment" in refs:
+        shot.append(ShotCondition(refs["augment"], augmented[refs["augment"]]))
+    rows, correct = label_curve(project, r.src, shot, sorted(set(r.shots)), r.shot_draws, r.seed,
+                                progress=r.progress)
+    out = []
+    for (label, k), matrix in correct.items():
+        boot = PairedBootstrap(matrix.shape[1], r.n_boot, seed=r.seed)
+        acc = boot.accuracy(matrix)
+        base = correct[(ORIGINAL, k)]
+        diff = boot.difference(matrix, base) if base.shape == matrix.shape else None
+        out.append({"condition": label, "k": k, "draws": matrix.shape[0], "n": matrix.shape[1],
+                    "accuracy": acc.value, "ci_low": acc.low, "ci_high": acc.high,
+                    "accuracy_sd_over_draws": float(np.std([row["accuracy"] for row in rows
+                                                            if row["condition"] == label and row["k"] == k])),
+                    "d_original": diff.value if diff else np.nan, "d_original_low": diff.low if diff else np.nan,
+                    "d_original_high": diff.high if diff else np.nan,
+                    "vs_original": diff.verdict() if diff else ""})
+    return pd.DataFrame(out)
 
 
 def _summary(pb: Any, correct_by: dict[str, dict[str, np.ndarray]], table: pd.DataFrame) -> pd.DataFrame:
@@ -520,6 +571,10 @@ def write_tables(result: BenchmarkResult, out: Path, r: BenchmarkRequest, made: 
                   f"{row['selection_reason']} |" for row in selected.to_dict("records")]
         lines += ["", "Per-epoch selection scores: " + ", ".join(
             f"`{p.name}`" for p in sorted(out.glob("selection_*.csv")))]
+    if result.curve is not None:
+        lines += ["", *curve_lines(result.curve, r, "label_curve.png")]
+        write_curve(result.curve, out, r)
+        result.files["curve"] = out / "label_curve.csv"
     lines += ["", "## Every classifier", "", *markdown_table(t, "classifier")]
     lines += ["", "![accuracy vs epoch](accuracy_vs_epoch.png)", ""]
     atomic_write_text(result.files["markdown"], "\n".join(lines) + "\n")
@@ -554,3 +609,44 @@ def plot_accuracy_vs_epoch(ax, frame: pd.DataFrame, method: str, label: str = "{
         ax.axhline(group[group.condition == ORIGINAL].accuracy.iloc[0], color=color, ls=":", lw=1)
         ax.axhline(group[group.condition == UPPER].accuracy.iloc[0], color=color, ls="--", lw=1)
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+
+
+def curve_lines(curve: pd.DataFrame, r: BenchmarkRequest, picture: str) -> list[str]:
+    """The label curve as a markdown table: accuracy (95% CI) per condition and k, with the paired difference to the
+    original images at the same k."""
+    ks = sorted(curve.k.unique())
+    lines = [f"## Labelled source images: accuracy after fine-tuning on k of them ({r.shot_draws} draws)", "",
+             f"{r.classifiers[0]}, fine-tuned in memory on k images of {r.src}'s train split "
+             "(:mod:`stainshift.label_curve`); vs original: paired difference at the same k (the same draws).", "",
+             "| condition | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    for condition, part in curve.groupby("condition", sort=False):
+        cells = []
+        for k in ks:
+            row = part[part.k == k]
+            if not len(row):
+                cells.append("-")
+                continue
+            row = row.iloc[0]
+            verdict = "" if condition == ORIGINAL else f"; {row.d_original:+.3f} {row.vs_original}"
+            cells.append(f"{row.accuracy:.3f} ({row.ci_low:.3f}-{row.ci_high:.3f}){verdict}")
+        lines.append(f"| {condition} | " + " | ".join(cells) + " |")
+    return [*lines, "", f"![label curve]({picture})"]
+
+
+def write_curve(curve: pd.DataFrame, out: Path, r: BenchmarkRequest) -> None:
+    import matplotlib.pyplot as plt
+
+    atomic_write_text(out / "label_curve.csv", curve.to_csv(index=False))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for condition, part in curve.groupby("condition", sort=False):
+        part = part.sort_values("k")
+        ax.errorbar(part.k, part.accuracy, yerr=[part.accuracy - part.ci_low, part.ci_high - part.accuracy],
+                    marker="o", capsize=3, label=condition)
+    ax.set(xlabel=f"labelled {r.src} images the classifier was fine-tuned on", ylabel=f"accuracy on {r.src} test",
+           ylim=(0, 1), title=f"{r.src} -> {r.dst}: {r.shot_draws} draws per point, 95% CI")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out / "label_curve.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

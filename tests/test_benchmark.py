@@ -136,3 +136,49 @@ def test_colorization_trained_for_one_source_serves_every_source(tmp_path):
     assert result.n_images == 3 and result.epoch == 1
     with pytest.raises(StainshiftError, match="no trained cyclegan run for site3 -> clinic"):
         harmonize(project, HarmonizeRequest("site3", "clinic", epoch=1, out=tmp_path / "out2", progress=False))
+
+
+def test_label_curve_fine_tunes_copies_on_the_same_draws_and_pairs_them_with_the_original(tmp_path):
+    from stainshift.data.splits import samples_in
+    from stainshift.label_curve import draw
+
+    project = simulated_project(tmp_path, per_class=8, split=(0.5, 0.25, 0.25))
+    train(project, TrainRequest(src="hgtp", dst="clinic", run_id="g", progress=False, track=False,
+                                overrides={**TINY_CYCLEGAN, "epochs": 1, "keep_epochs": (1,)}))
+    result = run_benchmark(project, BenchmarkRequest("hgtp", "clinic", **REQUEST, shots=(0, 4), shot_draws=2,
+                                                     stain_augment=("lab",)))
+    curve = result.curve
+    assert set(curve.condition) >= {"original", "cyclegan selected (labelled)", "stain augmentation (lab)"}
+    assert set(curve.k) == {0, 4}
+    assert (curve[curve.k == 0].draws == 1).all() and (curve[curve.k == 4].draws == 2).all()
+    # k = 0 is the classifier as it is: the benchmark's own row
+    by = result.table.set_index("condition")
+    zero = curve[curve.k == 0].set_index("condition")
+    assert zero.loc["original", "accuracy"] == pytest.approx(by.loc["original", "accuracy"])
+    assert (zero.loc["cyclegan selected (labelled)", "accuracy"]
+            == pytest.approx(by.loc["cyclegan selected (labelled)", "accuracy"]))
+    assert (curve[curve.condition == "original"].d_original == 0).all()
+    assert set(curve.vs_original) <= {"better", "worse", "n.s."}
+    # the draws are seeded and differ from one draw to the next
+    train_split = samples_in(project, "hgtp", "train")
+    assert [s.key for s in draw(train_split, 4, 0, 1)] == [s.key for s in draw(train_split, 4, 0, 1)]
+    assert [s.key for s in draw(train_split, 4, 0, 0)] != [s.key for s in draw(train_split, 4, 0, 1)]
+    out = project.runs / "hgtp_to_clinic" / "benchmark"
+    assert (out / "label_curve.csv").is_file() and (out / "label_curve.png").is_file()
+    assert "## Labelled source images" in (out / "benchmark.md").read_text()
+
+
+def test_finetune_copy_changes_the_copy_only():
+    import torch
+
+    from stainshift.classify.models import build_classifier
+    from stainshift.label_curve import finetune_copy
+
+    torch.manual_seed(0)
+    clf = build_classifier("resnet18", 2, "group", None, ["a", "b"], 32)
+    before = {k: v.clone() for k, v in clf.state_dict().items()}
+    x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 0, 1, 0, 1])
+    tuned = finetune_copy(clf, x, y, epochs=2)
+    assert all(torch.equal(before[k], v) for k, v in clf.state_dict().items())
+    assert not all(torch.equal(before[k], v) for k, v in tuned.state_dict().items())
+    assert not tuned.training

@@ -16,6 +16,16 @@ accuracy_vs_epoch.png)."""
 CLASSIFIERS = ("resnet18", "resnet18-focal", "resnet34", "resnet34-focal")  # = stainshift.benchmark.CLASSIFIERS
 
 
+def _shots(text: str) -> tuple[int, ...]:
+    try:
+        shots = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        shots = ()
+    if not shots or min(shots) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers of labelled images, e.g. 0,10,25")
+    return shots
+
+
 def _seeds(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(v) for v in text.split(",") if v.strip())
@@ -59,6 +69,10 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--selection-seed", type=int, default=1, help="its seed, other than --seed (default 1)")
     p.add_argument("--stain-augment", default="hed,lab", type=_augment, metavar="KINDS",
                    help="competitor classifiers trained with stain augmentation: hed, lab, both (default) or none")
+    p.add_argument("--shots", type=_shots, metavar="K,K,...",
+                   help="label curve: the first classifier fine-tuned on K labelled source images (0: as is), per "
+                        "condition, e.g. 0,10,25,50,100")
+    p.add_argument("--shot-draws", type=int, default=3, help="random draws of the K images per point (default 3)")
     p.add_argument("--boot", type=int, default=2000, help="paired bootstrap resamples (default 2000)")
     p.add_argument("--no-track", action="store_true", help="do not log to mlflow")
     p.set_defaults(func=run)
@@ -74,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
                                norm=args.norm, size=args.size, epochs=args.epochs,
                                finetune_epochs=args.finetune_epochs, finetune_balanced=args.balanced_finetune,
                                batch_size=args.batch_size, seed=args.seed, gan_seeds=args.seeds,
-                               run_prefix=args.run_prefix,
+                               run_prefix=args.run_prefix, shots=tuple(args.shots or ()),
+                               shot_draws=args.shot_draws,
                                selection_classifier=args.selection_classifier, selection_seed=args.selection_seed,
                                stain_augment=args.stain_augment, n_boot=args.boot, progress=not args.quiet,
                                track=not args.no_track)
