@@ -157,11 +157,14 @@ def benchmark_source(project, source: str, args: argparse.Namespace) -> None:
     request = BenchmarkRequest(source, TARGET, classifiers=tuple(args.classifiers.split(",")), norm="group",
                                size=96, epochs=10, finetune_epochs=5, seed=0,
                                gan_seeds=tuple(int(s) for s in args.seeds.split(",")), run_prefix=args.run_prefix,
-                               progress=not args.quiet)
+                               shots=tuple(int(k) for k in args.shots.split(",")) if args.shots else (),
+                               shot_draws=args.shot_draws, progress=not args.quiet)
     result = run_benchmark(project, request, argv=sys.argv)
     _part(label, "table").parent.mkdir(parents=True, exist_ok=True)
     for part, frame in zip(PARTS, (result.table, result.summary, result.seeds), strict=True):
         frame.assign(source=label).to_csv(_part(label, part), index=False)
+    if result.curve is not None:
+        result.curve.assign(source=label).to_csv(_part(label, "curve"), index=False)
     selection_dir = RESULTS / "cross_site_selection"
     selection_dir.mkdir(exist_ok=True)
     for scores in runs.benchmark_dir(project, source, TARGET).glob(f"selection_*{args.run_prefix or ''}*.csv"):
@@ -180,6 +183,8 @@ def main() -> None:
     parser.add_argument("--run-prefix", default="cpu-",
                         help="benchmark the runs whose id starts so (default cpu-: the `cpu` preset runs cpu-sN)")
     parser.add_argument("--tag", help="name the parts <source>@<tag> (a training variant; see stable_translation.py)")
+    parser.add_argument("--shots", help="label curve, e.g. 0,10,25,50,100 (see `stainshift benchmark --shots`)")
+    parser.add_argument("--shot-draws", type=int, default=3)
     parser.add_argument("--allow-dirty", action="store_true", help="measure on a tree with uncommitted changes")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--from-csv", action="store_true",

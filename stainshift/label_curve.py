@@ -57,7 +57,7 @@ def draw(samples: Sequence[Sample], k: int, seed: int, index: int) -> list[Sampl
     return [samples[i] for i in sorted(order)]
 
 
-def finetune_copy(classifier: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 10,
+def finetune_copy(classifier: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 5,
                   lr: float = 1e-4, seed: int = 0) -> torch.nn.Module:
     """A fine-tuned copy of ``classifier`` (the original is untouched) on images ``x`` (B x 3 x S x S) and labels."""
     model = copy.deepcopy(classifier).train()
@@ -84,7 +84,7 @@ def _correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.nda
 
 
 def label_curve(project: Project, src: str, conditions: Sequence[ShotCondition], shots: Sequence[int],
-                draws: int = 3, seed: int = 0, epochs: int = 10, lr: float = 1e-4, progress: bool = False
+                draws: int = 3, seed: int = 0, epochs: int = 5, lr: float = 1e-4, progress: bool = False
                 ) -> tuple[list[dict], dict[tuple[str, int], np.ndarray]]:
     """Rows (condition, k, draw, accuracy) and the per-test-image correctness, (draws, n) per (condition, k)."""
     from stainshift.classify.models import load_classifier
