@@ -122,8 +122,8 @@ def grid(project, frame: pd.DataFrame, path: Path) -> None:
     for source in dict.fromkeys(frame.source):
         picked = first_test_cells(project, source, 1, classes)
         methods = [("original", None), ("reinhard", runs.benchmark_images(project, source, TARGET, "reinhard"))]
-        for method in ("cyclegan", "colorization"):  # each at the epoch its labelled selection chose for this source
-            run = runs.serving_run(project, source, TARGET, method)
+        for method in ("cyclegan", "cut", "colorization"):  # seed 0's run, at its labelled selection's epoch
+            run = runs.runs_by_seed(project, source.split("@")[0], TARGET, method, "cpu-").get(0)
             record = runs.selection_record(run, "labelled", source) if run is not None else None
             if record is not None:
                 condition = runs.learned_condition(run, source, TARGET, record["epoch"])
@@ -134,7 +134,7 @@ def grid(project, frame: pd.DataFrame, path: Path) -> None:
             labels.append(f"{source} {label}")
     rows.append(harmonized_row(first_test_cells(project, TARGET, 1, classes)))
     labels.append("pbc (target)")
-    write_image(path, image_grid(rows, cell=96, row_labels=labels, label_width=150))
+    write_image(path, image_grid(rows, cell=160, row_labels=labels, label_width=150))  # near the cells' own size
 
 
 PARTS = ("table", "summary", "seeds")
