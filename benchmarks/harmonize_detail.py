@@ -94,7 +94,7 @@ def measure_run(project, src: str, run: Path, samples, clf) -> dict:
             out[mode]["images"].append(full)
             out[mode]["sharp"].append(sharpness(full) / max(inputs_sharp[-1], 1e-6))
             out[mode]["ssim"].append(_ssim(full, original))
-            out[mode]["checker"].append(checkerboard(rescale(full, scale) if mode == "carry" else done))
+            out[mode]["checker"].append(checkerboard(rescale(full, scale)))  # both modes at the common scale
     labels = [s.label for s in samples]
     target = lab_pixels([to_batch([read_sample(s)])[0] for s in samples_in(project, TARGET, "val")[:100]])
     result = {"run": run.name, "epoch": epoch, "scale": scale, "input_checker": float(np.median(inputs_checker))}
@@ -131,7 +131,7 @@ def main() -> None:
     per_source, grid_rows, grid_labels = {}, [], []
     for src in args.sources.split(","):
         samples = [s for s in samples_in(project, src, "test") if s.label in clf.classes]
-        seeds = runs.runs_by_seed(project, src, TARGET, "cyclegan")
+        seeds = runs.runs_by_seed(project, src, TARGET, "cyclegan", "cpu-")
         results = [measure_run(project, src, run, samples, clf) for run in seeds.values()]
         boot = PairedBootstrap(len(samples), seed=0)
         a = np.array([r["correct"]["carry"] for r in results])

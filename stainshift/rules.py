@@ -22,8 +22,11 @@ an epoch when, on the source's validation split,
 Faithful translations (the clinic's own rendering of the cell; Reinhard, which cannot change a class) must pass;
 neither measure separates them from every class-changing translation, so each threshold lies halfway between the
 worst faithful value and a total collapse: it is a collapse guard (recall catches 92% of simulated class swaps and
-every collapse, the histogram 83% of collapses and few swaps). If every epoch that passes the SSIM gate fails the
-guard, the guard is set aside and the reason says so.
+every collapse, the histogram 83% of collapses and few swaps). The worst faithful drift (0.25) is the distance
+between the simulated source's jtsc-like class mix and the target's balanced prior, where Reinhard's histogram was
+no nearer: a real source whose mix differs from the target's prior by more than DRIFT_MAX, with a poor Reinhard
+reference, would fail a faithful epoch too. If every epoch that
+passes the SSIM gate fails the guard, the guard is set aside and the reason says so.
 """
 
 RULES = ("labelled", "label-free")

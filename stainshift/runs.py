@@ -134,12 +134,13 @@ def runs_by_seed(project: Project, src: str, dst: str, method: str, prefix: str 
     any pair with this target, when the pair itself has none); with ``prefix``, only runs whose id starts so."""
     from stainshift.models.registry import model_class
 
-    states = list(method_dir(project, src, dst, method).glob(f"*/{LAST_STATE}"))
+    def matching(found: Iterable[Path]) -> list[Path]:
+        return [s for s in found if not prefix or s.parent.name.startswith(prefix)]
+
+    states = matching(method_dir(project, src, dst, method).glob(f"*/{LAST_STATE}"))
     if not states and not model_class(method).data_regime.needs_source:
-        states = list(project.runs.glob(f"*_to_{dst}/{method}/*/{LAST_STATE}"))
+        states = matching(project.runs.glob(f"*_to_{dst}/{method}/*/{LAST_STATE}"))
     newest: dict[int, Path] = {}
-    if prefix:
-        states = [s for s in states if s.parent.name.startswith(prefix)]
     for state in sorted(states, key=lambda p: p.stat().st_mtime):
         seed = read_config(state.parent).get("seed")
         if isinstance(seed, int) and kept_epochs(state.parent):

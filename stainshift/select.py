@@ -7,7 +7,8 @@ small data the best classifier accuracy came at epochs 2-3 and fell after). Noth
 What is measured, for every kept epoch ``epochs/epoch_NNN.pt`` of the latest (or ``run_id``) run, on the SOURCE
 domain's *validation* split only (the GAN trained on the source train split; the test split stays untouched):
 
-- each image is translated as ``harmonize`` translates it: the whole image, rescaled by the domain's scale factor
+- each image is translated as ``harmonize`` translates it: the whole image (a whole field, for a fields domain,
+  whose located cell's window is then cut from the output), rescaled by the domain's scale factor
   (the project's common cell diameter), tiled above 512 px; then the output is centre-cropped (or reflect-padded)
   to the classifier's ``input_size`` (without a classifier: the run's training ``crop_size``), as a classifier's
   dataset crops. Translating the crop alone would not do: instance normalization sees the whole input, so a crop's
@@ -94,7 +95,7 @@ from stainshift.atomic import atomic_path, atomic_write_text
 from stainshift.class_guard import histogram, histogram_drift, worst_recall
 from stainshift.data.batching import group_by_shape
 from stainshift.data.datasets import center_crop_tensor, load_cell, to_tensor
-from stainshift.data.domains import Sample
+from stainshift.data.domains import Sample, crop_box
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
 from stainshift.device import resolve_device
@@ -253,6 +254,7 @@ def choose_epoch(scores: Sequence[EpochScores], rule: str, ssim_min: float = DEF
         return Choice(best.epoch, rule, primary, True,
                       f"no epoch reaches SSIM >= {ssim_min:.2f}; took epoch {best.epoch}, the most structure-"
                       f"preserving one (SSIM {best.ssim:.3f}): inspect its samples or train differently")
+    gated = len(passing)
     guard_note = ""
     if guard:
         failed = {s.epoch: why for s in passing if (why := class_guard(s, rule)) is not None}
@@ -279,7 +281,7 @@ def choose_epoch(scores: Sequence[EpochScores], rule: str, ssim_min: float = DEF
     label = METRICS[primary][0]
     best_word = "highest" if primary == "macro_f1" else "lowest"
     reason = (f"{best_word} {label} ({value(pick):.4g}) among {len(passing)} of {len(candidates)} epochs with "
-              f"SSIM >= {ssim_min:.2f}")
+              f"SSIM >= {ssim_min:.2f}" + (f" ({gated} before the class guard)" if gated != len(passing) else ""))
     if len(tied) > 1:
         reason += f"; {len(tied)} epochs tied within {tie_tol:.3g}, lowest colour distance wins"
     return Choice(pick.epoch, rule, primary, False, reason + guard_note, tie_tol)
@@ -309,21 +311,38 @@ def _load(samples: Sequence[Sample], scale: float, size: int) -> torch.Tensor:
     return torch.stack([to_tensor(load_cell(s, scale, size)) for s in samples])
 
 
-def _load_whole(samples: Sequence[Sample], scale: float) -> list[torch.Tensor]:
-    return [to_tensor(load_cell(s, scale)) for s in samples]
+Box = tuple[int, int, int, int] | None
+
+
+def _load_whole(samples: Sequence[Sample], scale: float) -> tuple[list[torch.Tensor], list[Box]]:
+    """Each sample's whole image rescaled by ``scale`` (a field, for a fields domain: ``harmonize`` translates whole
+    fields) and its cell's window in those pixels (None: the whole image)."""
+    images = [to_tensor(load_cell(dataclasses.replace(s, box=None), scale)) for s in samples]
+    boxes = [None if s.box is None else tuple(round(v * scale) for v in s.box) for s in samples]
+    return images, boxes  # type: ignore[return-value]
+
+
+def frame_and_crop(image: torch.Tensor, box: Box, size: int) -> torch.Tensor:
+    """The cell's window of a CHW image (background-filled past the edge, as :func:`read_sample` does), then the
+    centre ``size`` crop that a classifier's dataset takes."""
+    if box is not None:
+        window = crop_box(np.ascontiguousarray(image.permute(1, 2, 0).float().cpu().numpy()), box)
+        image = torch.from_numpy(np.ascontiguousarray(window)).permute(2, 0, 1)
+    return center_crop_tensor(image, size)
 
 
 @torch.inference_mode()
 def translate_and_crop(translator: nn.Module, images: Sequence[torch.Tensor], size: int, device: torch.device,
-                       tile: int = 512, overlap: int = 64) -> torch.Tensor:
+                       tile: int = 512, overlap: int = 64, boxes: Sequence[Box] | None = None) -> torch.Tensor:
     """Translate whole CHW images the way ``harmonize`` does (same-size batches, tiles above ``tile`` px), then
-    centre-crop each output to ``size`` (N x 3 x size x size)."""
+    frame each output's cell (``boxes``) and centre-crop it to ``size`` (N x 3 x size x size)."""
+    boxes = list(boxes) if boxes is not None else [None] * len(images)
     out: list[torch.Tensor | None] = [None] * len(images)
     for indices in group_by_shape(images).values():
         batch = torch.stack([images[i] for i in indices]).to(device)
         done = translate_images(translator, batch, tile, overlap)
-        for i, crop in zip(indices, center_crop_tensor(done.float(), size), strict=True):
-            out[i] = crop.cpu()
+        for i, image in zip(indices, done.float(), strict=True):
+            out[i] = frame_and_crop(image.cpu(), boxes[i], size)
     return torch.stack(out)  # type: ignore[arg-type]
 
 
@@ -482,8 +501,8 @@ def score_translations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str
     epochs = runs.kept_epochs(ctx.run)
     # the epoch files say how training scaled the source: select scales it as harmonize does
     first, meta = load_epoch(runs.epoch_file(ctx.run, epochs[0]))
-    whole = _load_whole(src_val, source_scale(project, src, meta))
-    source = torch.stack([center_crop_tensor(x, size) for x in whole])
+    whole, boxes = _load_whole(src_val, source_scale(project, src, meta))
+    source = torch.stack([frame_and_crop(x, box, size) for x, box in zip(whole, boxes, strict=True)])
     target = _load(dst_val, scale_factor(project, dst), size)
     inception = None
     if ctx.fid_model is not None:
@@ -492,20 +511,20 @@ def score_translations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str
         inception = load_inception(ctx.fid_model, ctx.device)
     scorer = _Scorer(model, labels, target, ctx.device, ctx.batch_size, inception)
     if model is not None:
-        scorer.references = guard_references(ctx, scorer, whole, dst_val, size)
+        scorer.references = guard_references(ctx, scorer, whole, boxes, dst_val, size)
 
     scores = [scorer.score(0, source, None)]
     for epoch in tqdm(epochs, desc=f"select {ctx.method}", unit="epoch", disable=not ctx.progress):
         translator = (first if epoch == epochs[0] else load_epoch(runs.epoch_file(ctx.run, epoch))[0]).to(ctx.device)
         start = time.perf_counter()
-        row = scorer.score(epoch, source, translate_and_crop(translator, whole, size, ctx.device))
+        row = scorer.score(epoch, source, translate_and_crop(translator, whole, size, ctx.device, boxes=boxes))
         row.seconds = round(time.perf_counter() - start, 3)  # translation included
         scores.append(row)
     return scores, {"src": len(src_val), "dst": len(dst_val), "size": size}
 
 
-def guard_references(ctx: ScoringContext, scorer: _Scorer, whole: Sequence[torch.Tensor], dst_val: Sequence[Sample],
-                     size: int) -> list[np.ndarray]:
+def guard_references(ctx: ScoringContext, scorer: _Scorer, whole: Sequence[torch.Tensor], boxes: Sequence[Box],
+                     dst_val: Sequence[Sample], size: int) -> list[np.ndarray]:
     """The label-free guard's references: the classes predicted on the source after Reinhard (fitted on the target's
     train split) and the target's class prior (its validation labels)."""
     from stainshift.harmonize import fit_classical
@@ -514,7 +533,8 @@ def guard_references(ctx: ScoringContext, scorer: _Scorer, whole: Sequence[torch
     classes = list(scorer.classifier.classes)
     reinhard = fit_classical(ctx.project, "reinhard", ctx.dst, 200, ctx.project.seed)
     with torch.inference_mode():
-        normalized = torch.stack([center_crop_tensor(reinhard(x[None])[0].clamp(0, 1), size) for x in whole])
+        normalized = torch.stack([frame_and_crop(reinhard(x[None])[0].clamp(0, 1), box, size)
+                                  for x, box in zip(whole, boxes, strict=True)])
     prior = np.bincount([classes.index(s.label) for s in dst_val if s.label in classes], minlength=len(classes))
     return [histogram(scorer.predict(normalized), len(classes)), prior / max(prior.sum(), 1)]
 

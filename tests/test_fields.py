@@ -117,7 +117,7 @@ def test_inspect_reports_cells_per_field_and_hints_fields(tmp_path, field_tree):
     project, _ = add_domain(project, "plain", root / "site")  # the same fields, not declared as fields
     report = inspect_domain(project, "plain")
     assert report.cells_per_field is None
-    assert report.hint is not None and "--fields" in report.hint
+    assert report.hint is not None and "fields = true" in report.hint and "[domains.plain]" in report.hint
 
 
 def test_centred_crops_get_no_fields_hint(tmp_path):
@@ -144,3 +144,25 @@ def test_fields_must_be_a_boolean_in_the_project_file(tmp_path):
     (tmp_path / "stainshift.toml").write_text('[domains.a]\npath = "x"\nfields = "yes"\n')
     with pytest.raises(ProjectError, match="fields must be true or false"):
         load_project(tmp_path)
+
+
+def test_selection_frames_the_cell_in_the_translated_whole_field_as_evaluation_does(tmp_path, field_tree):
+    """select translates whole fields (as harmonize does) and cuts the cell's window from the output; untranslated,
+    that window matches what the datasets read for the sample (cut at full size, then rescaled)."""
+    import torch
+
+    from stainshift.data.datasets import load_cell, to_tensor
+    from stainshift.data.scale import scale_factor
+    from stainshift.select import _load_whole, frame_and_crop
+
+    root, _ = field_tree
+    project, _ = add_domain(_project(tmp_path), "site", root / "site", fields=True)
+    samples = samples_in(project, "site")
+    scale = scale_factor(project, "site")
+    whole, boxes = _load_whole(samples, scale)
+    assert whole[0].shape[1:] == (round(240 * scale), round(320 * scale))  # the whole field, at the common scale
+    for image, box, sample in zip(whole, boxes, samples, strict=True):
+        framed = frame_and_crop(image, box, 32)
+        direct = to_tensor(load_cell(sample, scale, 32))
+        assert framed.shape == direct.shape == (3, 32, 32)
+        assert torch.mean(torch.abs(framed - direct)) < 0.03

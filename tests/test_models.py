@@ -136,7 +136,7 @@ def test_registry_and_paper_presets():
     assert (cut.lambda_gan, cut.lambda_nce, cut.nce_idt, cut.nce_layers, cut.num_patches, cut.nce_t, cut.mlp_nc) == \
         (1.0, 1.0, True, (0, 4, 8, 12, 16), 256, 0.07, 256)
     fast = model_options("cut", "fast-cpu")
-    assert (fast.nce_idt, fast.lambda_nce) == (False, 10.0)
+    assert (fast.nce_idt, fast.lambda_nce, fast.flip_equivariance) == (False, 10.0, True)
     cpu = model_options("cyclegan")
     assert cpu.keep_epochs[:3] == (1, 2, 3) and cpu.crop_size < p.crop_size
     over = model_options("cyclegan", "cpu", epochs=3, keep_epochs=[3, 1], lr=1)
@@ -392,7 +392,23 @@ def test_cut_has_one_generator_and_fastcut_skips_the_identity_term():
     model = tiny("cut")
     assert set(model.networks()) == {"G", "D", "F"}
     assert len(model.F.mlps) == 4
-    fast = tiny("cut", nce_idt=False, lambda_nce=10.0)
-    assert fast.train_step(batch("cut"))["NCE_Y"] == 0.0
+    fast = tiny("cut", nce_idt=False, lambda_nce=10.0, flip_equivariance=True)
+    for _ in range(3):  # mirrored and plain steps
+        assert fast.train_step(batch("cut"))["NCE_Y"] == 0.0
     with pytest.raises(StainshiftError, match="nce_layers"):
         tiny("cut", nce_layers=(0, 30))
+
+
+@pytest.mark.parametrize("name", ["cyclegan", "cut"])
+def test_init_from_an_epoch_file_with_a_weight_average_loads_the_live_generator(name):
+    source = tiny(name)
+    source.train_step(batch(name))
+    ckpt = source.translator().checkpoint()
+    target = tiny(name, seed=5, ema_decay=0.9)
+    assert target.load_initial(ckpt) == ["translator"]
+    live = target.G_A if name == "cyclegan" else target.G
+    average = target.G_A_ema if name == "cyclegan" else target.G_ema
+    want = source.translator().generator.state_dict()
+    assert all(torch.equal(want[k], v) for k, v in live.state_dict().items())
+    assert all(torch.equal(want[k], v) for k, v in average.average.state_dict().items())
+    assert int(average.updates) == 0

@@ -147,3 +147,15 @@ def test_epoch_plan_runs_over_the_right_domain_and_balances_classes():
     many = epoch_plan(torch.ones(2000, dtype=torch.float64), weights, seed=0, epoch=1)
     share = sum(p[1] == 0 for p in many) / len(many)
     assert 0.4 < share < 0.6
+
+
+def test_a_run_saved_before_an_option_existed_resumes(project):
+    """Runs trained before ema_decay / upsample existed have no such keys: they resume with the defaults."""
+    first = train(project, _request("older", 1))
+    state_file = first.run_dir / "last.pt"
+    state = torch.load(state_file, weights_only=False)
+    for key in ("ema_decay", "upsample"):
+        del state["config"]["options"][key]
+    torch.save(state, state_file)
+    resumed = train(project, _request("older", 2, resume=True))
+    assert resumed.epochs_done == 2

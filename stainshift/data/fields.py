@@ -5,7 +5,8 @@ folders. Its cells are found once per field, from the field's mask when it has o
 masks) and else by :func:`~stainshift.data.locate.locate_cells`, and cached in ``runs/fields/<domain>.json``
 (a field is located again when its file's size or modification time changes). The labelled cell of a field is its
 largest (the locator orders cells by nucleus area); its sample's ``box`` is a square of
-:data:`FRAME_DIAMETERS` cell diameters centred on it (reflected past the field's edge), so that after scale
+:data:`FRAME_DIAMETERS` cell diameters centred on it (filled with the field's background past its edge), so that
+after scale
 harmonization every step sees it framed as a ready-made single-cell crop. A field where no cell was found keeps its
 centre square, and ``domains inspect`` counts those.
 """
@@ -157,7 +158,8 @@ def located_diameter(cells: dict[str, FieldCells]) -> dict:
 
 def frame(cells: FieldCells | None, side: float) -> tuple[int, int, int, int] | None:
     """A ``side``-px square centred on the field's primary cell (on the field's centre when it has none); the part
-    past the field's edge is filled by reflection when read (:func:`~stainshift.data.domains.crop_box`)."""
+    past the field's edge is filled with the field's background when read
+    (:func:`~stainshift.data.domains.crop_box`)."""
     if cells is None:
         return None
     s = max(1, round(side))

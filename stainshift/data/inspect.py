@@ -119,9 +119,8 @@ def inspect_domain(project: Project, name: str, progress: bool = False, max_diam
             if ratio < FIELD_RATIO or offset > FIELD_OFFSET:
                 why = (f"cells lie {offset:.0%} of the shorter side from the centre" if offset > FIELD_OFFSET
                        else f"cells span only {ratio:.0%} of the shorter side")
-                extra["hint"] = (f"{why}: these look like whole smear fields; re-add the domain with `stainshift "
-                                 f"domains add {name} {config.path} --fields --force` so each white cell is located "
-                                 "and framed")
+                extra["hint"] = (f"{why}: these look like whole smear fields; add `fields = true` under "
+                                 f"[domains.{name}] in {project.file} so each white cell is located and framed")
     return DomainReport(
         name=name,
         folder=str(config.folder),

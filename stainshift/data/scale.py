@@ -46,7 +46,10 @@ def domain_diameter(project: Project, name: str) -> float | None:
         return declared
     cache = scale_cache(project, name)
     if cache.exists():
-        return float(json.loads(cache.read_text())["median"])
+        cached = json.loads(cache.read_text())
+        # an estimate made before the domain was declared whole fields measured the fields, not their cells
+        if not project.domain(name).fields or str(cached.get("source", "")).startswith("cells located"):
+            return float(cached["median"])
     estimate = estimate_domain_diameter(project, name)
     if estimate["median"] is None:
         raise DataError(f"domain '{name}': could not estimate a cell diameter from its images; set "

@@ -6,10 +6,11 @@ PatchNCE: the encoder features of the output ``G(x)`` at ``num_patches`` random 
 dot product of L2-normalized projections, temperature ``nce_T``) to the input's feature at the same position than
 to the input's features elsewhere in the same image: the output's structure is tied to the input's by construction.
 Objective: ``lambda_gan * GAN(D(G(x)))`` + ``lambda_nce`` * PatchNCE(x, G(x)), averaged with PatchNCE(y, G(y)) on
-target images when ``nce_idt`` (CUT; FastCUT drops it and uses ``lambda_nce = 10``). LSGAN, no image pool; the
-discriminator is updated before the generator, as in the reference code. The reference's anti-aliased
-down/upsampling is not used (the same generator as CycleGAN's here); ``G`` and ``F`` share one Adam optimizer
-(the same learning rate and betas as the reference's two). Images are scaled to [-1, 1] inside the model.
+target images when ``nce_idt`` (CUT; FastCUT drops it, uses ``lambda_nce = 10`` and ``flip_equivariance``).
+LSGAN, no image pool; the discriminator is updated before the generator, as in the reference code. The
+reference's anti-aliased down/upsampling is not used (the same generator as CycleGAN's here); ``G`` and ``F``
+share one Adam optimizer (the same learning rate and betas as the reference's two). Images are scaled to [-1, 1]
+inside the model.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stainshift.errors import StainshiftError
 from stainshift.losses import GAN_MODES, GANLoss
 from stainshift.models.base import ModelOptions, TranslationModel, Translator
 from stainshift.nets.averaging import WeightAverage
@@ -47,6 +49,7 @@ class CUTOptions(ModelOptions):
     num_patches: int = 256
     nce_t: float = 0.07
     mlp_nc: int = 256
+    flip_equivariance: bool = False  # FastCUT: half the steps translate the mirrored batch, PatchNCE mirrored back
     ema_decay: float = 0.0           # > 0: translate with an exponential moving average of G
     upsample: str = "transpose"
 
@@ -156,7 +159,7 @@ class CUT(TranslationModel):
             # the CycleGAN `cpu` preset's generator and crops, so the two compare at equal capacity
             "cpu": CUTOptions(**small),
             # FastCUT: no identity PatchNCE, a 10x PatchNCE weight (the reference's FastCUT mode)
-            "fast-cpu": CUTOptions(**small, nce_idt=False, lambda_nce=10.0),
+            "fast-cpu": CUTOptions(**small, nce_idt=False, lambda_nce=10.0, flip_equivariance=True),
             "tiny": CUTOptions(ngf=4, n_blocks=1, ndf=4, load_size=32, crop_size=32, batch_size=1, epochs=2,
                                epochs_decay=0, keep_epochs=(1, 2), nce_layers=(0, 4, 8, 10), num_patches=16,
                                mlp_nc=8),
@@ -190,13 +193,33 @@ class CUT(TranslationModel):
         assert isinstance(options, CUTOptions)
         return CUTTranslator(cls._generator(options), options)
 
+    def load_initial(self, ckpt: dict) -> list[str]:
+        """As the base class; with a weight average, the weights go to ``G`` and the average restarts from them."""
+        if self.G_ema is None:
+            return super().load_initial(ckpt)
+        if "networks" not in ckpt:
+            try:
+                CUTTranslator(self.G, self.options).load_state_dict(ckpt["translator"])
+            except (RuntimeError, KeyError) as exc:
+                raise StainshiftError(f"--init-from weights do not fit this {self.name} ({exc})") from None
+            loaded = ["translator"]
+        else:
+            loaded = super().load_initial(ckpt)
+        self.G_ema.reset(self.G)
+        return loaded
+
     def translator(self) -> Translator:
         return CUTTranslator(self.G if self.G_ema is None else self.G_ema.average, self.options)
 
-    def _nce(self, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    def _nce(self, source: torch.Tensor, output: torch.Tensor, flipped: bool = False) -> torch.Tensor:
+        """PatchNCE between ``source`` and its translation ``output`` (made from the mirrored source if
+        ``flipped``: its features are mirrored back, so the same positions are compared)."""
         o = self.options
         keys, ids = self.F(encode(self.G, source, o.nce_layers), o.num_patches)
-        queries, _ = self.F(encode(self.G, output, o.nce_layers), o.num_patches, ids)
+        feats = encode(self.G, output, o.nce_layers)
+        if flipped:
+            feats = [f.flip(3) for f in feats]
+        queries, _ = self.F(feats, o.num_patches, ids)
         return torch.stack([patch_nce(q, k, o.nce_t) for q, k in zip(queries, keys, strict=True)]).mean()
 
     @torch.enable_grad()
@@ -206,8 +229,10 @@ class CUT(TranslationModel):
         real_B = self._batch(batch, "dst") * 2 - 1
         self.train()
         n = real_A.shape[0]
+        inputs = torch.cat([real_A, real_B]) if o.nce_idt else real_A
+        flipped = o.flip_equivariance and bool(torch.rand(()) < 0.5)  # torch's RNG: the loop restores it on resume
         with self.autocast():
-            fake = self.G(torch.cat([real_A, real_B]) if o.nce_idt else real_A)
+            fake = self.G(inputs.flip(3) if flipped else inputs)
         fake_B, idt_B = fake[:n], fake[n:]
 
         self._requires_grad([self.D], True)
@@ -220,9 +245,9 @@ class CUT(TranslationModel):
         self.optimizers["G"].zero_grad(set_to_none=True)
         with self.autocast():
             loss_gan = self.gan_loss(self.D(fake_B), True, False) * o.lambda_gan
-            loss_nce = self._nce(real_A, fake_B) * o.lambda_nce
+            loss_nce = self._nce(real_A, fake_B, flipped) * o.lambda_nce
             if o.nce_idt:
-                loss_nce_y = self._nce(real_B, idt_B) * o.lambda_nce
+                loss_nce_y = self._nce(real_B, idt_B, flipped) * o.lambda_nce
                 loss_nce_both = 0.5 * (loss_nce + loss_nce_y)
             else:
                 loss_nce_y = torch.zeros((), device=real_A.device)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from stainshift.errors import StainshiftError
 from stainshift.losses import GAN_MODES, GANLoss, l1_loss
 from stainshift.models.base import ModelOptions, TranslationModel, Translator
 from stainshift.models.pool import ImagePool
@@ -134,6 +135,21 @@ class CycleGAN(TranslationModel):
     def new_translator(cls, options: ModelOptions) -> Translator:
         assert isinstance(options, CycleGANOptions)
         return CycleGANTranslator(cls._generator(options), options)
+
+    def load_initial(self, ckpt: dict) -> list[str]:
+        """As the base class; with a weight average, the weights go to ``G_A`` and the average restarts from them."""
+        if self.G_A_ema is None:
+            return super().load_initial(ckpt)
+        if "networks" not in ckpt:  # an epoch file: the translator is the live generator here, not the average
+            try:
+                CycleGANTranslator(self.G_A, self.options).load_state_dict(ckpt["translator"])
+            except (RuntimeError, KeyError) as exc:
+                raise StainshiftError(f"--init-from weights do not fit this {self.name} ({exc})") from None
+            loaded = ["translator"]
+        else:
+            loaded = super().load_initial(ckpt)
+        self.G_A_ema.reset(self.G_A)
+        return loaded
 
     def translator(self) -> Translator:
         generator = self.G_A if self.G_A_ema is None else self.G_A_ema.average

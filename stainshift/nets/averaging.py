@@ -34,5 +34,11 @@ class WeightAverage(nn.Module):
             mine.copy_(theirs)
         self.updates += 1
 
+    @torch.no_grad()
+    def reset(self, network: nn.Module) -> None:
+        """Start the average afresh from ``network``'s weights (e.g. after loading initial weights into it)."""
+        self.average.load_state_dict(network.state_dict())
+        self.updates.zero_()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.average(x)

@@ -52,6 +52,7 @@ from stainshift.data.datasets import (
     to_tensor,
     to_uint8,
 )
+from stainshift.data.domains import crop_box
 from stainshift.data.io import read_mask, write_image
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
@@ -59,7 +60,7 @@ from stainshift.device import resolve_device
 from stainshift.errors import StainshiftError
 from stainshift.grids import image_grid
 from stainshift.models.kinds import Modality
-from stainshift.models.registry import build_model, entry, model_class
+from stainshift.models.registry import build_model, entry, model_class, options_from_dict
 from stainshift.project import Project
 from stainshift.provenance import code_version
 from stainshift.tracking import RunTracker
@@ -244,7 +245,9 @@ class Trainer:
                 for side, name in (("src", r.src), ("dst", r.dst))}
 
     def _restore(self, saved: dict[str, Any]) -> None:
-        identity = {k: v for k, v in saved["config"]["options"].items() if k not in _RESUMABLE}
+        # a run saved before an option existed has no key for it: it was trained with that option's default
+        defaults = dataclasses.asdict(options_from_dict(self.request.method, saved["config"]["options"]))
+        identity = {k: v for k, v in defaults.items() if k not in _RESUMABLE}
         now = {k: v for k, v in dataclasses.asdict(self.options).items() if k not in _RESUMABLE}
         if checkpoints.config_hash(identity) != checkpoints.config_hash(now):
             raise StainshiftError(f"{self.run_dir}/last.pt: saved options differ from this model; start a new run")
@@ -279,7 +282,8 @@ class Trainer:
         crop = max(self.options.crop_size, 64)
         if self.entry.consumes is Modality.MASK:
             scale = self.scales[self.request.dst]
-            x = torch.stack([center_crop_tensor(mask_tensor(rescale_mask(read_mask(s.mask), scale)), crop)
+            x = torch.stack([center_crop_tensor(mask_tensor(rescale_mask(crop_box(read_mask(s.mask), s.box), scale)),
+                                                crop)
                              for s in self.sample_images])
             shown = to_uint8((x / x.amax((1, 2, 3), keepdim=True).clamp_min(1)).expand(-1, 3, -1, -1))
             label = f"{self.request.dst} masks"
