@@ -41,6 +41,7 @@ from stainshift import runs
 from stainshift.benchmark import (
     CLASSIFIERS,
     BenchmarkRequest,
+    curve_lines,
     markdown_table,
     plot_accuracy_vs_epoch,
     run_benchmark,
@@ -84,6 +85,13 @@ def _markdown(summary: pd.DataFrame, seeds: pd.DataFrame, table: pd.DataFrame, m
         spread = seeds[seeds.source == source] if len(seeds) else seeds
         if len(spread):
             lines += ["Across GAN seeds:", "", *seed_lines(spread), ""]
+        if _part(source, "curve").exists():
+            curve = pd.read_csv(_part(source, "curve"))
+            request = BenchmarkRequest(source, TARGET, classifiers=("resnet18",), shot_draws=int(curve.draws.max()))
+            picture = f"cross_site_label_curve_{source}.png"
+            table_lines = curve_lines(curve, request, picture)
+            table_lines[0] = "#" + table_lines[0]  # a subsection of the source's section
+            lines += [*table_lines, ""]
     lines += ["## Every classifier", ""]
     for source in dict.fromkeys(table.source):
         lines += [f"### {source}", "", *markdown_table(table[table.source == source], "classifier"), ""]
@@ -109,6 +117,27 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     axes[0][0].set_ylabel("accuracy on the source's test split")
     axes[0][0].legend(fontsize=6, loc="lower left")
     fig.suptitle("dotted: original images, dashed: fine-tuned on the source (per classifier)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curve(curve: pd.DataFrame, source: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for condition, part in curve.groupby("condition", sort=False):
+        part = part.sort_values("k")
+        ax.errorbar(part.k, part.accuracy, yerr=[part.accuracy - part.ci_low, part.ci_high - part.accuracy],
+                    marker="o", capsize=3, label=condition)
+    ax.set(xlabel=f"labelled {source} images the PBC classifier was fine-tuned on",
+           ylabel=f"accuracy on {source}'s test split", ylim=(0, 1),
+           title=f"{source} -> pbc: {int(curve.draws.max())} draws per point, paired 95% CI")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -209,6 +238,9 @@ def main() -> None:
     seeds.to_csv(RESULTS / "cross_site_seeds.csv", index=False)
     (RESULTS / "cross_site.json").write_text(json.dumps(meta, indent=2, default=str))
     plot(table, RESULTS / "cross_site_accuracy_vs_epoch.png")
+    for source in sources:
+        if _part(source, "curve").exists():
+            plot_curve(pd.read_csv(_part(source, "curve")), source, RESULTS / f"cross_site_label_curve_{source}.png")
     grid(project, table, RESULTS / "cross_site_grid.png")
     (RESULTS / "cross_site.md").write_text(_markdown(summary, seeds, table, meta))
     print(summary[["source", "condition", "accuracy", "ci_low", "ci_high", "vs_classical", "vs_augment",
