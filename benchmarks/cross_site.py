@@ -22,7 +22,7 @@ It refuses a tree with uncommitted changes (``--allow-dirty`` to override). Writ
 ``cross_site.md``, ``cross_site.csv`` (every classifier and condition), ``cross_site_summary.csv`` (mean over
 classifiers), ``cross_site_seeds.csv``, ``cross_site.json`` (provenance, read at the start),
 ``cross_site_selection/`` (every run's per-epoch selection scores), ``cross_site_accuracy_vs_epoch.png`` and
-``cross_site_grid.png``.
+``cross_site_grid.jpg``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from stainshift.benchmark import (
     curve_lines,
     markdown_table,
     plot_accuracy_vs_epoch,
+    plot_label_curve,
     run_benchmark,
     seed_lines,
 )
@@ -95,7 +96,7 @@ def _markdown(summary: pd.DataFrame, seeds: pd.DataFrame, table: pd.DataFrame, m
     lines += ["## Every classifier", ""]
     for source in dict.fromkeys(table.source):
         lines += [f"### {source}", "", *markdown_table(table[table.source == source], "classifier"), ""]
-    lines += ["![accuracy vs epoch](cross_site_accuracy_vs_epoch.png)", "", "![before/after](cross_site_grid.png)", ""]
+    lines += ["![accuracy vs epoch](cross_site_accuracy_vs_epoch.png)", "", "![before/after](cross_site_grid.jpg)", ""]
     return "\n".join(lines)
 
 
@@ -117,27 +118,6 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     axes[0][0].set_ylabel("accuracy on the source's test split")
     axes[0][0].legend(fontsize=6, loc="lower left")
     fig.suptitle("dotted: original images, dashed: fine-tuned on the source (per classifier)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_curve(curve: pd.DataFrame, source: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for condition, part in curve.groupby("condition", sort=False):
-        part = part.sort_values("k")
-        ax.errorbar(part.k, part.accuracy, yerr=[part.accuracy - part.ci_low, part.ci_high - part.accuracy],
-                    marker="o", capsize=3, label=condition)
-    ax.set(xlabel=f"labelled {source} images the PBC classifier was fine-tuned on",
-           ylabel=f"accuracy on {source}'s test split", ylim=(0, 1),
-           title=f"{source} -> pbc: {int(curve.draws.max())} draws per point, paired 95% CI")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -240,8 +220,9 @@ def main() -> None:
     plot(table, RESULTS / "cross_site_accuracy_vs_epoch.png")
     for source in sources:
         if _part(source, "curve").exists():
-            plot_curve(pd.read_csv(_part(source, "curve")), source, RESULTS / f"cross_site_label_curve_{source}.png")
-    grid(project, table, RESULTS / "cross_site_grid.png")
+            plot_label_curve(pd.read_csv(_part(source, "curve")), source, TARGET,
+                             RESULTS / f"cross_site_label_curve_{source}.png")
+    grid(project, table, RESULTS / "cross_site_grid.jpg")
     (RESULTS / "cross_site.md").write_text(_markdown(summary, seeds, table, meta))
     print(summary[["source", "condition", "accuracy", "ci_low", "ci_high", "vs_classical", "vs_augment",
                    "gap_closed"]].round(3).to_string())

@@ -634,19 +634,27 @@ def curve_lines(curve: pd.DataFrame, r: BenchmarkRequest, picture: str) -> list[
 
 
 def write_curve(curve: pd.DataFrame, out: Path, r: BenchmarkRequest) -> None:
+    atomic_write_text(out / "label_curve.csv", curve.to_csv(index=False))
+    plot_label_curve(curve, r.src, r.dst, out / "label_curve.png")
+
+
+def plot_label_curve(curve: pd.DataFrame, src: str, dst: str, path: Path) -> None:
+    """Accuracy against k per condition, with the 95% CIs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    atomic_write_text(out / "label_curve.csv", curve.to_csv(index=False))
     fig, ax = plt.subplots(figsize=(6, 4))
     for condition, part in curve.groupby("condition", sort=False):
         part = part.sort_values("k")
         ax.errorbar(part.k, part.accuracy, yerr=[part.accuracy - part.ci_low, part.ci_high - part.accuracy],
                     marker="o", capsize=3, label=condition)
-    ax.set(xlabel=f"labelled {r.src} images the classifier was fine-tuned on", ylabel=f"accuracy on {r.src} test",
-           ylim=(0, 1), title=f"{r.src} -> {r.dst}: {r.shot_draws} draws per point, 95% CI")
+    ax.set(xlabel=f"labelled {src} images the classifier was fine-tuned on", ylabel=f"accuracy on {src} test",
+           ylim=(0, 1), title=f"{src} -> {dst}: {int(curve.draws.max())} draws per point, 95% CI")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(out / "label_curve.png") as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

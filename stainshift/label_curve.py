@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from stainshift.classify.evaluate import prepare_images
-from stainshift.data.domains import Sample, read_sample
+from stainshift.data.domains import Sample
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
 from stainshift.errors import StainshiftError
+from stainshift.grids import harmonized_row
 from stainshift.project import Project
 
 MIN_STEPS = 10
@@ -42,10 +43,6 @@ class ShotCondition:
     label: str
     classifier: Path
     folder: Path | None = None
-
-
-def _images(samples: Sequence[Sample], folder: Path | None) -> list[np.ndarray]:
-    return [read_sample(s if folder is None else replace(s, path=folder / s.key)) for s in samples]
 
 
 def draw(samples: Sequence[Sample], k: int, seed: int, index: int) -> list[Sample]:
@@ -97,7 +94,7 @@ def label_curve(project: Project, src: str, conditions: Sequence[ShotCondition],
         classes = list(clf.classes)
         train = [s for s in samples_in(project, src, "train") if s.label in classes]
         test = [s for s in samples_in(project, src, "test") if s.label in classes]
-        x_test = prepare_images(_images(test, condition.folder), clf.input_size, scale)
+        x_test = prepare_images(harmonized_row(test, condition.folder), clf.input_size, scale)
         y_test = torch.tensor([classes.index(s.label) for s in test])
         runs = []
         for d in range(draws if k > 0 else 1):
@@ -105,7 +102,7 @@ def label_curve(project: Project, src: str, conditions: Sequence[ShotCondition],
                 model = clf
             else:
                 picked = draw(train, k, seed, d)
-                x = prepare_images(_images(picked, condition.folder), clf.input_size, scale)
+                x = prepare_images(harmonized_row(picked, condition.folder), clf.input_size, scale)
                 y = torch.tensor([classes.index(s.label) for s in picked])
                 model = finetune_copy(clf, x, y, epochs=epochs, lr=lr, seed=seed * 1000 + d)
             runs.append(_correct(model, x_test, y_test))

@@ -34,6 +34,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from stainshift.errors import StainshiftError
 from stainshift.models.kinds import DataRegime, EpochScoring
 from stainshift.models.pool import ImagePool
+from stainshift.nets.averaging import WeightAverage
 
 CHECKPOINT_FORMAT = 1
 TRAINING_STATE_FORMAT = 1
@@ -144,6 +145,17 @@ class Translator(nn.Module):
                 "format": CHECKPOINT_FORMAT}
 
 
+class TanhGeneratorTranslator(Translator):
+    """A generator with a tanh output ([-1, 1] in and out) between the [0, 1] <-> [-1, 1] conversions."""
+
+    def __init__(self, model_name: str, generator: nn.Module, options: ModelOptions) -> None:
+        super().__init__(model_name, options, generator.multiple, generator.min_size)
+        self.generator = generator
+
+    def translate_padded(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(x * 2 - 1).float().add(1).div(2).clamp(0, 1)
+
+
 def _linear_decay(epochs: int, epochs_decay: int) -> Callable[[int], float]:
     """LR factor after ``e`` completed epochs: 1 for the first ``epochs``, then linear towards 0 (reference rule)."""
 
@@ -201,10 +213,15 @@ class TranslationModel(nn.Module):
         """The src -> dst translator, sharing its weights with this model."""
         raise NotImplementedError
 
+    def weight_average(self) -> tuple[nn.Module, WeightAverage] | None:
+        """(the live generator, its weight average) when the translator is an average (``ema_decay``), else None."""
+        return None
+
     def load_initial(self, ckpt: dict[str, Any]) -> list[str]:
         """Start from another run's weights (``--init-from``): a training state (``last.pt``) loads every network
-        of the same name, an epoch file loads the translator. Returns what was loaded. Models whose networks are
-        built from another's (a local enhancer around a global generator) override this."""
+        of the same name, an epoch file loads the translator. Returns what was loaded. A weight average restarts
+        from the loaded live generator. Models whose networks are built from another's (a local enhancer around a
+        global generator) override this."""
         try:
             if "networks" in ckpt:
                 mine = self.networks()
@@ -214,12 +231,19 @@ class TranslationModel(nn.Module):
                                           f"{self.name}'s ({sorted(mine)})")
                 for key in shared:
                     mine[key].load_state_dict(ckpt["networks"][key])
-                return shared
-            self.translator().load_state_dict(ckpt["translator"])
-            return ["translator"]
+                loaded = shared
+            else:
+                self.translator().load_state_dict(ckpt["translator"])
+                loaded = ["translator"]
         except (RuntimeError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StainshiftError(f"--init-from weights do not fit this {self.name} ({first})") from None
+        if (averaged := self.weight_average()) is not None:
+            live, average = averaged
+            if loaded == ["translator"]:  # the translator is the average: the live generator takes its weights
+                live.load_state_dict(average.average.state_dict())
+            average.reset(live)
+        return loaded
 
     # -- shared machinery ------------------------------------------------------------------------------------------
     def _setup_optimizers(self, groups: dict[str, Iterable[nn.Parameter]]) -> None:

@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stainshift.errors import StainshiftError
 from stainshift.losses import GAN_MODES, GANLoss
-from stainshift.models.base import ModelOptions, TranslationModel, Translator
+from stainshift.models.base import ModelOptions, TanhGeneratorTranslator, TranslationModel, Translator
 from stainshift.nets.averaging import WeightAverage
 from stainshift.nets.discriminators import PatchDiscriminator
 from stainshift.nets.generators import NORMS, PADDINGS, UPSAMPLINGS, ResnetGenerator, init_weights
@@ -131,17 +130,6 @@ def patch_nce(query: torch.Tensor, key: torch.Tensor, t: float) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1), torch.zeros(b * p, dtype=torch.long, device=query.device))
 
 
-class CUTTranslator(Translator):
-    """``G`` between the [0, 1] <-> [-1, 1] conversions."""
-
-    def __init__(self, generator: ResnetGenerator, options: CUTOptions) -> None:
-        super().__init__(CUT.name, options, generator.multiple, generator.min_size)
-        self.generator = generator
-
-    def translate_padded(self, x: torch.Tensor) -> torch.Tensor:
-        return self.generator(x * 2 - 1).float().add(1).div(2).clamp(0, 1)
-
-
 class CUT(TranslationModel):
     """Unpaired one-way translation src -> dst with a patch-wise contrastive loss."""
 
@@ -191,25 +179,13 @@ class CUT(TranslationModel):
     @classmethod
     def new_translator(cls, options: ModelOptions) -> Translator:
         assert isinstance(options, CUTOptions)
-        return CUTTranslator(cls._generator(options), options)
+        return TanhGeneratorTranslator(cls.name, cls._generator(options), options)
 
-    def load_initial(self, ckpt: dict) -> list[str]:
-        """As the base class; with a weight average, the weights go to ``G`` and the average restarts from them."""
-        if self.G_ema is None:
-            return super().load_initial(ckpt)
-        if "networks" not in ckpt:
-            try:
-                CUTTranslator(self.G, self.options).load_state_dict(ckpt["translator"])
-            except (RuntimeError, KeyError) as exc:
-                raise StainshiftError(f"--init-from weights do not fit this {self.name} ({exc})") from None
-            loaded = ["translator"]
-        else:
-            loaded = super().load_initial(ckpt)
-        self.G_ema.reset(self.G)
-        return loaded
+    def weight_average(self) -> tuple[nn.Module, WeightAverage] | None:
+        return None if self.G_ema is None else (self.G, self.G_ema)
 
     def translator(self) -> Translator:
-        return CUTTranslator(self.G if self.G_ema is None else self.G_ema.average, self.options)
+        return TanhGeneratorTranslator(self.name, self.G if self.G_ema is None else self.G_ema.average, self.options)
 
     def _nce(self, source: torch.Tensor, output: torch.Tensor, flipped: bool = False) -> torch.Tensor:
         """PatchNCE between ``source`` and its translation ``output`` (made from the mirrored source if

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from stainshift.errors import StainshiftError
 from stainshift.losses import GAN_MODES, GANLoss, l1_loss
-from stainshift.models.base import ModelOptions, TranslationModel, Translator
+from stainshift.models.base import ModelOptions, TanhGeneratorTranslator, TranslationModel, Translator
 from stainshift.models.pool import ImagePool
 from stainshift.nets.averaging import WeightAverage
 from stainshift.nets.discriminators import PatchDiscriminator
@@ -61,17 +60,6 @@ class CycleGANOptions(ModelOptions):
         if self.crop_size % multiple:
             problems.append(f"crop_size {self.crop_size} must be a multiple of {multiple}")
         return problems
-
-
-class CycleGANTranslator(Translator):
-    """``G_A`` between the [0, 1] <-> [-1, 1] conversions."""
-
-    def __init__(self, generator: ResnetGenerator, options: CycleGANOptions) -> None:
-        super().__init__(CycleGAN.name, options, generator.multiple, generator.min_size)
-        self.generator = generator
-
-    def translate_padded(self, x: torch.Tensor) -> torch.Tensor:
-        return self.generator(x * 2 - 1).float().add(1).div(2).clamp(0, 1)
 
 
 class CycleGAN(TranslationModel):
@@ -134,26 +122,14 @@ class CycleGAN(TranslationModel):
     @classmethod
     def new_translator(cls, options: ModelOptions) -> Translator:
         assert isinstance(options, CycleGANOptions)
-        return CycleGANTranslator(cls._generator(options), options)
+        return TanhGeneratorTranslator(cls.name, cls._generator(options), options)
 
-    def load_initial(self, ckpt: dict) -> list[str]:
-        """As the base class; with a weight average, the weights go to ``G_A`` and the average restarts from them."""
-        if self.G_A_ema is None:
-            return super().load_initial(ckpt)
-        if "networks" not in ckpt:  # an epoch file: the translator is the live generator here, not the average
-            try:
-                CycleGANTranslator(self.G_A, self.options).load_state_dict(ckpt["translator"])
-            except (RuntimeError, KeyError) as exc:
-                raise StainshiftError(f"--init-from weights do not fit this {self.name} ({exc})") from None
-            loaded = ["translator"]
-        else:
-            loaded = super().load_initial(ckpt)
-        self.G_A_ema.reset(self.G_A)
-        return loaded
+    def weight_average(self) -> tuple[nn.Module, WeightAverage] | None:
+        return None if self.G_A_ema is None else (self.G_A, self.G_A_ema)
 
     def translator(self) -> Translator:
         generator = self.G_A if self.G_A_ema is None else self.G_A_ema.average
-        return CycleGANTranslator(generator, self.options)
+        return TanhGeneratorTranslator(self.name, generator, self.options)
 
     @torch.enable_grad()
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
