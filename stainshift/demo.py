@@ -42,6 +42,7 @@ class DemoSettings:
     finetune_epochs: int = 5
     gan_epochs: int = 5
     gan_options: tuple[tuple[str, object], ...] = ()  # overrides of the CycleGAN `demo` preset
+    gan_balanced: bool = False  # class-balanced unpaired sampling (both hospitals are labelled)
     seed: int = 0
 
     @classmethod
@@ -165,12 +166,12 @@ def run_demo(workdir: str | Path = "stainshift-demo", quick: bool = False, progr
     gan = {"epochs": settings.gan_epochs, "keep_epochs": tuple(range(1, settings.gan_epochs + 1)),
            **dict(settings.gan_options)}
     run = train(project, TrainRequest(SOURCE, TARGET, preset="demo", seed=seed, overrides=gan,
-                                      progress=progress)).run_dir
+                                      balanced=settings.gan_balanced, progress=progress)).run_dir
     lap("cyclegan")
 
     request = BenchmarkRequest(SOURCE, TARGET, classifiers=(CLASSIFIER,), size=settings.classifier_size,
                                epochs=settings.classifier_epochs, finetune_epochs=settings.finetune_epochs,
-                               seed=seed, progress=progress)
+                               seed=seed, selection_seed=seed + 1, progress=progress)
     table = run_benchmark(project, request).table
     lap("benchmark")
 
