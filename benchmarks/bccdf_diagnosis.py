@@ -1,0 +1,135 @@
+"""Why does CycleGAN lose accuracy on bccd's whole fields (bccdf) when it gains on bccd's crops?
+
+The same BCCD cells reach the PBC ResNet18 two ways: bccd (the dataset's ready-made crops, 1.2-1.9 cell diameters)
+and bccdf (each cell located in its 640x480 field and framed at 2.8 diameters, PBC's framing). On bccd the CycleGAN
+epochs score about 0.56-0.60 against 0.47 for the raw crops; on bccdf every epoch scores below the raw windows
+(``cross_site.md``). Three controlled swaps separate the suspects, each scored by the reported classifier on the
+same test cells (paired bootstrap of the test images):
+
+1. context: translate the whole field (what ``harmonize`` does) vs only the cell's framed window; with instance
+   normalization a field full of red cells could normalize differently from a window;
+2. the translator: the bccd-crop GAN vs the bccdf GAN, both applied to the bccdf windows;
+3. the images: the bccdf GAN applied to the bccd crops.
+
+Seed-0 `cpu` runs (``cpu-s0``), epochs 1, 3, 5; carry mode (``keep_detail``), as harmonize does by default.
+
+    python benchmarks/bccdf_diagnosis.py
+
+Writes ``results/bccdf_diagnosis.md``, ``.json`` and ``bccdf_diagnosis.jpg``. Refuses a dirty tree
+(``--allow-dirty``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stainshift import runs
+from stainshift.atomic import atomic_write_text
+from stainshift.classify.evaluate import evaluate_arrays
+from stainshift.classify.models import load_classifier
+from stainshift.data.datasets import rescale, to_batch, to_uint8
+from stainshift.data.domains import crop_box, read_sample
+from stainshift.data.io import read_image, write_image
+from stainshift.data.scale import scale_factor
+from stainshift.data.splits import samples_in
+from stainshift.grids import image_grid
+from stainshift.harmonize import back_to_size, translate_images
+from stainshift.models.registry import load_epoch
+from stainshift.paired_stats import PairedBootstrap
+from stainshift.project import load_project
+from stainshift.provenance import record, require_clean
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+CLASSIFIER = "pbc-resnet18-group"
+EPOCHS = (1, 3, 5)
+
+
+def translate(model, image: np.ndarray, scale: float) -> np.ndarray:
+    small = rescale(image, scale)
+    with torch.inference_mode():
+        out = to_uint8(translate_images(model, to_batch([small]), 512, 64))[0]
+    return back_to_size(image, small, out, keep_detail=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--project", default=str(HERE / "real_sites.toml"))
+    parser.add_argument("--allow-dirty", action="store_true")
+    args = parser.parse_args()
+    require_clean(args.allow_dirty, "benchmarks/bccdf_diagnosis.py")
+    meta = record(vars(args))
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    project = load_project(args.project)
+    clf = load_classifier(runs.find_classifier(project.runs, CLASSIFIER))
+    cells = {d: [s for s in samples_in(project, d, "test") if s.label in clf.classes] for d in ("bccdf", "bccd")}
+    scales = {d: scale_factor(project, d) for d in cells}
+    raw = {d: [read_sample(s) for s in cells[d]] for d in cells}
+    gans = {d: runs.runs_by_seed(project, d, "pbc", "cyclegan", "cpu-")[0] for d in cells}
+
+    def score(domain: str, images: list[np.ndarray]) -> np.ndarray:
+        report = evaluate_arrays(clf, images, [s.label for s in cells[domain]], scale=scales[domain], n_boot=0)
+        return np.asarray(report.y_true) == np.asarray(report.y_pred)
+
+    rows: list[dict] = []
+    correct = {("bccdf", "raw"): score("bccdf", raw["bccdf"]), ("bccd", "raw"): score("bccd", raw["bccd"])}
+    examples = {"bccdf raw window": raw["bccdf"][:6], "bccd raw crop": raw["bccd"][:6]}
+    for epoch in EPOCHS:
+        models = {}
+        for d, run in gans.items():
+            models[d], _ = load_epoch(runs.epoch_file(run, epoch))
+            models[d].eval()
+        fields = [crop_box(translate(models["bccdf"], read_image(s.path), scales["bccdf"]), s.box)
+                  for s in cells["bccdf"]]
+        conditions = {
+            ("bccdf", "bccdf GAN, whole field"): fields,
+            ("bccdf", "bccdf GAN, window only"): [translate(models["bccdf"], r, scales["bccdf"]) for r in raw["bccdf"]],
+            ("bccdf", "bccd GAN, window only"): [translate(models["bccd"], r, scales["bccdf"]) for r in raw["bccdf"]],
+            ("bccd", "bccd GAN, crop"): [translate(models["bccd"], r, scales["bccd"]) for r in raw["bccd"]],
+            ("bccd", "bccdf GAN, crop"): [translate(models["bccdf"], r, scales["bccd"]) for r in raw["bccd"]],
+        }
+        for (domain, name), images in conditions.items():
+            hits = score(domain, images)
+            correct[(domain, f"{name} e{epoch}")] = hits
+            boot = PairedBootstrap(len(hits), seed=0)
+            d = boot.difference(hits[None].astype(float), correct[(domain, "raw")][None].astype(float))
+            rows.append({"images": domain, "condition": name, "epoch": epoch, "accuracy": float(hits.mean()),
+                         "vs_raw": [d.value, d.low, d.high, d.verdict()]})
+            if epoch == EPOCHS[0]:
+                examples[f"{name} e{epoch} ({domain})"] = images[:6]
+        print(f"epoch {epoch} done ({time.perf_counter() - start:.0f} s)", flush=True)
+    meta["seconds"] = time.perf_counter() - start
+    write_image(RESULTS / "bccdf_diagnosis.jpg", image_grid(list(examples.values()), cell=128,
+                                                             row_labels=list(examples), label_width=230))
+    atomic_write_text(RESULTS / "bccdf_diagnosis.json", json.dumps({"meta": meta, "rows": rows}, indent=2,
+                                                                    default=str))
+    m = meta["machine"]
+    lines = ["# bccd whole fields vs crops: where CycleGAN loses accuracy", "",
+             f"- started {meta['started']}, commit {meta['commit']}{' (DIRTY TREE)' if meta['dirty'] else ''}, "
+             f"{meta['seconds']:.0f} s, machine: {m['cpu']}, {m['cores']} cores, CPU only",
+             f"- command: `{' '.join(sys.argv)}`",
+             f"- seed-0 `cpu` CycleGAN runs of bccd and bccdf -> pbc, epochs {', '.join(map(str, EPOCHS))}; "
+             f"reported classifier `{CLASSIFIER}`; test cells: bccdf {len(cells['bccdf'])}, bccd {len(cells['bccd'])}",
+             f"- raw accuracy: bccdf windows {correct[('bccdf', 'raw')].mean():.3f}, "
+             f"bccd crops {correct[('bccd', 'raw')].mean():.3f}", "",
+             "| images | translation | epoch | accuracy | vs raw images (paired 95% CI) |", "|---|---|---:|---:|---|"]
+    for r in sorted(rows, key=lambda r: (r["images"], r["condition"], r["epoch"])):
+        v, lo, hi, verdict = r["vs_raw"]
+        lines.append(f"| {r['images']} | {r['condition']} | {r['epoch']} | {r['accuracy']:.3f} | "
+                     f"{v:+.3f} ({lo:+.3f} to {hi:+.3f}) {verdict} |")
+    lines += ["", f"Rows: the first six test cells, raw and as each translation (epoch {EPOCHS[0]}) gives them.", "",
+              "![bccdf diagnosis](bccdf_diagnosis.jpg)", ""]
+    atomic_write_text(RESULTS / "bccdf_diagnosis.md", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
