@@ -43,7 +43,8 @@ Rules (``rule``; default: ``labelled`` when a classifier is given, the source's 
   ``tie_tol`` *relative* to the best (default 0.01) are tied, and ties go to the lowest colour distance, then the
   earliest epoch;
 - both rules first leave out the epochs that fail the class guard (:mod:`stainshift.class_guard`; thresholds in
-  :mod:`stainshift.rules`): ``labelled`` an epoch with a class recalled below ``RECALL_MIN``, ``label-free`` one
+  :mod:`stainshift.rules`): ``labelled`` an epoch with a class recalled below ``RECALL_MIN`` (when another epoch
+  recalls every class at ``RECALL_WITNESS`` or more), ``label-free`` one
   whose predicted-class histogram drifts more than ``DRIFT_MAX`` from both the Reinhard-normalized source's and
   the target's prior (columns ``min_recall``, ``worst_class``, ``drift``); if every epoch fails, none is left out;
 - if no epoch reaches ``ssim_min``, the epoch with the highest SSIM is picked and the result says so
@@ -118,6 +119,7 @@ from stainshift.rules import (
     DEFAULT_TIE_TOL,
     DRIFT_MAX,
     RECALL_MIN,
+    RECALL_WITNESS,
     RULES,
     SSIM_BLUR,
 )
@@ -258,7 +260,12 @@ def choose_epoch(scores: Sequence[EpochScores], rule: str, ssim_min: float = DEF
     guard_note = ""
     if guard:
         failed = {s.epoch: why for s in passing if (why := class_guard(s, rule)) is not None}
-        if failed and len(failed) < len(passing):
+        witness = rule != "labelled" or any(s.min_recall is not None and s.min_recall >= RECALL_WITNESS
+                                            for s in passing)
+        if failed and not witness:
+            guard_note = (f"; class guard set aside: no epoch recalls every class at {RECALL_WITNESS:.2f} or more, "
+                          "so a low recall is the classifier's, not a translation's")
+        elif failed and len(failed) < len(passing):
             passing = [s for s in passing if s.epoch not in failed]
             guard_note = "; class guard left out " + ", ".join(f"epoch {e} ({why})" for e, why in failed.items())
         elif failed:

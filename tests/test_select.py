@@ -425,6 +425,20 @@ def test_labelled_rule_leaves_out_an_epoch_that_erases_a_class():
     assert choice.epoch == 1 and "set aside" in choice.reason
 
 
+def test_labelled_guard_needs_an_epoch_that_keeps_every_class():
+    from stainshift.rules import RECALL_MIN, RECALL_WITNESS
+    from stainshift.select import choose_epoch
+
+    # jtsc seed 1's pattern: one class is poorly recalled by every epoch; the best epoch is not a collapse
+    weak = [_guard_row(1, 0.60, min_recall=RECALL_MIN * 0.8), _guard_row(2, 0.50, min_recall=RECALL_WITNESS * 0.8)]
+    choice = choose_epoch(weak, "labelled", tie_tol=0.01)
+    assert choice.epoch == 1 and "no epoch recalls every class" in choice.reason
+    # once an epoch keeps every class, the same low recall is a collapse again
+    kept = [weak[0], _guard_row(2, 0.50, min_recall=RECALL_WITNESS)]
+    choice = choose_epoch(kept, "labelled", tie_tol=0.01)
+    assert choice.epoch == 2 and "class guard left out epoch 1" in choice.reason
+
+
 def test_label_free_rule_leaves_out_an_epoch_whose_class_histogram_drifts():
     from stainshift.rules import DRIFT_MAX
     from stainshift.select import choose_epoch
