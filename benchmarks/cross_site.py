@@ -22,7 +22,7 @@ It refuses a tree with uncommitted changes (``--allow-dirty`` to override). Writ
 ``cross_site.md``, ``cross_site.csv`` (every classifier and condition), ``cross_site_summary.csv`` (mean over
 classifiers), ``cross_site_seeds.csv``, ``cross_site.json`` (provenance, read at the start),
 ``cross_site_selection/`` (every run's per-epoch selection scores), ``cross_site_accuracy_vs_epoch.png`` and
-``cross_site_grid.jpg``.
+``cross_site_grid.jpg`` and ``cross_site_detail.jpg`` (one cell per source at about its own resolution).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from stainshift.benchmark import (
     seed_lines,
 )
 from stainshift.data.io import write_image
-from stainshift.grids import first_test_cells, harmonized_row, image_grid
+from stainshift.grids import centre_crop, first_test_cells, harmonized_row, image_grid
 from stainshift.project import load_project
 from stainshift.provenance import record, require_clean
 
@@ -96,7 +96,9 @@ def _markdown(summary: pd.DataFrame, seeds: pd.DataFrame, table: pd.DataFrame, m
     lines += ["## Every classifier", ""]
     for source in dict.fromkeys(table.source):
         lines += [f"### {source}", "", *markdown_table(table[table.source == source], "classifier"), ""]
-    lines += ["![accuracy vs epoch](cross_site_accuracy_vs_epoch.png)", "", "![before/after](cross_site_grid.jpg)", ""]
+    lines += ["![accuracy vs epoch](cross_site_accuracy_vs_epoch.png)", "", "![before/after](cross_site_grid.jpg)", "",
+              "Each source's first test neutrophil at about its own resolution (the central 1.3 cell diameters, "
+              "in the source's pixels):", "", "![detail](cross_site_detail.jpg)", ""]
     return "\n".join(lines)
 
 
@@ -123,6 +125,25 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+GRID_METHODS = ("cyclegan", "cut", "colorization")
+DETAIL_DIAMETERS = 1.3  # the detail grid's window, in cell diameters of the source's own images
+DETAIL_CELL = 200       # px per window: about the windows' own size (cvblog, bccd, PBC), so nothing is downscaled much
+
+
+def _methods(project, source: str) -> list[tuple[str, Path | None]]:
+    """(label, harmonized folder) per row: the images as they came, Reinhard, and each learned method's seed-0 run at
+    its labelled selection's epoch."""
+    methods = [("original", None), ("reinhard", runs.benchmark_images(project, source, TARGET, "reinhard"))]
+    for method in GRID_METHODS:
+        run = runs.runs_by_seed(project, source.split("@")[0], TARGET, method, "cpu-").get(0)
+        record = runs.selection_record(run, "labelled", source) if run is not None else None
+        if record is not None:
+            condition = runs.learned_condition(run, source, TARGET, record["epoch"])
+            methods.append((f"{method} {run.name} e{record['epoch']}",
+                            runs.benchmark_images(project, source, TARGET, condition)))
+    return methods
+
+
 def grid(project, frame: pd.DataFrame, path: Path) -> None:
     """Per source: one test cell per class as it came, after Reinhard, after the selected CycleGAN epoch and after
     colorization; then PBC cells of the same classes."""
@@ -130,20 +151,32 @@ def grid(project, frame: pd.DataFrame, path: Path) -> None:
     classes = list(project.domain(TARGET).classes)
     for source in dict.fromkeys(frame.source):
         picked = first_test_cells(project, source, 1, classes)
-        methods = [("original", None), ("reinhard", runs.benchmark_images(project, source, TARGET, "reinhard"))]
-        for method in ("cyclegan", "cut", "colorization"):  # seed 0's run, at its labelled selection's epoch
-            run = runs.runs_by_seed(project, source.split("@")[0], TARGET, method, "cpu-").get(0)
-            record = runs.selection_record(run, "labelled", source) if run is not None else None
-            if record is not None:
-                condition = runs.learned_condition(run, source, TARGET, record["epoch"])
-                folder = runs.benchmark_images(project, source, TARGET, condition)
-                methods.append((f"{method} {run.name} e{record['epoch']}", folder))
-        for label, folder in methods:
+        for label, folder in _methods(project, source):
             rows.append(harmonized_row(picked, folder))
             labels.append(f"{source} {label}")
     rows.append(harmonized_row(first_test_cells(project, TARGET, 1, classes)))
     labels.append("pbc (target)")
     write_image(path, image_grid(rows, cell=160, row_labels=labels, label_width=150))  # near the cells' own size
+
+
+def detail_grid(project, frame: pd.DataFrame, path: Path) -> None:
+    """Per source, its first test neutrophil at (about) its own resolution: the central 1.3 cell diameters of the
+    original and of each method's harmonized image, so granules and chromatin can be compared."""
+    from stainshift.data.scale import scale_factor
+
+    columns = ["original", "reinhard", *GRID_METHODS]
+    rows, labels = [], []
+    for source in dict.fromkeys(frame.source):
+        (cell,) = first_test_cells(project, source, 1, ["neutrophil"])
+        side = round(DETAIL_DIAMETERS * project.cell_diameter / scale_factor(project, source))
+        found = {label.split()[0]: harmonized_row([cell], folder)[0] for label, folder in _methods(project, source)}
+        rows.append([centre_crop(found[c], side) if c in found else None for c in columns])
+        labels.append(f"{source} ({side} px)")
+    (cell,) = first_test_cells(project, TARGET, 1, ["neutrophil"])
+    side = round(DETAIL_DIAMETERS * project.cell_diameter / scale_factor(project, TARGET))
+    rows.append([centre_crop(harmonized_row([cell])[0], side)])
+    labels.append(f"pbc target ({side} px)")
+    write_image(path, image_grid(rows, cell=DETAIL_CELL, row_labels=labels, label_width=170, col_labels=columns))
 
 
 PARTS = ("table", "summary", "seeds")
@@ -223,6 +256,7 @@ def main() -> None:
             plot_label_curve(pd.read_csv(_part(source, "curve")), source, TARGET,
                              RESULTS / f"cross_site_label_curve_{source}.png")
     grid(project, table, RESULTS / "cross_site_grid.jpg")
+    detail_grid(project, table, RESULTS / "cross_site_detail.jpg")
     (RESULTS / "cross_site.md").write_text(_markdown(summary, seeds, table, meta))
     print(summary[["source", "condition", "accuracy", "ci_low", "ci_high", "vs_classical", "vs_augment",
                    "gap_closed"]].round(3).to_string())
