@@ -19,7 +19,9 @@ For every kept epoch of every run, each jtsc test image is translated at the com
 
     python benchmarks/upsampling.py
 
-Writes ``results/upsampling.md``, ``.json`` and ``upsampling.jpg``. Refuses a dirty tree (``--allow-dirty``).
+``--variant stable-`` compares the stable variant's runs instead (resize-convolutions with EMA and class-balanced
+sampling; see ``stable_translation.py``): confounded, so only a first look. Writes ``results/upsampling.md``,
+``.json`` and ``.jpg`` (``upsampling_stable.*`` for the stable runs). Refuses a dirty tree (``--allow-dirty``).
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CLASSIFIER = "pbc-resnet18-group"
 SOURCE, TARGET = "jtsc", "pbc"
-VARIANTS = {"cpu-": "transposed convolutions (cpu preset)", "resize-": "resize-convolutions (upsample=resize)"}
+BASELINE = "cpu-"
+NAMES = {"cpu-": "transposed convolutions (cpu preset)", "resize-": "resize-convolutions (upsample=resize)",
+         "stable-": "resize-convolutions + EMA + balanced (the stable variant)"}
 TILE = 16
 _f = np.fft.fftfreq(TILE)
 _periodic = np.isin(np.round(np.abs(_f), 4), (0.0, 0.25, 0.5))
@@ -117,9 +121,13 @@ def measure(project, run: Path, epoch: int, samples, originals, clf) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", default=str(HERE / "real_sites.toml"))
+    parser.add_argument("--variant", default="resize-", choices=[p for p in NAMES if p != BASELINE],
+                        help="the runs compared with the cpu- ones (stable-: confounded by EMA and balancing)")
     parser.add_argument("--allow-dirty", action="store_true")
     args = parser.parse_args()
     require_clean(args.allow_dirty, "benchmarks/upsampling.py")
+    variants = {BASELINE: NAMES[BASELINE], args.variant: NAMES[args.variant]}
+    out = RESULTS / ("upsampling" if args.variant == "resize-" else f"upsampling_{args.variant.rstrip('-')}")
     meta = record(vars(args))
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -128,40 +136,38 @@ def main() -> None:
     samples = [s for s in samples_in(project, SOURCE, "test") if s.label in clf.classes]
     originals = [read_sample(s) for s in samples]
     results: dict[str, list[dict]] = {}
-    for prefix in VARIANTS:
+    for prefix in variants:
         seeds = runs.runs_by_seed(project, SOURCE, TARGET, "cyclegan", prefix)
         if not seeds:
             sys.exit(f"no {prefix}sN CycleGAN runs of {SOURCE} -> {TARGET}; train them first (see the docstring)")
         results[prefix] = [measure(project, run, e, samples, originals, clf) for seed, run in sorted(seeds.items())
                            for e in runs.kept_epochs(run)]
         print(f"{prefix}: {len(results[prefix])} epochs measured ({time.perf_counter() - start:.0f} s)", flush=True)
-    pairs = {(r["run"].split("-s")[-1], r["epoch"]) for r in results["cpu-"]} & {
-        (r["run"].split("-s")[-1], r["epoch"]) for r in results["resize-"]}
-    by = {p: {(r["run"].split("-s")[-1], r["epoch"]): r for r in results[p]} for p in VARIANTS}
+    by = {p: {(r["run"].split("-s")[-1], r["epoch"]): r for r in results[p]} for p in variants}
+    pairs = set(by[BASELINE]) & set(by[args.variant])
     keys = sorted(pairs)
     boot = PairedBootstrap(len(samples), seed=0)
-    a = np.array([by["resize-"][k]["correct"] for k in keys], dtype=float)
-    b = np.array([by["cpu-"][k]["correct"] for k in keys], dtype=float)
+    a = np.array([by[args.variant][k]["correct"] for k in keys], dtype=float)
+    b = np.array([by[BASELINE][k]["correct"] for k in keys], dtype=float)
     diff = boot.difference(a, b)
     meta["seconds"] = time.perf_counter() - start
     summary = {}
-    for p in VARIANTS:
+    for p in variants:
         rows = [by[p][k] for k in keys]
         summary[p] = {m: float(np.median([r[m] for r in rows])) for m in ("input", "generator", "harmonized")}
         summary[p]["accuracy"] = float(np.mean([r["accuracy"] for r in rows]))
         summary[p]["accuracy_sd"] = float(np.std([r["accuracy"] for r in rows]))
-    grid_rows = [originals[:4]] + [by[p][keys[0]]["examples"] for p in VARIANTS]
-    write_image(RESULTS / "upsampling.jpg", image_grid(grid_rows, cell=160, row_labels=[
-        "jtsc input", f"transposed s{keys[0][0]} e{keys[0][1]}", f"resize s{keys[0][0]} e{keys[0][1]}"],
-        label_width=150))
+    grid_rows = [originals[:4]] + [by[p][keys[0]]["examples"] for p in variants]
+    write_image(out.with_suffix(".jpg"), image_grid(grid_rows, cell=160, row_labels=[
+        "jtsc input", *(f"{p}s{keys[0][0]} e{keys[0][1]}" for p in variants)], label_width=150))
     clean = {p: [{k: v for k, v in r.items() if k not in ("correct", "examples")} for r in rows]
              for p, rows in results.items()}
-    atomic_write_text(RESULTS / "upsampling.json", json.dumps(
-        {"meta": meta, "summary": summary, "accuracy_resize_minus_transposed": [diff.value, diff.low, diff.high,
-                                                                                diff.verdict()], "epochs": clean},
+    atomic_write_text(out.with_suffix(".json"), json.dumps(
+        {"meta": meta, "summary": summary, "accuracy_variant_minus_transposed": [diff.value, diff.low, diff.high,
+                                                                                 diff.verdict()], "epochs": clean},
         indent=2, default=str))
     m = meta["machine"]
-    lines = ["# Transposed vs resize-convolution generators: checkerboards on flat background", "",
+    lines = [f"# Transposed convolutions vs {NAMES[args.variant]}: checkerboards on flat background", "",
              f"- started {meta['started']}, commit {meta['commit']}{' (DIRTY TREE)' if meta['dirty'] else ''}, "
              f"{meta['seconds']:.0f} s, machine: {m['cpu']}, {m['cores']} cores, CPU only",
              f"- command: `{' '.join(sys.argv)}`",
@@ -171,21 +177,21 @@ def main() -> None:
              "share (1 = none), median over images and seed-epochs", "",
              "| upsampling | input (floor) | generator output | harmonized (carried change) | accuracy, mean (sd) "
              "over seed-epochs |", "|---|---:|---:|---:|---|"]
-    for p, name in VARIANTS.items():
+    for p, name in variants.items():
         s = summary[p]
         lines.append(f"| {name} | {s['input']:.2f} | {s['generator']:.2f} | {s['harmonized']:.2f} | "
                      f"{s['accuracy']:.3f} ({s['accuracy_sd']:.3f}) |")
-    lines += ["", f"Accuracy, resize minus transposed, paired by seed and epoch: {diff.value:+.3f} "
+    lines += ["", f"Accuracy, {args.variant}runs minus transposed, paired by seed and epoch: {diff.value:+.3f} "
                   f"({diff.low:+.3f} to {diff.high:+.3f}) {diff.verdict()}", "",
-              "| seed | epoch | transposed: generator / harmonized / accuracy | resize: generator / harmonized / "
-              "accuracy |", "|---:|---:|---|---|"]
+              f"| seed | epoch | transposed: generator / harmonized / accuracy | {args.variant}: generator / "
+              "harmonized / accuracy |", "|---:|---:|---|---|"]
     for k in keys:
-        t, r = by["cpu-"][k], by["resize-"][k]
+        t, r = by[BASELINE][k], by[args.variant][k]
         lines.append(f"| {k[0]} | {k[1]} | {t['generator']:.2f} / {t['harmonized']:.2f} / {t['accuracy']:.3f} | "
                      f"{r['generator']:.2f} / {r['harmonized']:.2f} / {r['accuracy']:.3f} |")
     lines += ["", "First four jtsc test cells: input, then each variant's harmonized output (same seed and epoch).",
-              "", "![upsampling](upsampling.jpg)", ""]
-    atomic_write_text(RESULTS / "upsampling.md", "\n".join(lines))
+              "", f"![upsampling]({out.name}.jpg)", ""]
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
     print("\n".join(lines))
 
 
