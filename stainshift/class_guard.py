@@ -2,7 +2,8 @@
 
 Two measures of one epoch's translations of the source's validation images, by the target-domain classifier:
 
-- :func:`worst_recall`: the lowest per-class recall (classes with at least ``GUARD_MIN_IMAGES`` labelled images);
+- :func:`class_recalls` / :func:`worst_recall`: each class's recall and the lowest (classes with at least
+  ``GUARD_MIN_IMAGES`` labelled images);
 - :func:`histogram_drift`: the total-variation distance from the predicted-class histogram to the nearer of the
   reference histograms (the classes predicted after a structure-safe colour method; the target's class prior).
 
@@ -30,13 +31,19 @@ def histogram_drift(predicted: np.ndarray, references: Sequence[np.ndarray]) -> 
     return float(min(0.5 * np.abs(hist - np.asarray(ref, float)).sum() for ref in references))
 
 
+def class_recalls(labels: np.ndarray, predicted: np.ndarray, classes: Sequence[str],
+                  min_images: int = GUARD_MIN_IMAGES) -> dict[str, float]:
+    """Recall of each class with at least ``min_images`` labelled images (label index k = ``classes[k]``; -1 =
+    unknown)."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    return {name: float((predicted[labels == k] == k).mean()) for k, name in enumerate(classes)
+            if (labels == k).sum() >= min_images}
+
+
 def worst_recall(labels: np.ndarray, predicted: np.ndarray, classes: Sequence[str],
                  min_images: int = GUARD_MIN_IMAGES) -> tuple[str, float] | None:
-    """The class recalled least (label index k = ``classes[k]``; -1 = unknown), with its recall; None when no class
-    has ``min_images`` labelled images."""
-    labels, predicted = np.asarray(labels), np.asarray(predicted)
-    recalls = {name: float((predicted[labels == k] == k).mean()) for k, name in enumerate(classes)
-               if (labels == k).sum() >= min_images}
+    """The class recalled least, with its recall; None when no class has ``min_images`` labelled images."""
+    recalls = class_recalls(labels, predicted, classes, min_images)
     if not recalls:
         return None
     worst = min(recalls, key=lambda name: recalls[name])

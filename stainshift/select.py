@@ -43,8 +43,8 @@ Rules (``rule``; default: ``labelled`` when a classifier is given, the source's 
   ``tie_tol`` *relative* to the best (default 0.01) are tied, and ties go to the lowest colour distance, then the
   earliest epoch;
 - both rules first leave out the epochs that fail the class guard (:mod:`stainshift.class_guard`; thresholds in
-  :mod:`stainshift.rules`): ``labelled`` an epoch with a class recalled below ``RECALL_MIN`` (when another epoch
-  recalls every class at ``RECALL_WITNESS`` or more), ``label-free`` one
+  :mod:`stainshift.rules`): ``labelled`` an epoch with a class recalled below ``RECALL_MIN`` (a class that another
+  epoch recalls at ``RECALL_WITNESS`` or more), ``label-free`` one
   whose predicted-class histogram drifts more than ``DRIFT_MAX`` from both the Reinhard-normalized source's and
   the target's prior (columns ``min_recall``, ``worst_class``, ``drift``); if every epoch fails, none is left out;
 - if no epoch reaches ``ssim_min``, the epoch with the highest SSIM is picked and the result says so
@@ -93,7 +93,7 @@ from tqdm.auto import tqdm
 
 from stainshift import runs
 from stainshift.atomic import atomic_path, atomic_write_text
-from stainshift.class_guard import histogram, histogram_drift, worst_recall
+from stainshift.class_guard import class_recalls, histogram, histogram_drift
 from stainshift.data.batching import group_by_shape
 from stainshift.data.datasets import center_crop_tensor, load_cell, to_tensor
 from stainshift.data.domains import Sample, crop_box
@@ -173,6 +173,7 @@ class EpochScores:
     n_labelled: int | None = None  # images whose class the classifier knows (accuracy and macro-F1 are over these)
     min_recall: float | None = None  # the lowest per-class recall (classes with >= GUARD_MIN_IMAGES images)
     worst_class: str | None = None   # ... and its class
+    recalls: dict[str, float] | None = None  # every such class's recall (the guard's witnesses are per class)
     drift: float | None = None       # predicted-class histogram: TV distance to the nearer reference (class guard)
     seconds: float = 0.0
 
@@ -180,9 +181,17 @@ class EpochScores:
     def selectable(self) -> bool:
         return self.epoch > 0
 
+    def class_recalls(self) -> dict[str, float]:
+        """Per-class recalls (rows made before they were kept: the worst class alone)."""
+        if self.recalls is not None:
+            return self.recalls
+        return {self.worst_class or "?": self.min_recall} if self.min_recall is not None else {}
+
     def as_dict(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)
         row["selectable"] = self.selectable
+        if self.recalls is not None:  # one readable cell in selection.csv: "lymphocyte 0.90; monocyte 0.10"
+            row["recalls"] = "; ".join(f"{name} {value:.3f}" for name, value in self.recalls.items())
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
 
 
@@ -219,11 +228,21 @@ class Selection:
 
 
 # -- the rule -----------------------------------------------------------------------------------------------------
-def class_guard(row: EpochScores, rule: str, recall_min: float = RECALL_MIN, drift_max: float = DRIFT_MAX
-                ) -> str | None:
-    """Why ``row`` changes what class cells look like under ``rule`` (None: it passes, or was not measured)."""
-    if rule == "labelled" and row.min_recall is not None and row.min_recall < recall_min:
-        return f"{row.worst_class} recall {row.min_recall:.2f} < {recall_min:.2f}"
+def kept_classes(rows: Sequence[EpochScores], witness: float = RECALL_WITNESS) -> set[str]:
+    """The classes some epoch of ``rows`` recalls at ``witness`` or more: those the translations can keep."""
+    return {name for row in rows for name, value in row.class_recalls().items() if value >= witness}
+
+
+def class_guard(row: EpochScores, rule: str, kept: set[str] | None = None, recall_min: float = RECALL_MIN,
+                drift_max: float = DRIFT_MAX) -> str | None:
+    """Why ``row`` changes what class cells look like under ``rule`` (None: it passes, or was not measured).
+    ``labelled`` guards only the ``kept`` classes (None: every class)."""
+    if rule == "labelled":
+        lost = {name: value for name, value in row.class_recalls().items()
+                if value < recall_min and (kept is None or name in kept)}
+        if lost:
+            name = min(lost, key=lambda n: lost[n])
+            return f"{name} recall {lost[name]:.2f} < {recall_min:.2f}"
     if rule == "label-free" and row.drift is not None and row.drift > drift_max:
         return f"class histogram drift {row.drift:.2f} > {drift_max:.2f}"
     return None
@@ -259,17 +278,19 @@ def choose_epoch(scores: Sequence[EpochScores], rule: str, ssim_min: float = DEF
     gated = len(passing)
     guard_note = ""
     if guard:
-        failed = {s.epoch: why for s in passing if (why := class_guard(s, rule)) is not None}
-        witness = rule != "labelled" or any(s.min_recall is not None and s.min_recall >= RECALL_WITNESS
-                                            for s in passing)
-        if failed and not witness:
-            guard_note = (f"; class guard set aside: no epoch recalls every class at {RECALL_WITNESS:.2f} or more, "
-                          "so a low recall is the classifier's, not a translation's")
-        elif failed and len(failed) < len(passing):
+        kept = kept_classes(passing)
+        failed = {s.epoch: why for s in passing if (why := class_guard(s, rule, kept)) is not None}
+        if rule == "labelled":
+            low = {n for s in passing for n, v in s.class_recalls().items() if v < RECALL_MIN} - kept
+            if low:
+                guard_note = (f"; class guard: {', '.join(sorted(low))} not guarded (no epoch with SSIM >= "
+                              f"{ssim_min:.2f} recalls it at {RECALL_WITNESS:.2f} or more: the classifier's "
+                              "weakness there, not a translation's)")
+        if failed and len(failed) < len(passing):
             passing = [s for s in passing if s.epoch not in failed]
-            guard_note = "; class guard left out " + ", ".join(f"epoch {e} ({why})" for e, why in failed.items())
+            guard_note += "; class guard left out " + ", ".join(f"epoch {e} ({why})" for e, why in failed.items())
         elif failed:
-            guard_note = "; every epoch fails the class guard, so it was set aside"
+            guard_note += "; every epoch fails the class guard, so it was set aside"
     finite = [s for s in passing if math.isfinite(value(s))]
     if not finite:
         raise StainshiftError(f"no epoch has a finite {primary} score; check the classifier and the data")
@@ -405,9 +426,11 @@ class _Scorer:
         assert self.classifier is not None
         if self.references:
             row.drift = histogram_drift(predicted, self.references)
-        worst = worst_recall(self.labels, predicted, self.classifier.classes) if self.labels is not None else None
-        if worst is not None:
-            row.worst_class, row.min_recall = worst
+        recalls = class_recalls(self.labels, predicted, self.classifier.classes) if self.labels is not None else {}
+        if recalls:
+            row.recalls = recalls
+            row.worst_class = min(recalls, key=lambda name: recalls[name])
+            row.min_recall = recalls[row.worst_class]
 
     @torch.inference_mode()
     def score(self, epoch: int, source: torch.Tensor, translated: torch.Tensor | None) -> EpochScores:
