@@ -11,7 +11,9 @@ same test cells (paired bootstrap of the test images):
 2. the translator: the bccd-crop GAN vs the bccdf GAN, both applied to the bccdf windows;
 3. the images: the bccdf GAN applied to the bccd crops.
 
-Seed-0 `cpu` runs (``cpu-s0``), epochs 1, 3, 5; carry mode (``keep_detail``), as harmonize does by default.
+Seed-0 `cpu` runs (``cpu-s0``), epochs 1, 3, 5; carry mode (``keep_detail``), as harmonize does by default, at
+the scale each GAN was trained with. Each question is one paired comparison (means over the three epochs, the
+bootstrap resamples test images; three questions, so a CI near 0 is weak evidence).
 
     python benchmarks/bccdf_diagnosis.py
 
@@ -40,7 +42,7 @@ from stainshift.data.io import read_image, write_image
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
 from stainshift.grids import image_grid
-from stainshift.harmonize import back_to_size, translate_images
+from stainshift.harmonize import back_to_size, source_scale, translate_images
 from stainshift.models.registry import load_epoch
 from stainshift.paired_stats import PairedBootstrap
 from stainshift.project import load_project
@@ -80,37 +82,57 @@ def main() -> None:
         return np.asarray(report.y_true) == np.asarray(report.y_pred)
 
     rows: list[dict] = []
-    correct = {("bccdf", "raw"): score("bccdf", raw["bccdf"]), ("bccd", "raw"): score("bccd", raw["bccd"])}
+    raw_correct = {d: score(d, raw[d]) for d in cells}
+    by: dict[tuple[str, str], list[np.ndarray]] = {}
     examples = {"bccdf raw window": raw["bccdf"][:6], "bccd raw crop": raw["bccd"][:6]}
     for epoch in EPOCHS:
-        models = {}
+        models, trained = {}, {}
         for d, run in gans.items():
-            models[d], _ = load_epoch(runs.epoch_file(run, epoch))
+            models[d], meta_d = load_epoch(runs.epoch_file(run, epoch))
             models[d].eval()
-        fields = [crop_box(translate(models["bccdf"], read_image(s.path), scales["bccdf"]), s.box)
+            trained[d] = meta_d
+
+        def scaled(gan: str, images: str, trained: dict = trained) -> float:
+            # the images' own cells at the common diameter: the scale harmonize uses for a GAN trained on them
+            return source_scale(project, images, trained[gan]) if gan == images else scales[images]
+
+        fields = [crop_box(translate(models["bccdf"], read_image(s.path), scaled("bccdf", "bccdf")), s.box)
                   for s in cells["bccdf"]]
         conditions = {
             ("bccdf", "bccdf GAN, whole field"): fields,
-            ("bccdf", "bccdf GAN, window only"): [translate(models["bccdf"], r, scales["bccdf"]) for r in raw["bccdf"]],
-            ("bccdf", "bccd GAN, window only"): [translate(models["bccd"], r, scales["bccdf"]) for r in raw["bccdf"]],
-            ("bccd", "bccd GAN, crop"): [translate(models["bccd"], r, scales["bccd"]) for r in raw["bccd"]],
-            ("bccd", "bccdf GAN, crop"): [translate(models["bccdf"], r, scales["bccd"]) for r in raw["bccd"]],
+            ("bccdf", "bccdf GAN, window only"): [translate(models["bccdf"], r, scaled("bccdf", "bccdf"))
+                                                  for r in raw["bccdf"]],
+            ("bccdf", "bccd GAN, window only"): [translate(models["bccd"], r, scaled("bccd", "bccdf"))
+                                                 for r in raw["bccdf"]],
+            ("bccd", "bccd GAN, crop"): [translate(models["bccd"], r, scaled("bccd", "bccd")) for r in raw["bccd"]],
+            ("bccd", "bccdf GAN, crop"): [translate(models["bccdf"], r, scaled("bccdf", "bccd")) for r in raw["bccd"]],
         }
         for (domain, name), images in conditions.items():
             hits = score(domain, images)
-            correct[(domain, f"{name} e{epoch}")] = hits
-            boot = PairedBootstrap(len(hits), seed=0)
-            d = boot.difference(hits[None].astype(float), correct[(domain, "raw")][None].astype(float))
-            rows.append({"images": domain, "condition": name, "epoch": epoch, "accuracy": float(hits.mean()),
-                         "vs_raw": [d.value, d.low, d.high, d.verdict()]})
+            by.setdefault((domain, name), []).append(hits)
+            rows.append({"images": domain, "condition": name, "epoch": epoch, "accuracy": float(hits.mean())})
             if epoch == EPOCHS[0]:
-                examples[f"{name} e{epoch} ({domain})"] = images[:6]
+                examples[f"{name} e{epoch}"] = images[:6]
         print(f"epoch {epoch} done ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    def paired(domain: str, a: str, b: str | None) -> list:
+        boot = PairedBootstrap(len(cells[domain]), seed=0)
+        x = np.array(by[(domain, a)], dtype=float)
+        y = np.array([raw_correct[domain]] * len(EPOCHS), dtype=float) if b is None else np.array(by[(domain, b)],
+                                                                                                      dtype=float)
+        d = boot.difference(x, y)
+        return [d.value, d.low, d.high, d.verdict()]
+
+    questions = [("1. context (bccdf images)", "bccdf", "bccdf GAN, whole field", "bccdf GAN, window only"),
+                 ("2. translator (bccdf windows)", "bccdf", "bccd GAN, window only", "bccdf GAN, window only"),
+                 ("3. images (bccd crops)", "bccd", "bccdf GAN, crop", "bccd GAN, crop")]
+    answers = [{"question": q, "images": d, "a": a, "b": b, "a_minus_b": paired(d, a, b)} for q, d, a, b in questions]
+    versus_raw = [{"images": d, "condition": n, "minus_raw": paired(d, n, None)} for d, n in by]
     meta["seconds"] = time.perf_counter() - start
     write_image(RESULTS / "bccdf_diagnosis.jpg", image_grid(list(examples.values()), cell=128,
-                                                             row_labels=list(examples), label_width=230))
-    atomic_write_text(RESULTS / "bccdf_diagnosis.json", json.dumps({"meta": meta, "rows": rows}, indent=2,
-                                                                    default=str))
+                                                             row_labels=list(examples), label_width=250))
+    atomic_write_text(RESULTS / "bccdf_diagnosis.json", json.dumps(
+        {"meta": meta, "rows": rows, "questions": answers, "versus_raw": versus_raw}, indent=2, default=str))
     m = meta["machine"]
     lines = ["# bccd whole fields vs crops: where CycleGAN loses accuracy", "",
              f"- started {meta['started']}, commit {meta['commit']}{' (DIRTY TREE)' if meta['dirty'] else ''}, "
@@ -118,13 +140,20 @@ def main() -> None:
              f"- command: `{' '.join(sys.argv)}`",
              f"- seed-0 `cpu` CycleGAN runs of bccd and bccdf -> pbc, epochs {', '.join(map(str, EPOCHS))}; "
              f"reported classifier `{CLASSIFIER}`; test cells: bccdf {len(cells['bccdf'])}, bccd {len(cells['bccd'])}",
-             f"- raw accuracy: bccdf windows {correct[('bccdf', 'raw')].mean():.3f}, "
-             f"bccd crops {correct[('bccd', 'raw')].mean():.3f}", "",
-             "| images | translation | epoch | accuracy | vs raw images (paired 95% CI) |", "|---|---|---:|---:|---|"]
-    for r in sorted(rows, key=lambda r: (r["images"], r["condition"], r["epoch"])):
-        v, lo, hi, verdict = r["vs_raw"]
-        lines.append(f"| {r['images']} | {r['condition']} | {r['epoch']} | {r['accuracy']:.3f} | "
-                     f"{v:+.3f} ({lo:+.3f} to {hi:+.3f}) {verdict} |")
+             f"- raw accuracy: bccdf windows {raw_correct['bccdf'].mean():.3f}, "
+             f"bccd crops {raw_correct['bccd'].mean():.3f}", "",
+             "| question | images | a | b | a - b, mean over the epochs (paired 95% CI) |", "|---|---|---|---|---|"]
+    for q in answers:
+        v, lo, hi, verdict = q["a_minus_b"]
+        lines.append(f"| {q['question']} | {q['images']} | {q['a']} | {q['b']} | {v:+.3f} ({lo:+.3f} to {hi:+.3f}) "
+                     f"{verdict} |")
+    lines += ["", "| images | translation | " + " | ".join(f"e{e}" for e in EPOCHS) + " | minus raw, mean over the "
+              "epochs (paired 95% CI) |", "|---|---|" + "---:|" * len(EPOCHS) + "---|"]
+    for item in versus_raw:
+        accs = [r["accuracy"] for r in rows if (r["images"], r["condition"]) == (item["images"], item["condition"])]
+        v, lo, hi, verdict = item["minus_raw"]
+        lines.append(f"| {item['images']} | {item['condition']} | " + " | ".join(f"{a:.3f}" for a in accs)
+                     + f" | {v:+.3f} ({lo:+.3f} to {hi:+.3f}) {verdict} |")
     lines += ["", f"Rows: the first six test cells, raw and as each translation (epoch {EPOCHS[0]}) gives them.", "",
               "![bccdf diagnosis](bccdf_diagnosis.jpg)", ""]
     atomic_write_text(RESULTS / "bccdf_diagnosis.md", "\n".join(lines))

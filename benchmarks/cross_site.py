@@ -162,20 +162,22 @@ def grid(project, frame: pd.DataFrame, path: Path) -> None:
 def detail_grid(project, frame: pd.DataFrame, path: Path) -> None:
     """Per source, its first test neutrophil at (about) its own resolution: the central 1.3 cell diameters of the
     original and of each method's harmonized image, so granules and chromatin can be compared."""
-    from stainshift.data.scale import scale_factor
+    from stainshift.data.scale import domain_diameter
+
+    def side(domain: str) -> int:
+        diameter = domain_diameter(project, domain) or project.cell_diameter or 64.0
+        return round(DETAIL_DIAMETERS * diameter)
 
     columns = ["original", "reinhard", *GRID_METHODS]
     rows, labels = [], []
     for source in dict.fromkeys(frame.source):
         (cell,) = first_test_cells(project, source, 1, ["neutrophil"])
-        side = round(DETAIL_DIAMETERS * project.cell_diameter / scale_factor(project, source))
         found = {label.split()[0]: harmonized_row([cell], folder)[0] for label, folder in _methods(project, source)}
-        rows.append([centre_crop(found[c], side) if c in found else None for c in columns])
-        labels.append(f"{source} ({side} px)")
+        rows.append([centre_crop(found[c], side(source)) if c in found else None for c in columns])
+        labels.append(f"{source} ({side(source)} px)")
     (cell,) = first_test_cells(project, TARGET, 1, ["neutrophil"])
-    side = round(DETAIL_DIAMETERS * project.cell_diameter / scale_factor(project, TARGET))
-    rows.append([centre_crop(harmonized_row([cell])[0], side)])
-    labels.append(f"pbc target ({side} px)")
+    rows.append([centre_crop(harmonized_row([cell])[0], side(TARGET))])
+    labels.append(f"pbc target ({side(TARGET)} px)")
     write_image(path, image_grid(rows, cell=DETAIL_CELL, row_labels=labels, label_width=170, col_labels=columns))
 
 

@@ -57,22 +57,50 @@ def run_one(variant: str, seed: int) -> dict:
                 asdict(settings))):
             return done
     print(f"demo {variant} seed {seed} ...", flush=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(workdir / "provenance.json", json.dumps(record(), indent=2))  # read before the run
     return asdict(run_demo(workdir, progress=False, settings=settings))
 
 
-def seed_row(summary: dict) -> dict:
+def rechosen(summary: dict, rule: str) -> int | None:
+    """The epoch ``rule`` picks now (the current class guard) from the run's saved selection scores: runs made
+    before a rule changed are reported with the pick they made, and this one next to it."""
+    from dataclasses import fields
+
+    import pandas as pd
+
+    from stainshift.select import EpochScores, choose_epoch
+
+    found = sorted((Path(summary["workdir"]) / "runs" / "hgtp_to_clinic" / "benchmark").glob(
+        "selection_cyclegan_*.csv"))
+    if not found:
+        return None
+    names = {f.name for f in fields(EpochScores)}
+    rows = []
+    for row in pd.read_csv(found[-1]).to_dict("records"):
+        kw = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items() if k in names}
+        if isinstance(kw.get("recalls"), str):  # "lymphocyte 0.900; monocyte 0.100"
+            kw["recalls"] = {n: float(v) for n, v in (part.rsplit(" ", 1) for part in kw["recalls"].split("; "))}
+        rows.append(EpochScores(**kw))
+    return choose_epoch(rows, rule).epoch
+
+
+def seed_row(summary: dict, provenance: dict) -> dict:
     """One run's figures: the kept epochs and each rule's selected epoch (gap closed = fraction of the
     original-to-fine-tuned gap, as in the demo's own table)."""
     rows = {t["condition"]: t for t in summary["table"]}
     epochs = {int(m[1]): rows[c]["accuracy"] for c in rows if (m := EPOCH.match(c))}
-    out = {"seed": summary["settings"]["seed"], "clinic": summary["accuracy"]["clinic"],
+    own = Path(summary["workdir"]) / "provenance.json"  # runs made before runs kept their own: the variant's
+    commit = json.loads(own.read_text())["commit"] if own.exists() else provenance["commit"]
+    out = {"seed": summary["settings"]["seed"], "commit": commit, "clinic": summary["accuracy"]["clinic"],
            "original": rows["original"]["accuracy"], "upper": rows["fine-tuned on source (upper bound)"]["accuracy"],
            "best_classical": max(rows[c]["accuracy"] for c in ("reinhard", "macenko", "histogram")),
            "epochs": epochs, "epoch_sd": float(np.std(list(epochs.values()))), "seconds": summary["seconds"]}
     for rule in ("label-free", "labelled"):
         chosen = rows[f"cyclegan selected ({rule})"]
         out[rule] = {"epoch": summary["selected"][rule], "accuracy": chosen["accuracy"],
-                     "gap_closed": chosen["gap_closed"], "vs_classical": chosen.get("vs_classical")}
+                     "gap_closed": chosen["gap_closed"], "vs_classical": chosen.get("vs_classical"),
+                     "epoch_now": rechosen(summary, rule)}
     return out
 
 
@@ -106,14 +134,16 @@ def write_report(results: dict) -> None:
               f"aim: >= {AIM:.0%} on every seed", ""]
     for variant, block in results["variants"].items():
         lines += [f"## {variant}: {VARIANTS[variant]}", "",
-                  "| seed | clinic classifier on clinic | original | best classical | e1 | e2 | e3 | e4 | e5 | "
-                  "sd over epochs | label-free: epoch, acc, gap | labelled: epoch, acc, gap | upper bound |",
+                  "| seed (commit) | clinic classifier on clinic | original | best classical | e1 | e2 | e3 | e4 | "
+                  "e5 | sd over epochs | label-free: epoch, acc, gap | labelled: epoch, acc, gap | upper bound |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"]
         for r in block["seeds"]:
             eps = " | ".join(f"{r['epochs'].get(e, float('nan')):.3f}" for e in range(1, 6))
             rules = " | ".join(f"e{r[k]['epoch']}, {r[k]['accuracy']:.3f}, {_pct(r[k]['gap_closed'])}"
-                               for k in ("label-free", "labelled"))
-            lines.append(f"| {r['seed']} | {r['clinic']:.3f} | {r['original']:.3f} | {r['best_classical']:.3f} | "
+                               + ("" if r[k].get("epoch_now") in (None, r[k]["epoch"]) else
+                                  f" (the current rule: e{r[k]['epoch_now']})") for k in ("label-free", "labelled"))
+            lines.append(f"| {r['seed']} ({r.get('commit', '?')}) | {r['clinic']:.3f} | {r['original']:.3f} | "
+                         f"{r['best_classical']:.3f} | "
                          f"{eps} | {r['epoch_sd']:.3f} | {rules} | {r['upper']:.3f} |")
         s = block["summary"]
         lines += ["", f"- spread: sd over a seed's kept epochs {s['mean_epoch_sd']:.3f} (mean over seeds); sd over "
@@ -139,7 +169,8 @@ def plot(results: dict) -> None:
     variants = list(results["variants"])
     fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 3.6), sharey=True, squeeze=False)
     for ax, variant in zip(axes[0], variants, strict=True):
-        for r, colour in zip(results["variants"][variant]["seeds"], ("C0", "C1", "C2", "C3"), strict=False):
+        for i, r in enumerate(results["variants"][variant]["seeds"]):
+            colour = f"C{i % 10}"
             eps = sorted(r["epochs"])
             ax.plot(eps, [r["epochs"][e] for e in eps], "o-", color=colour, label=f"seed {r['seed']}")
             ax.axhline(r["original"], color=colour, ls=":", lw=1)
@@ -170,6 +201,9 @@ def main() -> None:
         sys.exit(f"--variants {','.join(unknown)}: unknown; use {', '.join(VARIANTS)}")
     previous = RESULTS / "demo_spread.json"
     results = json.loads(previous.read_text()) if previous.exists() else {"variants": {}}
+    for block in results["variants"].values():  # JSON keys are strings
+        for row in block["seeds"]:
+            row["epochs"] = {int(k): v for k, v in row["epochs"].items()}
     for variant in variants:
         if args.report_only:
             done = [RUNS / f"{variant}-s{s}" / "summary.json" for s in seeds]
@@ -180,7 +214,7 @@ def main() -> None:
             provenance = record(vars(args))
             summaries = [run_one(variant, s) for s in seeds]
         if summaries:
-            rows = [seed_row(s) for s in summaries]
+            rows = [seed_row(s, provenance) for s in summaries]
             results["variants"][variant] = {"provenance": provenance, "seeds": rows,
                                             "summary": variant_summary(rows)}
         write_report(results)

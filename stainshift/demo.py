@@ -146,6 +146,7 @@ def run_demo(workdir: str | Path = "stainshift-demo", quick: bool = False, progr
     previous = workdir / "summary.json"
     if previous.exists():  # same settings: the data, splits and classifier are reused; other settings would clash
         before = {k: v for k, v in json.loads(previous.read_text())["settings"].items() if k != "tracking_uri"}
+        before.setdefault("gan_balanced", False)  # summaries written before the setting existed
         if before != json.loads(json.dumps(asdict(settings))):
             raise StainshiftError(f"{workdir} holds a demo run with other settings ({before['per_class']} images per "
                                   "class); pass another --workdir, or delete that folder first")

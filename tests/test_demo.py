@@ -55,6 +55,7 @@ def test_tiny_demo_end_to_end(tmp_path):
     (run,) = (workdir / "runs" / "hgtp_to_clinic" / "cyclegan").glob("demo-*")
     selected = json.loads((run / "selected.json").read_text())
     assert (selected["rule"], selected["epoch"]) == ("labelled", summary.selected["labelled"])
+    assert str(selected["classifier"]).endswith("clinic-resnet18-group-select-s2/model.pt")
     harmonized = workdir / "runs" / "hgtp_to_clinic" / "cyclegan" / "harmonized"
     for sample in samples_in(project, "hgtp", None):
         assert read_image(harmonized / sample.key).shape == read_image(sample.path).shape
