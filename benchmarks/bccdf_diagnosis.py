@@ -64,9 +64,11 @@ def translate(model, image: np.ndarray, scale: float) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", default=str(HERE / "real_sites.toml"))
+    parser.add_argument("--epochs", default=",".join(map(str, EPOCHS)), help="kept epochs to translate with")
     parser.add_argument("--allow-dirty", action="store_true")
     args = parser.parse_args()
     require_clean(args.allow_dirty, "benchmarks/bccdf_diagnosis.py")
+    epochs = tuple(int(e) for e in args.epochs.split(","))
     meta = record(vars(args))
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -85,7 +87,7 @@ def main() -> None:
     raw_correct = {d: score(d, raw[d]) for d in cells}
     by: dict[tuple[str, str], list[np.ndarray]] = {}
     examples = {"bccdf raw window": raw["bccdf"][:6], "bccd raw crop": raw["bccd"][:6]}
-    for epoch in EPOCHS:
+    for epoch in epochs:
         models, trained = {}, {}
         for d, run in gans.items():
             models[d], meta_d = load_epoch(runs.epoch_file(run, epoch))
@@ -111,14 +113,14 @@ def main() -> None:
             hits = score(domain, images)
             by.setdefault((domain, name), []).append(hits)
             rows.append({"images": domain, "condition": name, "epoch": epoch, "accuracy": float(hits.mean())})
-            if epoch == EPOCHS[0]:
+            if epoch == epochs[0]:
                 examples[f"{name} e{epoch}"] = images[:6]
         print(f"epoch {epoch} done ({time.perf_counter() - start:.0f} s)", flush=True)
 
     def paired(domain: str, a: str, b: str | None) -> list:
         boot = PairedBootstrap(len(cells[domain]), seed=0)
         x = np.array(by[(domain, a)], dtype=float)
-        y = np.array([raw_correct[domain]] * len(EPOCHS), dtype=float) if b is None else np.array(by[(domain, b)],
+        y = np.array([raw_correct[domain]] * len(epochs), dtype=float) if b is None else np.array(by[(domain, b)],
                                                                                                       dtype=float)
         d = boot.difference(x, y)
         return [d.value, d.low, d.high, d.verdict()]
@@ -138,7 +140,7 @@ def main() -> None:
              f"- started {meta['started']}, commit {meta['commit']}{' (DIRTY TREE)' if meta['dirty'] else ''}, "
              f"{meta['seconds']:.0f} s, machine: {m['cpu']}, {m['cores']} cores, CPU only",
              f"- command: `{' '.join(sys.argv)}`",
-             f"- seed-0 `cpu` CycleGAN runs of bccd and bccdf -> pbc, epochs {', '.join(map(str, EPOCHS))}; "
+             f"- seed-0 `cpu` CycleGAN runs of bccd and bccdf -> pbc, epochs {', '.join(map(str, epochs))}; "
              f"reported classifier `{CLASSIFIER}`; test cells: bccdf {len(cells['bccdf'])}, bccd {len(cells['bccd'])}",
              f"- raw accuracy: bccdf windows {raw_correct['bccdf'].mean():.3f}, "
              f"bccd crops {raw_correct['bccd'].mean():.3f}", "",
@@ -147,14 +149,14 @@ def main() -> None:
         v, lo, hi, verdict = q["a_minus_b"]
         lines.append(f"| {q['question']} | {q['images']} | {q['a']} | {q['b']} | {v:+.3f} ({lo:+.3f} to {hi:+.3f}) "
                      f"{verdict} |")
-    lines += ["", "| images | translation | " + " | ".join(f"e{e}" for e in EPOCHS) + " | minus raw, mean over the "
-              "epochs (paired 95% CI) |", "|---|---|" + "---:|" * len(EPOCHS) + "---|"]
+    lines += ["", "| images | translation | " + " | ".join(f"e{e}" for e in epochs) + " | minus raw, mean over the "
+              "epochs (paired 95% CI) |", "|---|---|" + "---:|" * len(epochs) + "---|"]
     for item in versus_raw:
         accs = [r["accuracy"] for r in rows if (r["images"], r["condition"]) == (item["images"], item["condition"])]
         v, lo, hi, verdict = item["minus_raw"]
         lines.append(f"| {item['images']} | {item['condition']} | " + " | ".join(f"{a:.3f}" for a in accs)
                      + f" | {v:+.3f} ({lo:+.3f} to {hi:+.3f}) {verdict} |")
-    lines += ["", f"Rows: the first six test cells, raw and as each translation (epoch {EPOCHS[0]}) gives them.", "",
+    lines += ["", f"Rows: the first six test cells, raw and as each translation (epoch {epochs[0]}) gives them.", "",
               "![bccdf diagnosis](bccdf_diagnosis.jpg)", ""]
     atomic_write_text(RESULTS / "bccdf_diagnosis.md", "\n".join(lines))
     print("\n".join(lines))
