@@ -327,6 +327,11 @@ def run_benchmark(project: Project, r: BenchmarkRequest, argv: list[str] | None 
     made = provenance.record(dataclasses.asdict(r), argv)  # before anything runs
     r.validate()
     project.domain(r.src), project.domain(r.dst)
+    if r.shots:  # the label curve comes last: fail now, not after an hour of harmonizing
+        from stainshift.data.domains import class_names
+        from stainshift.label_curve import check_shots
+
+        check_shots(project, r.src, r.shots, class_names(project.domain(r.dst)))
     out = runs.benchmark_dir(project, r.src, r.dst)
     out.mkdir(parents=True, exist_ok=True)
     learned = learned_runs(project, r)

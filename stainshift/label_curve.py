@@ -45,6 +45,16 @@ class ShotCondition:
     folder: Path | None = None
 
 
+def check_shots(project: Project, src: str, shots: Sequence[int], classes: Sequence[str]) -> None:
+    """Fail before any work when the source's train split cannot supply the largest k."""
+    n = sum(s.label in set(classes) for s in samples_in(project, src, "train"))
+    too_many = [k for k in shots if k > n]
+    if too_many:
+        fits = ",".join(str(k) for k in shots if k <= n) or "0"
+        raise StainshiftError(f"--shots {','.join(map(str, too_many))}: '{src}' has only {n} train images of the "
+                              f"classes {', '.join(classes)}; use at most {n} (e.g. --shots {fits})")
+
+
 def draw(samples: Sequence[Sample], k: int, seed: int, index: int) -> list[Sample]:
     """Draw ``index`` of k samples (seeded by (seed, k, index); the same for every condition)."""
     if k > len(samples):

@@ -111,6 +111,14 @@ def test_benchmark_command_errors(tmp_path, capsys):
     code = main(["benchmark", "--src", "hgtp", "--dst", "nowhere", "--project", str(project.file)])
     err = capsys.readouterr().err
     assert code == 2 and "unknown domain 'nowhere'" in err and err.count("\n") == 1
+    # more shots than the source's train split holds: refused before any work, with the sizes that fit
+    code = main(["benchmark", "--src", "hgtp", "--dst", "clinic", "--shots", "0,2,500", "--project",
+                 str(project.file), "--quiet"])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the split's own warnings about this tiny domain
+    assert code == 2 and "--shots 500: 'hgtp' has only" in last and "(e.g. --shots 0,2)" in last
+    assert "Traceback" not in err
+    assert not (project.runs / "hgtp_to_clinic" / "benchmark").exists()  # nothing was started
 
 
 def test_colorization_trained_for_one_source_serves_every_source(tmp_path):
