@@ -171,8 +171,9 @@ def main() -> None:
              f"- started {meta['started']}, commit {meta['commit']}{' (DIRTY TREE)' if meta['dirty'] else ''}, "
              f"{meta['seconds']:.0f} s, machine: {m['cpu']}, {m['cores']} cores, CPU only",
              f"- command: `{' '.join(sys.argv)}`",
-             f"- jtsc -> pbc CycleGAN, `cpu` preset, 5 epochs, seeds 0-2, every epoch ({len(keys)} seed-epochs per "
-             f"variant); {len(samples)} jtsc test images; reported classifier `{CLASSIFIER}`",
+             f"- jtsc -> pbc CycleGAN, `cpu` preset, 5 epochs, seeds {', '.join(sorted({k[0] for k in keys}))} (those "
+             f"trained for both variants), every epoch ({len(keys)} seed-epochs per variant); {len(samples)} jtsc "
+             f"test images; reported classifier `{CLASSIFIER}`",
              "- checkerboard: periodic (2/4 px) share of spectral power in flat background tiles over white noise's "
              "share (1 = none), median over images and seed-epochs", "",
              "| upsampling | input (floor) | generator output | harmonized (carried change) | accuracy, mean (sd) "
