@@ -36,13 +36,12 @@ from stainshift import runs
 from stainshift.atomic import atomic_write_text
 from stainshift.classify.evaluate import evaluate_arrays
 from stainshift.classify.models import load_classifier
-from stainshift.data.datasets import rescale, to_batch, to_uint8
 from stainshift.data.domains import crop_box, read_sample
 from stainshift.data.io import read_image, write_image
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
 from stainshift.grids import image_grid
-from stainshift.harmonize import back_to_size, source_scale, translate_images
+from stainshift.harmonize import back_to_size, source_scale, translate_one
 from stainshift.models.registry import load_epoch
 from stainshift.paired_stats import PairedBootstrap
 from stainshift.project import load_project
@@ -55,9 +54,8 @@ EPOCHS = (1, 3, 5)
 
 
 def translate(model, image: np.ndarray, scale: float) -> np.ndarray:
-    small = rescale(image, scale)
-    with torch.inference_mode():
-        out = to_uint8(translate_images(model, to_batch([small]), 512, 64))[0]
+    """``image`` harmonized as :func:`stainshift.harmonize.harmonize` does by default (keep-detail)."""
+    small, out = translate_one(model, image, scale)
     return back_to_size(image, small, out, keep_detail=True)
 
 

@@ -33,13 +33,13 @@ import torch
 
 from stainshift import runs
 from stainshift.classify.evaluate import evaluate_arrays
-from stainshift.data.datasets import rescale, to_batch, to_uint8
+from stainshift.data.datasets import rescale, to_batch
 from stainshift.data.domains import read_sample
 from stainshift.data.io import write_image
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
 from stainshift.grids import image_grid
-from stainshift.harmonize import CHANGE_BLUR, back_to_size, source_scale, translate_images
+from stainshift.harmonize import CHANGE_BLUR, back_to_size, source_scale, translate_one
 from stainshift.metrics import lab_pixels, sliced_wasserstein, ssim_gray
 from stainshift.models.registry import load_epoch
 from stainshift.paired_stats import PairedBootstrap
@@ -84,9 +84,7 @@ def measure_run(project, src: str, run: Path, samples, clf) -> dict:
     inputs_sharp, inputs_checker = [], []
     for sample in samples:
         original = read_sample(sample)
-        small = rescale(original, scale)
-        with torch.inference_mode():
-            done = to_uint8(translate_images(translator, to_batch([small]), 512, 64))[0]
+        small, done = translate_one(translator, original, scale)
         inputs_sharp.append(sharpness(original))
         inputs_checker.append(checkerboard(small))
         for mode in MODES:

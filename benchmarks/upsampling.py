@@ -40,13 +40,13 @@ from stainshift import runs
 from stainshift.atomic import atomic_write_text
 from stainshift.classify.evaluate import evaluate_arrays
 from stainshift.classify.models import load_classifier
-from stainshift.data.datasets import rescale, to_batch, to_uint8
+from stainshift.data.datasets import rescale
 from stainshift.data.domains import read_sample
 from stainshift.data.io import write_image
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
 from stainshift.grids import image_grid
-from stainshift.harmonize import back_to_size, source_scale, translate_images
+from stainshift.harmonize import back_to_size, source_scale, translate_one
 from stainshift.models.registry import load_epoch
 from stainshift.paired_stats import PairedBootstrap
 from stainshift.project import load_project
@@ -99,9 +99,7 @@ def measure(project, run: Path, epoch: int, samples, originals, clf) -> dict:
     scale = source_scale(project, SOURCE, meta)
     raw_ratio, out_ratio, carried_ratio, harmonized = [], [], [], []
     for original in originals:
-        small = rescale(original, scale)
-        with torch.inference_mode():
-            out = to_uint8(translate_images(model, to_batch([small]), 512, 64))[0]
+        small, out = translate_one(model, original, scale)
         full = back_to_size(original, small, out, keep_detail=True)
         harmonized.append(full)
         corners = flat_tiles(small)

@@ -259,6 +259,15 @@ def translate_tiled(model: nn.Module, image: torch.Tensor, tile: int, overlap: i
     return out / weight.clamp_min(1e-8)
 
 
+@torch.inference_mode()
+def translate_one(model: nn.Module, image: np.ndarray, scale: float, tile: int = 512, overlap: int = 64
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` (RGB uint8) at the common scale and its translation there, as :func:`harmonize` makes them (one
+    image at a time, for measurements; :func:`back_to_size` brings it to full size)."""
+    small = rescale(image, scale)
+    return small, to_uint8(translate_images(model, to_batch([small]), tile, overlap))[0]
+
+
 def translate_images(model: nn.Module, batch: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
     """Translate a BCHW [0,1] batch of same-size images: as a batch, or image by image in tiles above ``tile`` px."""
     if max(batch.shape[2:]) > tile:
