@@ -30,6 +30,14 @@ domain's *validation* split only (the GAN trained on the source train split; the
 
 Epoch 0 is the untranslated images: a reference row, never selectable.
 
+Mask -> image models (``scoring`` :attr:`~stainshift.models.kinds.EpochScoring.GENERATION`) have no input image:
+:func:`score_generations` generates the domain's validation images from their masks and scores them against the
+domain's real train images (``fd``, ``color``, ``fid``) and, with a classifier, by macro-F1 on the masks' classes;
+their ``ssim`` is to the real image of the same mask, and their SSIM minimum defaults to 0 (no gate). Epoch 0 is
+then the real validation images: the real-vs-real floor of each distance. Training a segmenter per epoch on the
+generated images would be the direct measure; it costs minutes per epoch on CPU and lives in
+``benchmarks/synthesis.py``.
+
 Rules (``rule``; default: ``labelled`` when a classifier is given, the source's labels being its class folders;
 ``label-free`` otherwise):
 
@@ -467,6 +475,15 @@ class _Scorer:
         return row
 
 
+def _floor_note(scores: Sequence[EpochScores], choice: Choice) -> str:
+    """Generation: the real validation images' score (epoch 0), the floor a generator can at best reach."""
+    real, picked = scores[0], next(s for s in scores if s.epoch == choice.epoch)
+    before, after = getattr(real, choice.primary), getattr(picked, choice.primary)
+    if before is None or after is None or choice.fallback:
+        return ""
+    return f"; real validation images (the real-vs-real floor): {before:.4g}"
+
+
 def _original_note(scores: Sequence[EpochScores], choice: Choice) -> str:
     """A warning text when the untranslated images beat the chosen epoch on the rule's own metric."""
     original = next((s for s in scores if not s.selectable), None)
@@ -569,16 +586,73 @@ def guard_references(ctx: ScoringContext, scorer: _Scorer, whole: Sequence[torch
     return [histogram(scorer.predict(normalized), len(classes)), prior / max(prior.sum(), 1)]
 
 
-# A model's ``scoring`` picks its scorer; generation scoring (mask -> image) comes with the mask-to-image models.
+def _masks(samples: Sequence[Sample], scale: float, size: int) -> torch.Tensor:
+    """The samples' masks as the trainer feeds them (cell window, scaled, nearest) centre-cropped to ``size``."""
+    from stainshift.data.datasets import mask_tensor, rescale_mask
+    from stainshift.data.io import read_mask
+
+    return torch.stack([center_crop_tensor(mask_tensor(rescale_mask(crop_box(read_mask(s.mask), s.box), scale)), size)
+                        for s in samples])
+
+
+def score_generations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str, Any]]:
+    """Mask -> image models: every kept epoch generates the domain's validation images from their masks.
+
+    The generated images are scored against a reference set of real TRAIN images (classifier-feature Frechet
+    distance, colour distance, Inception FID if asked), and against the real validation image of the same mask
+    (``ssim``: how closely the generation follows the real cell drawn from that mask; no gate by default).
+    With a classifier, ``accuracy`` / ``macro_f1`` say whether an image generated from a neutrophil's mask is
+    classified as a neutrophil. Epoch 0 is the real validation images themselves: the real-vs-real floor of every
+    distance."""
+    project, domain, model = ctx.project, ctx.dst, ctx.classifier
+    val = _subset([s for s in samples_in(project, domain, "val") if s.mask is not None], ctx.max_images)
+    reference = _subset(samples_in(project, domain, "train"), ctx.max_images or 200)
+    if not val:
+        raise StainshiftError(f"domain '{domain}' has no validation images with masks; a mask-to-image model is "
+                              "scored by generating them (give it more images or a larger validation fraction)")
+    labels = None
+    if model is not None:
+        classes = list(model.classes)
+        labels = np.asarray([classes.index(s.label) if s.label in classes else -1 for s in val])
+        size = int(model.input_size)
+    else:
+        size = max(int(ctx.config.get("options", {}).get("crop_size", 0)) or 96, 64)
+    epochs = runs.kept_epochs(ctx.run)
+    first, meta = load_epoch(runs.epoch_file(ctx.run, epochs[0]))
+    scale = float(meta["preprocessing"]["dst"]["scale"])
+    real = _load(val, scale, size)
+    masks = _masks(val, scale, size)
+    inception = None
+    if ctx.fid_model is not None:
+        from stainshift.inception import load_inception
+
+        inception = load_inception(ctx.fid_model, ctx.device)
+    scorer = _Scorer(model, labels, _load(reference, scale, size), ctx.device, ctx.batch_size, inception)
+    scores = [scorer.score(0, real, None)]
+    for epoch in tqdm(epochs, desc=f"select {ctx.method}", unit="epoch", disable=not ctx.progress):
+        translator = (first if epoch == epochs[0] else load_epoch(runs.epoch_file(ctx.run, epoch))[0]).to(ctx.device)
+        start = time.perf_counter()
+        torch.manual_seed(0)  # the same noise and sampled styles for every epoch
+        with torch.inference_mode():
+            generated = torch.cat([translator(b.to(ctx.device)).float().cpu() for b in _batches(masks, 16)])
+        row = scorer.score(epoch, real, generated)
+        row.seconds = round(time.perf_counter() - start, 3)
+        scores.append(row)
+    return scores, {"val": len(val), "reference": len(reference), "size": size}
+
+
+# A model's ``scoring`` picks its scorer (and the SSIM minimum it defaults to).
 EPOCH_SCORERS: dict[EpochScoring, Callable[[ScoringContext], tuple[list[EpochScores], dict[str, Any]]]] = {
     EpochScoring.TRANSLATION: score_translations,
+    EpochScoring.GENERATION: score_generations,
 }
+DEFAULT_SSIM_MINS = {EpochScoring.TRANSLATION: DEFAULT_SSIM_MIN, EpochScoring.GENERATION: 0.0}
 
 
 # -- the whole selection ------------------------------------------------------------------------------------------
 def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
                  classifier: Classifier | str | Path | None = None, rule: str | None = None,
-                 ssim_min: float = DEFAULT_SSIM_MIN, run_id: str | None = None, max_images: int | None = None,
+                 ssim_min: float | None = None, run_id: str | None = None, max_images: int | None = None,
                  progress: bool = True, tie_tol: float | None = None, batch_size: int = 16,
                  device: str = "auto", track: bool = True, fid_model: str | Path | None = None) -> Selection:
     """Score every kept epoch of the latest (or ``run_id``) ``method`` run of ``src -> dst`` and pick one.
@@ -592,6 +666,9 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
     """
     if rule is not None and rule not in RULES:
         raise StainshiftError(f"unknown rule '{rule}'; use one of {', '.join(RULES)}")
+    scoring = model_class(method).scoring
+    if ssim_min is None:
+        ssim_min = DEFAULT_SSIM_MINS.get(scoring, DEFAULT_SSIM_MIN)
     if not 0.0 <= ssim_min <= 1.0:
         raise StainshiftError(f"ssim_min={ssim_min}: pass an SSIM threshold between 0 and 1 (default "
                               f"{DEFAULT_SSIM_MIN})")
@@ -602,7 +679,6 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
                               "--rule label-free")
     project.domain(src), project.domain(dst)
     run = runs.find_run(project, src, dst, method, run_id)
-    scoring = model_class(method).scoring
     if scoring not in EPOCH_SCORERS:
         raise StainshiftError(f"select cannot score {scoring.value} models such as {method} yet; pick an epoch "
                               "yourself (--epoch N) from the run's samples/ grids")
@@ -613,11 +689,13 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
                              batch_size, dev, fid_model, progress)
     scores, extra = EPOCH_SCORERS[scoring](context)
     choice = choose_epoch(scores, rule, ssim_min, tie_tol)
-    reason = choice.reason + _original_note(scores, choice)
+    generation = scoring is EpochScoring.GENERATION
+    reason = choice.reason + (_floor_note(scores, choice) if generation else _original_note(scores, choice))
     selection = Selection(run, choice.epoch, rule, ssim_min, scores, classifier_name or None, choice.fallback,
                           reason, choice.primary, choice.tie_tol,
-                          details={**extra, "tie_tol": choice.tie_tol, "ssim_blur": SSIM_BLUR}, src=src)
-    if reason != choice.reason or choice.fallback:
+                          details={**extra, "tie_tol": choice.tie_tol, "ssim_blur": SSIM_BLUR,
+                                   "scoring": scoring.value}, src=src)
+    if (reason != choice.reason and not generation) or choice.fallback:
         warnings.warn(f"{run.name}: {reason}", stacklevel=2)
     _write(selection, context.config, project, track)
     return selection
@@ -740,7 +818,9 @@ def format_table(sel: Selection) -> str:
     for s in sel.scores:
         cells = " ".join(f"{'-':>9s}" if getattr(s, k) is None else f"{getattr(s, k):9.3f}" for k in keys)
         mark = "*" if s.epoch == sel.epoch else " "
-        note = "  original images (reference)" if not s.selectable else (
+        reference = ("  real validation images (floor)" if sel.details.get("scoring") == "generation"
+                     else "  original images (reference)")
+        note = reference if not s.selectable else (
             "  selected" if s.epoch == sel.epoch else ("  SSIM below minimum" if s.ssim < sel.ssim_min else ""))
         lines.append(f"{mark} {s.epoch:5d} {cells}{note}")
     return "\n".join(lines)

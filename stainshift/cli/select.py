@@ -14,6 +14,9 @@ Scores the SOURCE validation split translated by each kept epoch: target-classif
 input (structure), colour distance and feature Frechet distance to the target's validation split. Rules:
 labelled (default with --classifier): best macro-F1 among epochs with SSIM >= --ssim-min, ties -> colour distance;
 label-free: lowest feature Frechet distance (colour distance without a classifier) under the same SSIM minimum.
+Mask-to-image models (pix2pix, pix2pixhd; --src = --dst = their domain) generate the domain's validation images
+from their masks instead: feature / colour distance to the real train images (epoch 0: the real validation
+images, the real-vs-real floor), macro-F1 of the classifier on them, SSIM to the real image of each mask.
 Writes selected.json, selection.csv and selection.png in the run folder (and mlflow tags when the run is tracked)."""
 
 
@@ -40,9 +43,9 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier", metavar="PATH",
                    help="target-domain classifier: model.pt, its run folder, or a run name under runs/classifiers/")
     p.add_argument("--rule", choices=RULES, help="labelled (needs --classifier; the default with one) or label-free")
-    p.add_argument("--ssim-min", type=_fraction, default=DEFAULT_SSIM_MIN,
+    p.add_argument("--ssim-min", type=_fraction,
                    help=f"minimum structure SSIM to the input for an epoch to be selectable (default "
-                        f"{DEFAULT_SSIM_MIN})")
+                        f"{DEFAULT_SSIM_MIN}; mask-to-image models: 0, their SSIM is to the real image of the mask)")
     p.add_argument("--run-id", help="which training run (default: the latest)")
     p.add_argument("--max-images", type=int, help="at most this many validation images per domain (default: all)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -66,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"selected epoch {selection.epoch} of {selection.run_dir.name} by the {selection.rule} rule{fallback}: "
           f"{selection.reason}")
     if not args.quiet:
-        print(f"written: {selection.files['selected']}; next: stainshift harmonize --src {args.src} --dst {args.dst} "
-              f"--method {args.method} --epoch best")
+        if selection.details.get("scoring") == "generation":
+            then = f"stainshift synth generate --domain {args.dst} --method {args.method} --masks DIR --out DIR"
+        else:
+            then = f"stainshift harmonize --src {args.src} --dst {args.dst} --method {args.method} --epoch best"
+        print(f"written: {selection.files['selected']}; next: {then}")
     return 0

@@ -1,4 +1,5 @@
-"""``stainshift synth shapes|masks|coco``: cell-shape databases, synthetic instance masks and their COCO files."""
+"""``stainshift synth shapes|masks|coco|train|generate``: cell-shape databases, synthetic instance masks and their
+COCO files, mask-to-image generators trained on a domain's images and masks, and the images they generate."""
 
 from __future__ import annotations
 
@@ -30,6 +31,19 @@ run resumes when given the same arguments.""",
   stainshift synth coco synth/fields                    # rewrite synth/fields/coco.json (RLE)
   stainshift synth coco synth/fields --encoding polygon --out fields_polygons.json
 Checks every instance mask against the id convention first.""",
+    "train": """examples:
+  stainshift synth train pix2pix --domain jtsc                       # the domain's images with their own masks
+  stainshift synth train pix2pix --domain jtsc --preset cpu-noise-global   # paper 004: mask + noise, global D
+  stainshift synth train pix2pixhd --domain bccd --epochs 5 --keep-epochs 1,2,3,4,5
+  stainshift synth train pix2pixhd --domain bccd --set n_local_enhancers=1 --init-from runs/bccd_to_bccd/pix2pixhd/G
+The run goes to runs/<domain>_to_<domain>/<model>/<run_id>/ like any training run (exact --resume, kept epochs,
+mlflow); then `stainshift select --src D --dst D --method <model>` scores its kept epochs.""",
+    "generate": """examples:
+  stainshift synth generate --domain jtsc --masks synth/jtsc_cells --out synth/jtsc_images          # best epoch
+  stainshift synth generate --domain jtsc --method pix2pix --epoch 5 --masks synth/jtsc_cells --out g --n 50
+  stainshift synth generate --domain bccd --method pix2pixhd --style 3 --masks synth/fields --out g3
+Writes images/<class>/, masks/<class>/ (a domain: `domains add NAME OUT/images --masks OUT/masks`), instance/,
+semantic/, coco.json and manifest.json (model, run, epoch, checkpoint hash, seed, style, the mask of every image).""",
 }
 
 
@@ -87,6 +101,31 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--encoding", choices=ENCODINGS, default="rle")
     p.add_argument("--out", help="JSON file to write (default: FOLDER/coco.json)")
     p.set_defaults(func=run_coco)
+
+    from stainshift.cli.train import add_training_options
+    from stainshift.models.kinds import Kind, Modality
+    from stainshift.models.registry import entries
+
+    mask_models = [e.name for e in entries(Kind.LEARNED) if e.consumes is Modality.MASK]
+    p = action("train", "train a mask-to-image generator on a domain's images and their masks")
+    p.add_argument("method", choices=mask_models)
+    p.add_argument("--domain", required=True, help="a project domain with masks (`masks = PATH` in its table)")
+    add_training_options(p)
+    p.set_defaults(func=run_train)
+
+    p = action("generate", "generate images from masks with a trained mask-to-image generator")
+    p.add_argument("--domain", required=True, help="the domain the generator was trained on")
+    p.add_argument("--method", choices=mask_models, default=mask_models[0] if mask_models else None)
+    p.add_argument("--masks", required=True, metavar="DIR", help="a folder from `synth masks`, or value-coded mask "
+                                                                 "PNGs (0 background, 128 cytoplasm, 255 nucleus)")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or one to resume)")
+    p.add_argument("--epoch", default="best", help="best (the selected one; run `select` first), last, or N")
+    p.add_argument("--run-id", help="which training run (default: the latest)")
+    p.add_argument("--style", type=int, help="pix2pixhd: use style cluster K for every cell (default: sampled)")
+    p.add_argument("--n", type=int, help="only the first N masks")
+    p.add_argument("--seed", type=int, default=0, help="noise and sampled styles of image i depend on (seed, i)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=run_generate)
 
 
 def _database(args: argparse.Namespace):
@@ -188,3 +227,47 @@ def run_coco(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {path}")
     return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from stainshift.cli.train import training_request
+    from stainshift.project import load_project
+    from stainshift.train.loop import train
+
+    result = train(load_project(args.project), training_request(args, args.domain, args.domain))
+    if not args.quiet:
+        kept = [e["epoch"] for e in result.manifest if "checkpoint" in e]
+        print(f"trained {args.method} masks -> {args.domain} images: {result.epochs_done} epochs in {result.run_dir}")
+        print(f"kept epochs: {', '.join(map(str, kept)) or 'none'}; next: stainshift select --src {args.domain} "
+              f"--dst {args.domain} --method {args.method}, then stainshift synth generate --domain {args.domain} "
+              f"--method {args.method} --masks DIR --out DIR")
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from stainshift.project import load_project
+    from stainshift.synth.generate import generate
+
+    epoch = args.epoch if args.epoch in ("best", "last") else _epoch_number(args.epoch)
+    manifest = generate(load_project(args.project), args.domain, args.masks, args.out, method=args.method,
+                        epoch=epoch, run_id=args.run_id, style=args.style, n=args.n, seed=args.seed,
+                        device=args.device, progress=not args.quiet)
+    if not args.quiet:
+        images = manifest["images"]
+        by_class: dict[str, int] = {}
+        for e in images:
+            by_class[e["class"]] = by_class.get(e["class"], 0) + 1
+        c = manifest["config"]
+        counts = ", ".join(f"{k} {v}" for k, v in by_class.items())
+        print(f"wrote {len(images)} generated images to {args.out} ({counts})"
+              f" with {c['method']} epoch {c['epoch']} of run {c['run']}")
+    return 0
+
+
+def _epoch_number(text: str) -> int:
+    from stainshift.errors import StainshiftError
+
+    try:
+        return int(text)
+    except ValueError:
+        raise StainshiftError(f"--epoch {text!r}: pass best, last or an epoch number") from None

@@ -49,6 +49,12 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--src", help="source domain (the hospital whose images get translated); models that learn from "
                    "the target alone default to --dst")
     p.add_argument("--dst", required=True, help="target domain (the staining to reproduce)")
+    add_training_options(p)
+    p.set_defaults(func=run)
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """The options every training command shares (`train`, `synth train`)."""
     p.add_argument("--preset", default="cpu", help="option preset: cpu (2 CPU cores), paper, tiny (tests); some "
                    "models have more (default: cpu)")
     p.add_argument("--epochs", type=int, help="epochs at constant learning rate (preset default otherwise)")
@@ -68,14 +74,28 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on GPU")
     p.add_argument("--no-track", action="store_true", help="do not log to mlflow")
-    p.set_defaults(func=run)
+
+
+def training_request(args: argparse.Namespace, src: str, dst: str):
+    """The TrainRequest of parsed training options."""
+    from stainshift.train.loop import TrainRequest
+
+    named = {"epochs": args.epochs, "epochs_decay": args.epochs_decay, "keep_epochs": args.keep_epochs,
+             "crop_size": args.crop, "batch_size": args.batch_size}
+    fields = {**dict(args.options), **{k: v for k, v in named.items() if v is not None}}
+    return TrainRequest(
+        src=src, dst=dst, method=args.method, preset=args.preset, seed=args.seed,
+        overrides=fields, balanced=args.balanced, resume=args.resume,
+        run_id=args.run_id, num_workers=args.workers, device=args.device, amp=not args.no_amp,
+        progress=not args.quiet, track=not args.no_track, init_from=args.init_from,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from stainshift.errors import StainshiftError
     from stainshift.models.registry import model_class
     from stainshift.project import load_project
-    from stainshift.train.loop import TrainRequest, train
+    from stainshift.train.loop import train
 
     src = args.src
     if src is None:
@@ -83,15 +103,7 @@ def run(args: argparse.Namespace) -> int:
             raise StainshiftError(f"{args.method} learns from two domains: pass --src (the domain to translate)")
         src = args.dst
 
-    named = {"epochs": args.epochs, "epochs_decay": args.epochs_decay, "keep_epochs": args.keep_epochs,
-             "crop_size": args.crop, "batch_size": args.batch_size}
-    fields = {**dict(args.options), **{k: v for k, v in named.items() if v is not None}}
-    request = TrainRequest(
-        src=src, dst=args.dst, method=args.method, preset=args.preset, seed=args.seed,
-        overrides=fields, balanced=args.balanced, resume=args.resume,
-        run_id=args.run_id, num_workers=args.workers, device=args.device, amp=not args.no_amp,
-        progress=not args.quiet, track=not args.no_track, init_from=args.init_from,
-    )
+    request = training_request(args, src, args.dst)
     result = train(load_project(args.project), request)
     if not args.quiet:
         kept = [e["epoch"] for e in result.manifest if "checkpoint" in e]

@@ -105,6 +105,12 @@ for _args in (
      "contrastive unpaired translation (CUT / FastCUT): one generator, patch-wise contrastive loss"),
 ):
     register(_args[0], _args[1], _args[2], summary=_args[3])
+for _args in (
+    ("pix2pix", "stainshift.models.pix2pix:Pix2Pix", "mask -> image pix2pix: U-Net, PatchGAN or global D, L1"),
+    ("pix2pixhd", "stainshift.models.pix2pixhd:Pix2PixHD",
+     "mask -> image pix2pixHD: global generator (+ local enhancer), multi-scale D, feature matching, styles"),
+):
+    register(_args[0], _args[1], Kind.LEARNED, consumes=Modality.MASK, summary=_args[2])
 
 
 def entry(name: str) -> Entry:

@@ -43,3 +43,27 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+
+class GlobalDiscriminator(nn.Module):
+    """One real/fake logit per image (paper 004's alternative to the PatchGAN): ``n_layers`` stride-2 4x4
+    convolutions (channels ndf, 2ndf, ... capped at 8ndf, LeakyReLU 0.2, norm after the first), then the mean over
+    all positions and a linear layer. Every pixel can weigh on the verdict, whatever the image size."""
+
+    def __init__(self, in_ch: int, ndf: int = 64, n_layers: int = 5, norm: str = "instance") -> None:
+        super().__init__()
+        if n_layers < 1 or ndf < 1:
+            raise ValueError(f"n_layers and ndf must be >= 1 (got {n_layers}, {ndf})")
+        make_norm, bias = norm_layer(norm), _uses_bias(norm)
+        layers: list[nn.Module] = [nn.Conv2d(in_ch, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        ch = ndf
+        for n in range(1, n_layers):
+            nxt = ndf * min(2**n, 8)
+            layers += [nn.Conv2d(ch, nxt, 4, stride=2, padding=1, bias=bias), make_norm(nxt), nn.LeakyReLU(0.2, True)]
+            ch = nxt
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(ch, 1)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3)))

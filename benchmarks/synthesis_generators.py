@@ -1,0 +1,298 @@
+"""Do mask-to-image generators make synthetic data that helps a U-Net segment real cells? (issue 13)
+
+    python benchmarks/synthesis_generators.py                       # -> results/synthesis_generators.md (+ .json, .png)
+    python benchmarks/synthesis_generators.py --generators pix2pix  # one generator; parts already measured are kept
+    python benchmarks/synthesis_generators.py --quick --allow-dirty # smoke run, writes under /tmp
+
+Extends ``benchmarks/synthesis.py`` (same site loader, fixed test split, U-Net, Dice and paired bootstrap) with
+SD from the registered mask-to-image generators. Site: jtsc_tecom single cells (96 px). For each number of real
+training images k (RD = the first k of synthesis.py's pool order, so RD20 is inside RD60) and each seed:
+
+- the shape database is built from the k RD masks only, and the synthetic masks (single-cell crops) from it;
+- SD(sim): the stain simulator's renders of those masks (hgtp protocol), as in synthesis.py;
+- SD(<generator>): the generator trained on the k RD image/mask pairs (the model's ``cpu`` preset, a fixed number
+  of iterations, no epoch chosen by any score), then run on the same synthetic masks;
+- a U-Net per condition: RD, RD+SD(...) (half of each batch real) and SD(...) alone.
+
+Image quality: Frechet distance on the project's own features (the penultimate pooled features of the seed's
+RD-trained U-Net encoder) between 50 generated images and 50 real test images, next to the real-vs-real floor
+(the other 50 real test images against the same 50). Every measured part is saved under
+``results/synthesis_generators_parts/`` with its commit and start time, so a later run adds generators or seeds
+without redoing the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from provenance import record, require_clean
+from synthesis import (
+    N_TEST,
+    data_root,
+    dice_per_image,
+    jtsc_site,
+    load_pair,
+    predict,
+    split,
+    to_tensor,
+    train,
+)
+
+from stainshift.data.io import cell_regions, read_image, read_mask
+from stainshift.metrics import frechet_distance
+from stainshift.models.registry import build_model
+from stainshift.paired_stats import PairedBootstrap
+from stainshift.synth.masks import SEMANTIC, MaskSpec, compose
+from stainshift.synth.render import render_mask
+from stainshift.synth.shapes import build_database
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VALUES = np.array([0, 128, 255], np.uint8)  # region -> the value coding the generators read
+
+
+def real_set(site, indices):
+    xs, ys = zip(*(load_pair(read_image(site.items[i][0]), cell_regions(read_mask(site.items[i][1])), site.size)
+                   for i in indices), strict=True)
+    return np.stack(xs), np.stack(ys)
+
+
+def synthetic_masks(site, rd: list[int], n: int, seed: int):
+    """``n`` synthetic single-cell masks from the RD masks' shapes: (semantic at site.size, 3-class targets), and the
+    full-size masks for the simulator."""
+    db = build_database(site.name, [(site.items[i][1], site.items[i][2]) for i in rd])
+    spec = MaskSpec(size=site.field, crop=site.crop)
+    targets, full = [], []
+    for k in range(n):
+        rng = np.random.default_rng([seed, 7, k])
+        mask = compose(db, spec, rng)
+        target = np.zeros(mask.semantic.shape, np.uint8)
+        target[mask.semantic == SEMANTIC["cytoplasm"]] = 1
+        target[mask.semantic == SEMANTIC["nucleus"]] = 2
+        targets.append(cv2.resize(target, site.size, interpolation=cv2.INTER_NEAREST))
+        full.append((mask, rng))
+    return full, np.stack(targets), db
+
+
+def simulator_images(site, full, db) -> np.ndarray:
+    return np.stack([cv2.resize(render_mask(mask, site.hospital, rng, white_px=db.diameter()), site.size,
+                                interpolation=cv2.INTER_AREA) for mask, rng in full])
+
+
+def train_generator(method: str, real_x: np.ndarray, real_y: np.ndarray, seed: int, iters: int, quiet: bool):
+    """The generator's ``cpu`` preset trained on the RD pairs (random flips) for ``iters`` iterations."""
+    torch.manual_seed(seed)
+    model = build_model(method, "cpu")
+    rng = np.random.default_rng([seed, 13])
+    b = model.options.batch_size
+    per_epoch = max(1, len(real_x) // b)
+    t0 = time.time()
+    for step in range(iters):
+        idx = rng.integers(len(real_x), size=b)
+        xs, ms = [], []
+        for i in idx:
+            x, y = real_x[i], VALUES[real_y[i]]
+            if rng.random() < 0.5:
+                x, y = x[:, ::-1], y[:, ::-1]
+            if rng.random() < 0.5:
+                x, y = x[::-1], y[::-1]
+            xs.append(np.ascontiguousarray(x))
+            ms.append(np.ascontiguousarray(y))
+        batch = {"image": torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255,
+                 "mask": torch.from_numpy(np.stack(ms)).float()[:, None]}
+        losses = model.train_step(batch)
+        if (step + 1) % per_epoch == 0:
+            model.end_epoch()
+        if not quiet and (step + 1) % 100 == 0:
+            print(f"    {method} it {step + 1}/{iters} {time.time() - t0:.0f} s "
+                  + " ".join(f"{k} {v:.2f}" for k, v in losses.items()), flush=True)
+    model.end_epoch()
+    return model, round(time.time() - t0, 1)
+
+
+@torch.no_grad()
+def generate(model, targets: np.ndarray) -> np.ndarray:
+    translator = model.translator().eval()
+    torch.manual_seed(0)
+    out = []
+    for i in range(0, len(targets), 16):
+        m = torch.from_numpy(VALUES[targets[i:i + 16]]).float()[:, None]
+        out.append(translator(m).permute(0, 2, 3, 1).mul(255).round().byte().numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def unet_features(unet, images: np.ndarray) -> np.ndarray:
+    unet.eval()
+    feats = [unet.encoder(to_tensor(images[i:i + 16]))[-1].mean((2, 3)) for i in range(0, len(images), 16)]
+    return torch.cat(feats).numpy()
+
+
+def part_file(parts: Path, k: int, seed: int, cond: str) -> Path:
+    return parts / f"k{k}_s{seed}_{cond.replace('+', '_').replace('(', '-').replace(')', '')}.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--k", default="20", help="numbers of real training images, e.g. 20,60")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--generators", default="pix2pix,pix2pixhd")
+    parser.add_argument("--gen-iters", type=int, default=600)
+    parser.add_argument("--iters", type=int, default=300, help="U-Net iterations")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--n-synth", type=int, default=120)
+    parser.add_argument("--boot", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--allow-dirty", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.k, args.seeds, args.gen_iters, args.iters, args.n_synth, args.boot = "20", "0", 4, 4, 16, 100
+    require_clean(args.allow_dirty or args.quick, "synthesis_generators.py")
+    ks = [int(v) for v in args.k.split(",")]
+    seeds = [int(v) for v in args.seeds.split(",")]
+    generators = [g for g in args.generators.split(",") if g]
+    config = {"site": "jtsc", "k": ks, "seeds": seeds, "generators": generators, "gen_iters": args.gen_iters,
+              "iters": args.iters, "batch": args.batch, "n_synth": args.n_synth, "n_test": N_TEST}
+    prov = record(config)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    out = Path("/tmp/synthesis_generators_quick") if args.quick else RESULTS
+    parts = out / "synthesis_generators_parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    site = jtsc_site(data_root())
+    test_idx, pool = split(site)
+    test_x, test_y = real_set(site, test_idx)
+    half = N_TEST // 2
+    pictures = {}
+    for k in ks:
+        rd = pool[:k]
+        real_x, real_y = real_set(site, rd)
+        for seed in seeds:
+            full, synth_y, db = synthetic_masks(site, rd, args.n_synth, seed)
+            sd = {"sim": simulator_images(site, full, db)}
+            gen_seconds = {}
+            for g in generators:
+                if all(part_file(parts, k, seed, c).exists() for c in (f"SD({g})", f"RD+SD({g})")):
+                    continue
+                model, gen_seconds[g] = train_generator(g, real_x, real_y, seed, args.gen_iters, args.quiet)
+                sd[g] = generate(model, synth_y)
+            pictures.setdefault(k, {"masks": synth_y[:6], **{g: v[:6] for g, v in sd.items()}})
+            for g, v in sd.items():
+                pictures[k].setdefault(g, v[:6])
+            rd_unet = None
+            conditions = ["RD", "RD+SD(sim)"] + [c for g in generators for c in (f"SD({g})", f"RD+SD({g})")]
+            for cond in conditions:
+                path = part_file(parts, k, seed, cond)
+                if path.exists() and not args.quick:
+                    continue
+                name = cond.split("(")[-1].rstrip(")") if "SD" in cond else None
+                if name is not None and name not in sd:
+                    continue
+                data = ([(real_x, real_y)] if cond.startswith("RD") else []) + \
+                    ([(sd[name], synth_y)] if name is not None else [])
+                t0 = time.time()
+                unet = train(data, False, seed, args.iters, min(96, *site.size), args.batch)
+                dice = dice_per_image(predict(unet, test_x), test_y)
+                row = {"k": k, "seed": seed, "condition": cond, "dice": dice.tolist(),
+                       "seconds": round(time.time() - t0, 1), "commit": prov["commit"], "dirty": prov["dirty"],
+                       "started": prov["started"], "config": config}
+                if cond == "RD":
+                    rd_unet = unet
+                if name is not None and rd_unet is None and part_file(parts, k, seed, "RD").exists():
+                    rd_unet = train([(real_x, real_y)], False, seed, args.iters, min(96, *site.size), args.batch)
+                if name is not None and rd_unet is not None:
+                    f_test_a = unet_features(rd_unet, test_x[:half])
+                    f_test_b = unet_features(rd_unet, test_x[half:])
+                    row["fd"] = frechet_distance(unet_features(rd_unet, sd[name][:half]), f_test_b)
+                    row["fd_floor"] = frechet_distance(f_test_a, f_test_b)
+                if name is not None and name in gen_seconds:
+                    row["generator_seconds"] = gen_seconds[name]
+                path.write_text(json.dumps(row))
+                if not args.quiet:
+                    fd = f", FD {row['fd']:.2f} (floor {row['fd_floor']:.2f})" if "fd" in row else ""
+                    print(f"  k={k} seed {seed} {cond:<16} Dice {dice.mean():.3f}{fd} ({row['seconds']:.0f} s)",
+                          flush=True)
+    write_results(parts, out, prov, args.boot)
+    if pictures:
+        picture(pictures, out / "synthesis_generators.png")
+    print((out / "synthesis_generators.md").read_text())
+
+
+def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
+    rows = [json.loads(p.read_text()) for p in sorted(parts.glob("*.json"))]
+    table, summary = [], []
+    for k in sorted({r["k"] for r in rows}):
+        at_k = [r for r in rows if r["k"] == k]
+        seeds = sorted({r["seed"] for r in at_k})
+        conds = sorted({r["condition"] for r in at_k}, key=lambda c: (c != "RD", c.startswith("SD"), c))
+        complete = [c for c in conds if all(any(r["seed"] == s and r["condition"] == c for r in at_k) for s in seeds)]
+        scores = {c: np.stack([np.asarray(next(r for r in at_k if r["seed"] == s and r["condition"] == c)["dice"])
+                               .mean(axis=1) for s in seeds]) for c in complete}
+        if "RD" not in scores:
+            continue
+        boot = PairedBootstrap(scores["RD"].shape[1], n_boot=n_boot, seed=0)
+        for c in complete:
+            value = boot.mean_score(scores[c])
+            diff = boot.score_difference(scores[c], scores["RD"]) if c != "RD" else None
+            fds = [r["fd"] for r in at_k if r["condition"] == c and "fd" in r]
+            floors = [r["fd_floor"] for r in at_k if r["condition"] == c and "fd_floor" in r]
+            commits = sorted({r["commit"] for r in at_k if r["condition"] == c})
+            summary.append({"k": k, "condition": c, "seeds": seeds, "dice": value.value, "low": value.low,
+                            "high": value.high, "per_seed": scores[c].mean(axis=1).round(4).tolist(),
+                            "vs_rd": diff.value if diff else 0.0, "vs_rd_low": diff.low if diff else 0.0,
+                            "vs_rd_high": diff.high if diff else 0.0,
+                            "verdict": diff.verdict() if diff else "(reference)",
+                            "fd": float(np.mean(fds)) if fds else None,
+                            "fd_floor": float(np.mean(floors)) if floors else None, "commits": commits})
+            vs = "reference" if diff is None else \
+                f"{diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] {diff.verdict()}"
+            fd = "" if not fds else f"{np.mean(fds):.2f} (floor {np.mean(floors):.2f})"
+            table.append(f"| {k} | {c} | {value.value:.3f} [{value.low:.3f}, {value.high:.3f}] | "
+                         f"{' / '.join(f'{v:.3f}' for v in scores[c].mean(axis=1))} | {vs} | {fd} | "
+                         f"{', '.join(commits)} |")
+    config = rows[0]["config"] if rows else {}
+    (out / "synthesis_generators.json").write_text(json.dumps({"provenance": prov, "rows": summary}, indent=1))
+    lines = [
+        "# Mask-to-image generators as synthetic data for segmentation (jtsc_tecom)", "",
+        f"Tables written at commit {prov['commit']} (dirty: {prov['dirty']}), {prov['started']}, "
+        f"{prov['machine']}; each part's own commit is in the last column and in "
+        "`synthesis_generators_parts/`.", "",
+        f"A fixed test split of {N_TEST} real images; RD = k real image/mask pairs; the shape database and every "
+        f"generator see only those k. SD = {config.get('n_synth')} images from synthetic single-cell masks: the "
+        f"simulator's renders (sim) or a generator trained on the k pairs ({config.get('gen_iters')} iterations "
+        "of its `cpu` preset, no epoch picked by any score). U-Net (ResNet18 encoder, from scratch), "
+        f"{config.get('iters')} iterations of batch {config.get('batch')}. Dice = mean of cytoplasm and nucleus Dice "
+        "per test image; value = mean over images and seeds, 95% paired bootstrap CI; 'vs RD' = paired difference. "
+        "FD = Frechet distance of the RD U-Net encoder's pooled features, 50 generated vs 50 real test images; "
+        "floor = the other 50 real test images vs the same 50.", "",
+        "| k | training data | Dice [95% CI] | per seed | vs RD [95% CI] | FD (real-vs-real floor) | commits |",
+        "|---|---|---|---|---|---|---|", *table, "",
+        "Inception FID was not measured: no Inception weights file is on this machine (`select --fid-model PATH` "
+        "takes one).", "", "![masks and generated images](synthesis_generators.png)", ""]
+    (out / "synthesis_generators.md").write_text("\n".join(lines))
+
+
+def picture(pictures: dict, path: Path) -> None:
+    """Per k: synthetic masks, then each generator's images from them (first seed)."""
+    colours = np.array([[255, 255, 255], [120, 170, 240], [90, 20, 120]], np.uint8)
+    rows = []
+    for k, p in pictures.items():
+        tiles = [("masks", colours[p["masks"]])] + [(g, v) for g, v in p.items() if g != "masks"]
+        for name, images in tiles:
+            row = np.concatenate(list(images), axis=1)
+            bar = np.full((16, row.shape[1], 3), 255, np.uint8)
+            cv2.putText(bar, f"k={k}: {name}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+            rows.append(np.concatenate([bar, row], axis=0))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+
+
+if __name__ == "__main__":
+    main()
