@@ -604,9 +604,10 @@ def score_generations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str,
     With a classifier, ``accuracy`` / ``macro_f1`` say whether an image generated from a neutrophil's mask is
     classified as a neutrophil. Epoch 0 is the real validation images themselves: the real-vs-real floor of every
     distance."""
-    project, domain, model = ctx.project, ctx.dst, ctx.classifier
+    project, model = ctx.project, ctx.classifier
+    domain = ctx.src if model_class(ctx.method).data_regime.masks_from_source else ctx.dst  # where the masks are
     val = _subset([s for s in samples_in(project, domain, "val") if s.mask is not None], ctx.max_images)
-    reference = _subset(samples_in(project, domain, "train"), ctx.max_images or 200)
+    reference = _subset(samples_in(project, ctx.dst, "train"), ctx.max_images or 200)
     if not val:
         raise StainshiftError(f"domain '{domain}' has no validation images with masks; a mask-to-image model is "
                               "scored by generating them (give it more images or a larger validation fraction)")
@@ -619,7 +620,8 @@ def score_generations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str,
         size = max(int(ctx.config.get("options", {}).get("crop_size", 0)) or 96, 64)
     epochs = runs.kept_epochs(ctx.run)
     first, meta = load_epoch(runs.epoch_file(ctx.run, epochs[0]))
-    scale = float(meta["preprocessing"]["dst"]["scale"])
+    side = "src" if domain != ctx.dst else "dst"
+    scale = float(meta["preprocessing"][side]["scale"])
     real = _load(val, scale, size)
     masks = _masks(val, scale, size)
     inception = None

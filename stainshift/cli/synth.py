@@ -108,8 +108,11 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
 
     mask_models = [e.name for e in entries(Kind.LEARNED) if e.consumes is Modality.MASK]
     p = action("train", "train a mask-to-image generator on a domain's images and their masks")
-    p.add_argument("method", choices=mask_models)
-    p.add_argument("--domain", required=True, help="a project domain with masks (`masks = PATH` in its table)")
+    p.add_argument("method", choices=[*mask_models, "cyclegan"],
+                   help="cyclegan = maskcyclegan, the unpaired one (with --masks-from)")
+    p.add_argument("--domain", required=True, help="the domain whose images to generate; with masks (`masks = "
+                                                   "PATH` in its table) unless --masks-from names another")
+    p.add_argument("--masks-from", metavar="DOMAIN", help="unpaired models: the domain whose masks to learn from")
     add_training_options(p)
     p.set_defaults(func=run_train)
 
@@ -121,6 +124,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (new, empty, or one to resume)")
     p.add_argument("--epoch", default="best", help="best (the selected one; run `select` first), last, or N")
     p.add_argument("--run-id", help="which training run (default: the latest)")
+    p.add_argument("--masks-from", metavar="DOMAIN", help="unpaired models: the domain their run learnt masks from")
     p.add_argument("--style", type=int, help="pix2pixhd: use style cluster K for every cell (default: sampled)")
     p.add_argument("--n", type=int, help="only the first N masks")
     p.add_argument("--seed", type=int, default=0, help="noise and sampled styles of image i depend on (seed, i)")
@@ -231,16 +235,29 @@ def run_coco(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from stainshift.cli.train import training_request
+    from stainshift.errors import StainshiftError
+    from stainshift.models.registry import model_class
     from stainshift.project import load_project
     from stainshift.train.loop import train
 
-    result = train(load_project(args.project), training_request(args, args.domain, args.domain))
+    if args.method == "cyclegan":
+        args.method = "maskcyclegan"
+    unpaired = model_class(args.method).data_regime.masks_from_source
+    if unpaired and not args.masks_from:
+        raise StainshiftError(f"{args.method} learns from unpaired masks: pass --masks-from DOMAIN (a domain with "
+                              "masks; it may be --domain itself)")
+    if args.masks_from and not unpaired:
+        raise StainshiftError(f"{args.method} learns from the domain's own image/mask pairs: leave out "
+                              "--masks-from (or train cyclegan, the unpaired one)")
+    src = args.masks_from or args.domain
+    result = train(load_project(args.project), training_request(args, src, args.domain))
     if not args.quiet:
         kept = [e["epoch"] for e in result.manifest if "checkpoint" in e]
         print(f"trained {args.method} masks -> {args.domain} images: {result.epochs_done} epochs in {result.run_dir}")
-        print(f"kept epochs: {', '.join(map(str, kept)) or 'none'}; next: stainshift select --src {args.domain} "
+        extra = f" --masks-from {src}" if args.masks_from else ""
+        print(f"kept epochs: {', '.join(map(str, kept)) or 'none'}; next: stainshift select --src {src} "
               f"--dst {args.domain} --method {args.method}, then stainshift synth generate --domain {args.domain} "
-              f"--method {args.method} --masks DIR --out DIR")
+              f"--method {args.method}{extra} --masks DIR --out DIR")
     return 0
 
 
@@ -251,7 +268,7 @@ def run_generate(args: argparse.Namespace) -> int:
     epoch = args.epoch if args.epoch in ("best", "last") else _epoch_number(args.epoch)
     manifest = generate(load_project(args.project), args.domain, args.masks, args.out, method=args.method,
                         epoch=epoch, run_id=args.run_id, style=args.style, n=args.n, seed=args.seed,
-                        device=args.device, progress=not args.quiet)
+                        device=args.device, progress=not args.quiet, masks_from=args.masks_from)
     if not args.quiet:
         images = manifest["images"]
         by_class: dict[str, int] = {}

@@ -208,6 +208,22 @@ class UnpairedCrops(Dataset):
         return {"src": to_tensor(src), "dst": to_tensor(dst)}
 
 
+class UnpairedMaskCrops(UnpairedCrops):
+    """Unpaired masks and images: ``{"mask": 1xSxS label ids of a source mask, "image": 3xSxS target crop}``."""
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        i_src, i_dst, seed = self.plan[index]
+        rng = np.random.default_rng(seed)
+        sample = self.src[i_src]
+        mask = crop_box(read_mask(sample.mask), sample.box)
+        factor = self.load_size / min(mask.shape[:2]) if self.load_size else self.src_scale  # as its image's
+        mask = rescale_mask(mask, factor)
+        blank = np.zeros((*mask.shape[:2], 3), np.uint8)  # paired_crop_flip pads and crops like an image
+        _, mask = paired_crop_flip(blank, mask, self.crop, rng)
+        dst = random_crop_flip(self._load(self.dst[i_dst], self.dst_scale), self.crop, rng)
+        return {"mask": mask_tensor(mask), "image": to_tensor(dst)}
+
+
 class _PlannedCrops(Dataset):
     """One-domain training crops; ``plan`` lists ``(sample index, augmentation seed)``."""
 

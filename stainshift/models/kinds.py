@@ -27,18 +27,25 @@ class DataRegime(Enum):
     UNPAIRED = "unpaired"         # source and target crops drawn independently; an epoch = the source's train split
     TARGET_ONLY = "target-only"   # target crops; an epoch = the target's train split (a source crop rides along)
     PAIRED_MASK = "paired-mask"   # a target image with its own mask, cropped alike (mask in, image out)
+    UNPAIRED_MASK = "unpaired-mask"  # a source mask and a target image drawn independently (mask in, image out)
     CLASSES = "classes"           # labelled target images (class-to-class translation within one domain)
 
     @property
     def needs_source(self) -> bool:
         """Whether training reads the source domain at all (otherwise ``--src`` defaults to ``--dst``)."""
-        return self is DataRegime.UNPAIRED
+        return self in (DataRegime.UNPAIRED, DataRegime.UNPAIRED_MASK)
+
+    @property
+    def masks_from_source(self) -> bool:
+        """Whether the masks a model learns from are the source domain's (else the target's own)."""
+        return self is DataRegime.UNPAIRED_MASK
 
 
 BATCH_KEYS: dict[DataRegime, tuple[str, ...]] = {
     DataRegime.UNPAIRED: ("src", "dst"),
     DataRegime.TARGET_ONLY: ("src", "dst"),
     DataRegime.PAIRED_MASK: ("image", "mask"),
+    DataRegime.UNPAIRED_MASK: ("image", "mask"),
     DataRegime.CLASSES: ("image", "label"),
 }
 

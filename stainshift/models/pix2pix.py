@@ -19,15 +19,15 @@ from torch import nn
 from stainshift.losses import GAN_MODES, GANLoss, l1_loss
 from stainshift.models.base import ModelOptions, TranslationModel, Translator
 from stainshift.models.kinds import DataRegime, EpochScoring
+from stainshift.models.mask_input import MaskInputOptions, MaskTranslator
 from stainshift.nets.discriminators import GlobalDiscriminator, PatchDiscriminator
 from stainshift.nets.generators import NORMS, UnetGenerator
-from stainshift.synth.encoding import MaskInput, encode, input_channels
 
 DISCRIMINATORS = ("patch", "global")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Pix2PixOptions(ModelOptions):
+class Pix2PixOptions(MaskInputOptions):
     """pix2pix options; the defaults are the paper's (U-Net 256, 70x70 PatchGAN, L1 weight 100)."""
 
     ngf: int = 64
@@ -39,42 +39,19 @@ class Pix2PixOptions(ModelOptions):
     dropout: bool = True
     gan_mode: str = "vanilla"
     lambda_L1: float = 100.0
-    mask_input: str = "onehot"      # "onehot" regions or a "colour"-coded mask (paper 002)
-    edges: bool = False             # add a region-boundary channel
-    noise_channels: int = 0         # paper 004: mask + noise
 
     def check(self) -> list[str]:
-        problems = []
-        for name, valid in (("norm", NORMS), ("gan_mode", GAN_MODES), ("discriminator", DISCRIMINATORS),
-                            ("mask_input", tuple(MaskInput))):
+        problems = super().check()
+        for name, valid in (("norm", NORMS), ("gan_mode", GAN_MODES), ("discriminator", DISCRIMINATORS)):
             if getattr(self, name) not in valid:
                 problems.append(f"{name} {getattr(self, name)!r} is not one of {', '.join(valid)}")
         if min(self.ngf, self.ndf, self.n_layers_d) < 1 or self.num_downs < 2:
             problems.append("ngf, ndf, n_layers_d must be >= 1 and num_downs >= 2")
         elif self.crop_size % 2**self.num_downs:
             problems.append(f"crop_size {self.crop_size} must be a multiple of 2**num_downs = {2**self.num_downs}")
-        if self.lambda_L1 < 0 or self.noise_channels < 0:
-            problems.append("lambda_L1 and noise_channels must be >= 0")
+        if self.lambda_L1 < 0:
+            problems.append("lambda_L1 must be >= 0")
         return problems
-
-    @property
-    def in_channels(self) -> int:
-        return input_channels(self.mask_input, self.edges, self.noise_channels)
-
-    def encode(self, labels: torch.Tensor) -> torch.Tensor:
-        return encode(labels, self.mask_input, self.edges, self.noise_channels)
-
-
-class MaskTranslator(Translator):
-    """Label map (B x 1 x H x W mask values) -> encoding -> generator (tanh) -> RGB in [0, 1]."""
-
-    def __init__(self, name: str, generator: nn.Module, options: Pix2PixOptions) -> None:
-        super().__init__(name, options, generator.multiple, generator.min_size, in_channels=1)
-        self.generator = generator
-        self.encoding = options
-
-    def translate_padded(self, x: torch.Tensor) -> torch.Tensor:
-        return self.generator(self.encoding.encode(x.float())).float().add(1).div(2).clamp(0, 1)
 
 
 class Pix2Pix(TranslationModel):

@@ -109,6 +109,8 @@ for _args in (
     ("pix2pix", "stainshift.models.pix2pix:Pix2Pix", "mask -> image pix2pix: U-Net, PatchGAN or global D, L1"),
     ("pix2pixhd", "stainshift.models.pix2pixhd:Pix2PixHD",
      "mask -> image pix2pixHD: global generator (+ local enhancer), multi-scale D, feature matching, styles"),
+    ("maskcyclegan", "stainshift.models.mask_cyclegan:MaskCycleGAN",
+     "unpaired mask -> image CycleGAN: source masks, target images, no pairs needed"),
 ):
     register(_args[0], _args[1], Kind.LEARNED, consumes=Modality.MASK, summary=_args[2])
 

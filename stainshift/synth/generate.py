@@ -120,8 +120,10 @@ def _seed(seed: int, i: int) -> int:
 
 def generate(project: Project, domain: str, masks: str | Path, out: str | Path, *, method: str = "pix2pix",
              epoch: str | int = "best", run_id: str | None = None, style: int | None = None, n: int | None = None,
-             seed: int = 0, device: str = "cpu", progress: bool = False) -> dict[str, Any]:
-    """Generate one image per mask (the first ``n``) with ``method``'s chosen epoch; returns the manifest."""
+             seed: int = 0, device: str = "cpu", progress: bool = False, masks_from: str | None = None
+             ) -> dict[str, Any]:
+    """Generate one image per mask (the first ``n``) with ``method``'s chosen epoch; returns the manifest.
+    ``masks_from``: the source domain of an unpaired model's run (``maskcyclegan``; default ``domain``)."""
     from stainshift.device import resolve_device
     from stainshift.provenance import code_version
     from stainshift.train.checkpoints import file_hash
@@ -129,7 +131,8 @@ def generate(project: Project, domain: str, masks: str | Path, out: str | Path, 
     if entry(method).consumes is not Modality.MASK:
         raise StainshiftError(f"{method} translates images, not masks; `synth generate` takes a mask-to-image "
                               "model (pix2pix, pix2pixhd)")
-    checkpoint, chosen, _ = runs.resolve_epoch(project, domain, domain, method, epoch, run_id)
+    src = masks_from or domain
+    checkpoint, chosen, _ = runs.resolve_epoch(project, src, domain, method, epoch, run_id)
     translator, meta = load_epoch(checkpoint)
     if style is not None:
         if getattr(translator, "n_styles", 0) <= 0:
@@ -143,11 +146,12 @@ def generate(project: Project, domain: str, masks: str | Path, out: str | Path, 
         if not 1 <= n <= len(items):
             raise StainshiftError(f"--n {n}: {masks} holds {len(items)} masks; pass --n 1 to {len(items)}")
         items = items[:n]
-    scale = float(meta["preprocessing"]["dst"]["scale"])
+    scale = float(meta["preprocessing"]["src" if src != domain else "dst"]["scale"])  # the masks' scale
     out = Path(out)
     config = {"version": GENERATION_VERSION, "method": method, "run": meta.get("run"), "epoch": chosen,
               "checkpoint": str(checkpoint.resolve()), "checkpoint_hash": file_hash(checkpoint), "seed": int(seed),
-              "style": style, "masks_folder": str(Path(masks).resolve()), "scale": scale, "domain": domain}
+              "style": style, "masks_folder": str(Path(masks).resolve()), "scale": scale, "domain": domain,
+              "masks_from": src}
     done: dict[str, dict] = {}
     if (out / MANIFEST).exists():
         previous = json.loads((out / MANIFEST).read_text())

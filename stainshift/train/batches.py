@@ -8,6 +8,7 @@ Every random choice of an epoch (image order, target pairing, crops, flips) come
 | unpaired      | source train + target train              | the source         | src, dst          |
 | target-only   | source train + target train              | the target         | src, dst (src ignored) |
 | paired-mask   | target train images with their masks     | the target         | image, mask       |
+| unpaired-mask | source train masks + target train images | the source         | image, mask       |
 | classes       | target train images and their labels     | the target         | image, label      |
 """
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from stainshift.data.datasets import LabelledCrops, PairedMaskCrops, UnpairedCrops
+from stainshift.data.datasets import LabelledCrops, PairedMaskCrops, UnpairedCrops, UnpairedMaskCrops
 from stainshift.data.domains import Sample
 from stainshift.data.splits import samples_in
 from stainshift.errors import StainshiftError
@@ -94,6 +95,12 @@ def training_samples(project: Project, regime: DataRegime, src: str, dst: str) -
         if not src_train:
             raise StainshiftError(f"domain '{src}' has no training images; check its folder and split")
         return TrainingSamples(regime, src_train, dst_train)
+    if regime is DataRegime.UNPAIRED_MASK:
+        masks = [s for s in samples_in(project, src, "train") if s.mask is not None]
+        if not masks:
+            raise StainshiftError(f"domain '{src}' has no masks in its train split, which this model learns from; "
+                                  f"name its masks folder with `masks = \"PATH\"` under [domains.{src}]")
+        return TrainingSamples(regime, masks, dst_train)
     if regime is DataRegime.PAIRED_MASK:
         with_masks = [s for s in dst_train if s.mask is not None]
         if not with_masks:
@@ -112,6 +119,9 @@ def epoch_dataset(data: TrainingSamples, seed: int, epoch: int, balanced: bool, 
         plan = epoch_plan(class_weights(data.src, balanced), class_weights(data.dst, balanced), seed, epoch,
                           over_target=regime is DataRegime.TARGET_ONLY)
         return UnpairedCrops(data.src, data.dst, plan[rank::world], crop, scales[0], scales[1], load_size)
+    if regime is DataRegime.UNPAIRED_MASK:
+        plan = epoch_plan(class_weights(data.src, balanced), class_weights(data.dst, balanced), seed, epoch)
+        return UnpairedMaskCrops(data.src, data.dst, plan[rank::world], crop, scales[0], scales[1], load_size)
     plan2 = single_plan(class_weights(data.dst, balanced), seed, epoch)[rank::world]
     if regime is DataRegime.PAIRED_MASK:
         return PairedMaskCrops(data.dst, plan2, crop, scales[1], load_size)

@@ -210,7 +210,9 @@ class Trainer:
         """The same few validation images every epoch: the source's (the target's, with masks, for mask models)."""
         r = self.request
         if self.entry.consumes is Modality.MASK:
-            val = [s for s in samples_in(self.project, r.dst, "val") if s.mask is not None] or self.data.dst
+            domain, train = (r.src, self.data.src) if self.data.regime.masks_from_source else (r.dst,
+                                                                                                     self.data.dst)
+            val = [s for s in samples_in(self.project, domain, "val") if s.mask is not None] or train
         else:
             val = samples_in(self.project, r.src, "val") or self.data.src or self.data.dst
         return fixed_samples(val, n)
@@ -281,7 +283,8 @@ class Trainer:
         translator = self.model.translator().eval()
         crop = max(self.options.crop_size, 64)
         if self.entry.consumes is Modality.MASK:
-            scale = self.scales[self.request.dst]
+            r = self.request
+            scale = self.scales[r.src if self.data.regime.masks_from_source else r.dst]
             x = torch.stack([center_crop_tensor(mask_tensor(rescale_mask(crop_box(read_mask(s.mask), s.box), scale)),
                                                 crop)
                              for s in self.sample_images])

@@ -1,0 +1,239 @@
+"""Mask -> image generation: the mask encoding, pix2pix's options, `synth train`, `select` on generation epochs and
+`synth generate` with its layout, manifest, resume and one-line errors. Real training on the simulated project."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+
+from stainshift.cli.main import main
+from stainshift.data.io import read_image, read_mask, write_image
+from stainshift.models.registry import build_model
+from stainshift.project import Project, load_project
+from stainshift.synth.encoding import check_label_map, encode, region_edges, regions, semantic_to_values
+
+from .conftest import simulated_project
+
+
+def _flags(project: Project) -> list[str]:
+    return ["--project", str(project.file), "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Project:
+    """The simulated clinic with masks, a tiny pix2pix trained on it (2 epochs) and a label-free selection."""
+    project = simulated_project(tmp_path_factory.mktemp("gen"), per_class=6, split=(0.5, 0.25, 0.25), masks=True)
+    assert main(["synth", "train", "pix2pix", "--domain", "clinic", "--preset", "tiny", "--run-id", "t",
+                 "--no-track", *_flags(project)]) == 0
+    assert main(["select", "--src", "clinic", "--dst", "clinic", "--method", "pix2pix", "--no-track",
+                 *_flags(project)]) == 0
+    return project
+
+
+@pytest.fixture(scope="module")
+def synthetic_masks(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("masks") / "m"
+    assert main(["synth", "masks", "--simulator", "--n", "3", "--size", "64x64", "--crop", "--out", str(out),
+                 "--quiet"]) == 0
+    return out
+
+
+# -- encoding -----------------------------------------------------------------------------------------------------
+def test_encoding_quantises_the_sites_values_and_marks_region_boundaries():
+    labels = torch.zeros(1, 1, 8, 8)
+    labels[..., 2:6, 2:6] = 140  # cytoplasm, a BCCD-like noisy value
+    labels[..., 3:5, 3:5] = 250  # nucleus
+    r = regions(labels)
+    assert r[0, 0, 0] == 0 and r[0, 2, 2] == 1 and r[0, 3, 3] == 2
+    onehot = encode(labels)
+    assert onehot.shape == (1, 3, 8, 8) and set(onehot.unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal((onehot[0] > 0).float().argmax(0), r[0])
+    edges = region_edges(r)[0, 0]
+    assert edges[0, 0] == 0 and edges[7, 7] == 0  # far from any boundary
+    assert edges[1, 3] == 1 and edges[2, 3] == 1  # both sides of the background / cytoplasm border
+    assert edges[2, 2:6].sum() == 4 and edges[4, 4] == 1  # cytoplasm ring and the nucleus border
+    with_all = encode(labels, "colour", edges=True, noise_channels=2)
+    assert with_all.shape == (1, 6, 8, 8)
+    assert torch.equal(with_all[0, 3], edges * 2 - 1)
+
+
+def test_semantic_ids_become_the_value_coding_and_raw_ids_are_refused(tmp_path):
+    sem = np.array([[0, 1], [2, 3]], np.uint8)
+    assert semantic_to_values(sem).tolist() == [[0, 0], [128, 255]]  # red cells: background (no real mask has them)
+    with pytest.raises(Exception, match="class ids"):
+        check_label_map(sem, tmp_path / "m.png")
+
+
+# -- pix2pix ------------------------------------------------------------------------------------------------------
+def _pair(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    mask = torch.zeros(2, 1, size, size)
+    mask[:, :, 8:24, 8:24] = 128
+    mask[:, :, 12:20, 12:20] = 255
+    image = torch.ones(2, 3, size, size) * torch.tensor([0.9, 0.8, 0.85])[:, None, None]
+    image[:, :, 8:24, 8:24] = torch.tensor([0.8, 0.6, 0.8])[:, None, None]
+    image[:, :, 12:20, 12:20] = torch.tensor([0.35, 0.15, 0.5])[:, None, None]
+    return mask, image
+
+
+@pytest.mark.parametrize("overrides", [{}, {"discriminator": "global", "n_layers_d": 3, "noise_channels": 2,
+                                        "mask_input": "colour", "edges": True}])
+def test_pix2pix_learns_a_fixed_mask_image_pair(overrides):
+    torch.manual_seed(0)
+    model = build_model("pix2pix", "tiny", lr=1e-3, **overrides)
+    mask, image = _pair()
+    translator = model.translator()
+
+    def l1() -> float:
+        translator.eval()
+        with torch.no_grad():
+            return float((translator(mask) - image).abs().mean())
+
+    before = l1()
+    for _ in range(40):
+        losses = model.train_step({"image": image, "mask": mask})
+    assert {"G_gan", "G_L1", "D_real", "D_fake"} <= set(losses)
+    assert l1() < 0.5 * before
+
+
+def test_noise_channels_make_generations_depend_on_the_seed_only():
+    torch.manual_seed(0)
+    translator = build_model("pix2pix", "tiny", noise_channels=2).translator().eval()
+    mask, _ = _pair()
+    with torch.no_grad():
+        torch.manual_seed(5)
+        a = translator(mask)
+        torch.manual_seed(5)
+        b = translator(mask)
+        torch.manual_seed(6)
+        c = translator(mask)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_global_discriminator_gives_one_logit_per_image_at_any_size():
+    from stainshift.nets.discriminators import GlobalDiscriminator
+
+    d = GlobalDiscriminator(6, ndf=4, n_layers=3)
+    assert d(torch.rand(3, 6, 32, 32)).shape == (3, 1) and d(torch.rand(2, 6, 48, 64)).shape == (2, 1)
+
+
+# -- commands -----------------------------------------------------------------------------------------------------
+def test_select_scores_generation_epochs_against_the_real_floor(trained):
+    from stainshift import runs
+
+    run = runs.method_dir(trained, "clinic", "clinic", "pix2pix") / "t"
+    record = json.loads(runs.selected_file(run).read_text())
+    assert record["epoch"] in (1, 2) and record["rule"] == "label-free" and record["ssim_min"] == 0.0
+    rows = {r["epoch"]: r for r in record["scores"]}
+    assert rows[0]["ssim"] == pytest.approx(1.0)  # epoch 0: the real validation images themselves
+    assert all(rows[e]["color"] > rows[0]["color"] for e in (1, 2))  # a 2-epoch generator is not real yet
+
+
+def test_generate_writes_a_layout_a_domain_reads_with_manifest_and_coco(trained, synthetic_masks, tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main(["synth", "generate", "--domain", "clinic", "--masks", str(synthetic_masks), "--out", str(out),
+                 "--seed", "4", *_flags(trained)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "stainshift generated images" and manifest["config"]["method"] == "pix2pix"
+    assert manifest["config"]["epoch"] == json.loads(
+        (trained.runs / "clinic_to_clinic" / "pix2pix" / "t" / "selected.json").read_text())["epoch"]
+    assert len(manifest["images"]) == 3 and all(e["generated"] for e in manifest["images"])
+    coco = json.loads((out / "coco.json").read_text())
+    for image_entry, e in zip(coco["images"], manifest["images"], strict=True):
+        image = read_image(out / e["image"])
+        mask = read_mask(out / e["mask"])
+        assert image.shape[:2] == mask.shape == (64, 64)
+        assert set(np.unique(mask)) <= {0, 128, 255}
+        source = read_mask(synthetic_masks / "semantic" / f"{e['stem']}.png")
+        assert np.array_equal(mask, semantic_to_values(source))
+        anns = [a for a in coco["annotations"] if a["image_id"] == image_entry["id"]]
+        painted = np.zeros((64, 64), bool)
+        for a in anns:
+            if a["category_id"] != 1:  # white cells (1: red cells)
+                painted |= mask_utils.decode(a["segmentation"]).astype(bool)
+        assert np.array_equal(painted, np.isin(source, (2, 3)))
+    # the output is a domain: images with their masks
+    assert main(["domains", "add", "generated", str(out / "images"), "--masks", str(out / "masks"),
+                 *_flags(trained)]) == 0
+    from stainshift.data.domains import scan_domain
+
+    samples = scan_domain(load_project(trained.file).domain("generated"))
+    assert len(samples) == 3 and all(s.mask is not None for s in samples)
+
+
+def test_generate_is_seeded_and_resumes_what_was_lost(trained, synthetic_masks, tmp_path):
+    args = ["synth", "generate", "--domain", "clinic", "--masks", str(synthetic_masks), "--epoch", "2", *_flags(
+        trained)]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    first = json.loads((tmp_path / "a" / "manifest.json").read_text())["images"][1]["image"]
+    before = read_image(tmp_path / "a" / first)
+    (tmp_path / "a" / first).unlink()
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert np.array_equal(read_image(tmp_path / "a" / first), before)
+    assert main([*args, "--out", str(tmp_path / "b"), "--n", "2"]) == 0
+    assert np.array_equal(read_image(tmp_path / "b" / first), before)  # image i depends on (seed, i) alone
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("other-epoch", "other arguments"),
+    ("style", "no style clusters"),
+    ("too-many", "--n 9"),
+    ("ids", "class ids"),
+    ("best-missing", "no epoch selected"),
+])
+def test_generate_bad_input_is_one_line(trained, synthetic_masks, tmp_path, capsys, case, expected):
+    base = ["synth", "generate", "--domain", "clinic", "--masks", str(synthetic_masks), *_flags(trained)]
+    if case == "other-epoch":
+        assert main([*base, "--out", str(tmp_path / "o"), "--epoch", "1"]) == 0
+        args = [*base, "--out", str(tmp_path / "o"), "--epoch", "2"]
+    elif case == "style":
+        args = [*base, "--out", str(tmp_path / "o"), "--style", "1"]
+    elif case == "too-many":
+        args = [*base, "--out", str(tmp_path / "o"), "--n", "9"]
+    elif case == "ids":
+        folder = tmp_path / "ids"
+        write_image(folder / "a.png", np.array([[0, 2], [3, 1]], np.uint8).repeat(8, 0).repeat(8, 1))
+        args = ["synth", "generate", "--domain", "clinic", "--masks", str(folder), "--out", str(tmp_path / "o"),
+                *_flags(trained)]
+    else:
+        args = [*base, "--out", str(tmp_path / "o"), "--run-id", "second"]
+        assert main(["synth", "train", "pix2pix", "--domain", "clinic", "--preset", "tiny", "--run-id", "second",
+                     "--epochs", "1", "--keep-epochs", "1", "--no-track", *_flags(trained)]) == 0
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
+
+
+def test_synth_train_on_a_domain_without_masks_names_the_fix(tmp_path, capsys):
+    project = simulated_project(tmp_path, per_class=3, split=(0.34, 0.33, 0.33), masks=False)
+    assert main(["synth", "train", "pix2pix", "--domain", "clinic", "--preset", "tiny", "--no-track",
+                 *_flags(project)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no masks" in err and "masks =" in err
+
+
+def test_unpaired_mask_cyclegan_learns_from_another_domains_masks(tmp_path, synthetic_masks, capsys):
+    project = simulated_project(tmp_path, per_class=4, split=(0.5, 0.25, 0.25), masks=True)
+    flags = _flags(project)
+    assert main(["synth", "train", "cyclegan", "--domain", "clinic", "--preset", "tiny", "--no-track",
+                 *flags]) == 2
+    assert "--masks-from" in capsys.readouterr().err
+    assert main(["synth", "train", "cyclegan", "--domain", "clinic", "--masks-from", "hgtp", "--preset", "tiny",
+                 "--run-id", "u", "--no-track", *flags]) == 0
+    run = project.runs / "hgtp_to_clinic" / "maskcyclegan" / "u"
+    assert json.loads((run / "config.json").read_text())["src"] == "hgtp"
+    assert main(["select", "--src", "hgtp", "--dst", "clinic", "--method", "maskcyclegan", "--no-track",
+                 *flags]) == 0
+    record = json.loads((run / "selected.json").read_text())
+    assert record["epoch"] in (1, 2) and record["scores"][0]["epoch"] == 0
+    out = tmp_path / "g"
+    assert main(["synth", "generate", "--domain", "clinic", "--masks-from", "hgtp", "--method", "maskcyclegan",
+                 "--masks", str(synthetic_masks), "--out", str(out), *flags]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["masks_from"] == "hgtp" and len(manifest["images"]) == 3
+    assert read_image(out / manifest["images"][0]["image"]).shape == (64, 64, 3)
