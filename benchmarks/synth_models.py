@@ -23,9 +23,7 @@ import torch
 from provenance import record, require_clean
 
 from stainshift.cli.main import main as cli
-from stainshift.data.io import read_image, read_mask
 from stainshift.models.registry import build_model, load_epoch
-from stainshift.project import load_project
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

@@ -237,3 +237,32 @@ def test_unpaired_mask_cyclegan_learns_from_another_domains_masks(tmp_path, synt
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["masks_from"] == "hgtp" and len(manifest["images"]) == 3
     assert read_image(out / manifest["images"][0]["image"]).shape == (64, 64, 3)
+
+
+def test_cell_by_cell_composition_pastes_each_cell_generated_alone_on_a_generated_background():
+    from stainshift.synth.compose import compose_field
+
+    torch.manual_seed(0)
+    translator = build_model("pix2pix", "tiny").translator().eval()
+    yy, xx = np.mgrid[:96, :96]
+    values = np.zeros((96, 96), np.uint8)
+    instance = np.zeros((96, 96), np.uint16)
+    for k, (cy, cx) in enumerate([(24, 24), (70, 64)], start=1):
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 10**2
+        values[disc] = 128
+        values[(yy - cy) ** 2 + (xx - cx) ** 2 <= 5**2] = 255
+        instance[disc] = 2000 + k
+    field = compose_field(translator, values, instance, window=32)
+    assert field.shape == (96, 96, 3) and field.dtype == np.uint8
+
+    def run(mask: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            y = translator(torch.from_numpy(mask.astype(np.float32))[None, None])[0].permute(1, 2, 0).numpy()
+        return np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8)
+
+    background = run(np.zeros_like(values))
+    assert np.array_equal(field[90:, :10], background[90:, :10])  # far from every cell
+    alone = run(np.where(instance == 2002, values, 0)[70 - 16:70 + 16, 64 - 16:64 + 16])
+    assert np.array_equal(field[64:77, 58:71], alone[10:23, 10:23])  # inside the second cell: its own generation
+    whole = run(values)
+    assert not np.array_equal(field[64:77, 58:71], whole[64:77, 58:71])  # not the one-pass generation

@@ -127,6 +127,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--masks-from", metavar="DOMAIN", help="unpaired models: the domain their run learnt masks from")
     p.add_argument("--style", type=int, help="pix2pixhd: use style cluster K for every cell (default: sampled)")
     p.add_argument("--n", type=int, help="only the first N masks")
+    p.add_argument("--cell-by-cell", action="store_true", help="compose each field from single-cell generations on "
+                                                               "a generated background (models trained on cells)")
     p.add_argument("--seed", type=int, default=0, help="noise and sampled styles of image i depend on (seed, i)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=run_generate)
@@ -268,7 +270,8 @@ def run_generate(args: argparse.Namespace) -> int:
     epoch = args.epoch if args.epoch in ("best", "last") else _epoch_number(args.epoch)
     manifest = generate(load_project(args.project), args.domain, args.masks, args.out, method=args.method,
                         epoch=epoch, run_id=args.run_id, style=args.style, n=args.n, seed=args.seed,
-                        device=args.device, progress=not args.quiet, masks_from=args.masks_from)
+                        device=args.device, progress=not args.quiet, masks_from=args.masks_from,
+                        cell_by_cell=args.cell_by_cell)
     if not args.quiet:
         images = manifest["images"]
         by_class: dict[str, int] = {}

@@ -36,6 +36,7 @@ from stainshift.models.kinds import Modality
 from stainshift.models.registry import entry, load_epoch
 from stainshift.project import Project
 from stainshift.synth.coco import Segmentation, coco_dataset
+from stainshift.synth.compose import compose_field
 from stainshift.synth.dataset import MANIFEST, read_mask_set, write_instance_mask
 from stainshift.synth.encoding import check_label_map, regions, semantic_to_values
 from stainshift.synth.masks import INSTANCE_STRIDE, RED_CELL, SEMANTIC
@@ -120,10 +121,12 @@ def _seed(seed: int, i: int) -> int:
 
 def generate(project: Project, domain: str, masks: str | Path, out: str | Path, *, method: str = "pix2pix",
              epoch: str | int = "best", run_id: str | None = None, style: int | None = None, n: int | None = None,
-             seed: int = 0, device: str = "cpu", progress: bool = False, masks_from: str | None = None
-             ) -> dict[str, Any]:
+             seed: int = 0, device: str = "cpu", progress: bool = False, masks_from: str | None = None,
+             cell_by_cell: bool = False) -> dict[str, Any]:
     """Generate one image per mask (the first ``n``) with ``method``'s chosen epoch; returns the manifest.
-    ``masks_from``: the source domain of an unpaired model's run (``maskcyclegan``; default ``domain``)."""
+    ``masks_from``: the source domain of an unpaired model's run (``maskcyclegan``; default ``domain``).
+    ``cell_by_cell``: compose each field from single-cell generations (:mod:`stainshift.synth.compose`), for
+    models trained on single cells."""
     from stainshift.device import resolve_device
     from stainshift.provenance import code_version
     from stainshift.train.checkpoints import file_hash
@@ -151,7 +154,7 @@ def generate(project: Project, domain: str, masks: str | Path, out: str | Path, 
     config = {"version": GENERATION_VERSION, "method": method, "run": meta.get("run"), "epoch": chosen,
               "checkpoint": str(checkpoint.resolve()), "checkpoint_hash": file_hash(checkpoint), "seed": int(seed),
               "style": style, "masks_folder": str(Path(masks).resolve()), "scale": scale, "domain": domain,
-              "masks_from": src}
+              "masks_from": src, "cell_by_cell": cell_by_cell}
     done: dict[str, dict] = {}
     if (out / MANIFEST).exists():
         previous = json.loads((out / MANIFEST).read_text())
@@ -176,9 +179,13 @@ def generate(project: Project, domain: str, masks: str | Path, out: str | Path, 
         if not (item.stem in done and all((out / f).exists() for f in files.values())):
             torch.manual_seed(_seed(seed, i))  # noise channels and sampled styles
             small = rescale_mask(item.values, scale)
-            x = torch.from_numpy(small.astype(np.float32))[None, None].to(dev)
-            with torch.inference_mode():
-                y = translator(x)[0].permute(1, 2, 0).clamp(0, 1).mul(255).round().byte().cpu().numpy()
+            if cell_by_cell:
+                y = compose_field(translator, small, rescale_mask(item.instance, scale),
+                                  int(meta["options"]["crop_size"]), dev)
+            else:
+                x = torch.from_numpy(small.astype(np.float32))[None, None].to(dev)
+                with torch.inference_mode():
+                    y = translator(x)[0].permute(1, 2, 0).clamp(0, 1).mul(255).round().byte().cpu().numpy()
             h, w = item.values.shape
             if y.shape[:2] != (h, w):  # back to the mask's own pixel size, so image and mask files align
                 y = cv2.resize(y, (w, h), interpolation=cv2.INTER_AREA if y.shape[0] > h else cv2.INTER_LINEAR)
