@@ -224,12 +224,13 @@ def markdown(p: dict, epochs: int) -> str:
               "generate` on synthetic masks of the domain's shapes.", "",
               "| run | model | s / epoch | selected epoch | colour distance by epoch (0 = real floor) | SSIM to the "
               "real image of the mask, by epoch |", "|---|---|---|---|---|---|"]
+    model_of = {run_id: f"{name} `{preset}`" for run_id, name, preset in MODELS}
     for run_id, s in p["selections"].items():
         rec = s["record"]
         scores = rec["scores"]
         colour = " / ".join(f"{r['color']:.2f}" for r in scores)
         ssim = " / ".join(f"{r['ssim']:.3f}" for r in scores[1:])
-        lines.append(f"| {run_id} | {rec.get('method', run_id)} | {statistics.median(s['epoch_seconds']):.0f} | "
+        lines.append(f"| {run_id} | {model_of.get(run_id, run_id)} | {statistics.median(s['epoch_seconds']):.0f} | "
                      f"{rec['epoch']} | {colour} | {ssim} |")
     n = p["noise"]
     lines += ["", "## Does pix2pix use its noise input? (`cpu-noise-global`, 2 noise channels, global D)", "",
