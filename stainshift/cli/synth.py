@@ -35,7 +35,8 @@ Checks every instance mask against the id convention first.""",
   stainshift synth train pix2pix --domain jtsc                       # the domain's images with their own masks
   stainshift synth train pix2pix --domain jtsc --preset cpu-noise-global   # paper 004: mask + noise, global D
   stainshift synth train pix2pixhd --domain bccd --epochs 5 --keep-epochs 1,2,3,4,5
-  stainshift synth train pix2pixhd --domain bccd --set n_local_enhancers=1 --init-from runs/bccd_to_bccd/pix2pixhd/G
+  stainshift synth train pix2pixhd --domain bccd --set n_local_enhancers=1 --init-from runs/bccd_to_bccd/pix2pixhd/RUN
+  stainshift synth train cyclegan --domain pbc --masks-from jtsc      # unpaired: jtsc's masks, pbc's images
 The run goes to runs/<domain>_to_<domain>/<model>/<run_id>/ like any training run (exact --resume, kept epochs,
 mlflow); then `stainshift select --src D --dst D --method <model>` scores its kept epochs.""",
     "generate": """examples:
