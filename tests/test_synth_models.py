@@ -266,3 +266,22 @@ def test_cell_by_cell_composition_pastes_each_cell_generated_alone_on_a_generate
     assert np.array_equal(field[64:77, 58:71], alone[10:23, 10:23])  # inside the second cell: its own generation
     whole = run(values)
     assert not np.array_equal(field[64:77, 58:71], whole[64:77, 58:71])  # not the one-pass generation
+
+
+def test_masks_drawn_at_another_scale_than_the_domains_cells_are_refused(tmp_path, synthetic_masks, capsys):
+    import dataclasses
+
+    from stainshift.project import save_project
+
+    project = simulated_project(tmp_path, per_class=4, split=(0.5, 0.25, 0.25), masks=True)
+    small = dataclasses.replace(project.domain("clinic"), cell_diameter=12.0)  # the simulator's cells are ~40 px
+    save_project(project.with_domain(small))
+    flags = _flags(project)
+    assert main(["synth", "train", "pix2pix", "--domain", "clinic", "--preset", "tiny", "--epochs", "1",
+                 "--keep-epochs", "1", "--no-track", *flags]) == 0
+    capsys.readouterr()
+    assert main(["synth", "generate", "--domain", "clinic", "--epoch", "1", "--masks", str(synthetic_masks),
+                 "--out", str(tmp_path / "g"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "px across" in err and "--scale 0." in err
+    assert not (tmp_path / "g").exists()

@@ -115,6 +115,32 @@ def read_masks(folder: str | Path) -> tuple[list[MaskItem], dict[int, str]]:
     return items, categories
 
 
+SIZE_RATIO_MAX = 2.0  # masks' cells up to this factor larger or smaller than the domain's are accepted
+
+
+def white_cell_diameter(item: MaskItem) -> float | None:
+    """Median equivalent diameter (px) of the mask's white cells (instances with a value-coded footprint)."""
+    ids, areas = np.unique(item.instance[(item.values > 0) & (item.instance > 0)], return_counts=True)
+    keep = ids // INSTANCE_STRIDE != 1  # class 1: red cells
+    return float(np.median(2 * np.sqrt(areas[keep] / np.pi))) if keep.any() else None
+
+
+def check_cell_size(project: Project, domain: str, items: list[MaskItem]) -> None:
+    """A one-line error when the masks' cells are drawn at another scale than the domain's cells (the generator
+    learnt cells of the domain's size)."""
+    from stainshift.data.scale import domain_diameter
+
+    expected = domain_diameter(project, domain)
+    if not expected:
+        return
+    for item in items:
+        d = white_cell_diameter(item)
+        if d is not None and not 1 / SIZE_RATIO_MAX <= d / expected <= SIZE_RATIO_MAX:
+            raise DataError(f"{item.source}: its cells are {d:.0f} px across, domain '{domain}''s {expected:.0f} px; "
+                            f"draw the masks at the domain's scale (`stainshift synth masks --domain {domain}`, or "
+                            f"--scale {expected / d:.2f})")
+
+
 def _seed(seed: int, i: int) -> int:
     return int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0])
 
@@ -145,6 +171,7 @@ def generate(project: Project, domain: str, masks: str | Path, out: str | Path, 
             raise StainshiftError(f"--style {style}: {checkpoint} has styles 0 to {translator.n_styles - 1}")
         translator.style = style
     items, categories = read_masks(masks)
+    check_cell_size(project, src, items)
     if n is not None:
         if not 1 <= n <= len(items):
             raise StainshiftError(f"--n {n}: {masks} holds {len(items)} masks; pass --n 1 to {len(items)}")
