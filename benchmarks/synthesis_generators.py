@@ -47,7 +47,7 @@ from synthesis import (
 
 from stainshift.data.io import cell_regions, read_image, read_mask
 from stainshift.metrics import frechet_distance
-from stainshift.models.registry import build_model
+from stainshift.models.registry import build_model, model_options
 from stainshift.paired_stats import PairedBootstrap
 from stainshift.synth.masks import SEMANTIC, MaskSpec, compose
 from stainshift.synth.render import render_mask
@@ -86,12 +86,16 @@ def simulator_images(site, full, db) -> np.ndarray:
 
 
 def train_generator(method: str, real_x: np.ndarray, real_y: np.ndarray, seed: int, iters: int, quiet: bool):
-    """The generator's ``cpu`` preset trained on the RD pairs (random flips) for ``iters`` iterations."""
+    """The generator's ``cpu`` preset trained on the RD pairs (random flips) for ``iters`` iterations; an epoch is
+    one pass over the k pairs, and the learning-rate schedule (constant for half the epochs, then linear decay to 0,
+    as the preset) is stretched over all of them."""
     torch.manual_seed(seed)
-    model = build_model(method, "cpu")
+    batch = model_options(method, "cpu").batch_size
+    per_epoch = max(1, len(real_x) // batch)
+    total = max(2, -(-iters // per_epoch))
+    model = build_model(method, "cpu", epochs=total // 2, epochs_decay=total - total // 2)
     rng = np.random.default_rng([seed, 13])
     b = model.options.batch_size
-    per_epoch = max(1, len(real_x) // b)
     t0 = time.time()
     for step in range(iters):
         idx = rng.integers(len(real_x), size=b)
@@ -104,15 +108,15 @@ def train_generator(method: str, real_x: np.ndarray, real_y: np.ndarray, seed: i
                 x, y = x[::-1], y[::-1]
             xs.append(np.ascontiguousarray(x))
             ms.append(np.ascontiguousarray(y))
-        batch = {"image": torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255,
+        data = {"image": torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255,
                  "mask": torch.from_numpy(np.stack(ms)).float()[:, None]}
-        losses = model.train_step(batch)
-        if (step + 1) % per_epoch == 0:
+        losses = model.train_step(data)
+        if (step + 1) % per_epoch == 0 or step + 1 == iters:
             model.end_epoch()
         if not quiet and (step + 1) % 100 == 0:
             print(f"    {method} it {step + 1}/{iters} {time.time() - t0:.0f} s "
-                  + " ".join(f"{k} {v:.2f}" for k, v in losses.items()), flush=True)
-    model.end_epoch()
+                  + f"lr {model.learning_rates()['G']:.1e} " + " ".join(f"{k} {v:.2f}" for k, v in losses.items()),
+                  flush=True)
     return model, round(time.time() - t0, 1)
 
 

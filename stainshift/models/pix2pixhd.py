@@ -288,6 +288,8 @@ class StyleBank(nn.Module):
         first. Deterministic: a fixed seed and a fixed number of restarts."""
         from sklearn.cluster import KMeans
 
+        if not any(samples):  # an epoch that saw no images keeps the clusters it had
+            return
         self.centres.zero_()
         self.counts.zero_()
         for r, chunks in enumerate(samples):
