@@ -476,12 +476,12 @@ class _Scorer:
 
 
 def _floor_note(scores: Sequence[EpochScores], choice: Choice) -> str:
-    """Generation: the real validation images' score (epoch 0), the floor a generator can at best reach."""
+    """Generation: what the real validation images score (epoch 0), the mark a generator is measured against."""
     real, picked = scores[0], next(s for s in scores if s.epoch == choice.epoch)
     before, after = getattr(real, choice.primary), getattr(picked, choice.primary)
     if before is None or after is None or choice.fallback:
         return ""
-    return f"; real validation images (the real-vs-real floor): {before:.4g}"
+    return f"; the real validation images (epoch 0) score {before:.4g}"
 
 
 def _original_note(scores: Sequence[EpochScores], choice: Choice) -> str:
@@ -586,13 +586,29 @@ def guard_references(ctx: ScoringContext, scorer: _Scorer, whole: Sequence[torch
     return [histogram(scorer.predict(normalized), len(classes)), prior / max(prior.sum(), 1)]
 
 
-def _masks(samples: Sequence[Sample], scale: float, size: int) -> torch.Tensor:
+def _trained_factor(seen: dict[str, Any], shape: tuple[int, ...]) -> float:
+    """The factor training scaled an image of ``shape`` by: the domain's scale, or (no project cell diameter)
+    the one that brings the shorter side to ``load_size``."""
+    return seen["load_size"] / min(shape[:2]) if seen.get("load_size") else float(seen["scale"])
+
+
+def _load_as_trained(samples: Sequence[Sample], seen: dict[str, Any], size: int) -> torch.Tensor:
+    from stainshift.data.domains import read_sample
+
+    return torch.stack([to_tensor(load_cell(s, _trained_factor(seen, read_sample(s).shape), size))
+                        for s in samples])
+
+
+def _masks(samples: Sequence[Sample], seen: dict[str, Any], size: int) -> torch.Tensor:
     """The samples' masks as the trainer feeds them (cell window, scaled, nearest) centre-cropped to ``size``."""
     from stainshift.data.datasets import mask_tensor, rescale_mask
     from stainshift.data.io import read_mask
 
-    return torch.stack([center_crop_tensor(mask_tensor(rescale_mask(crop_box(read_mask(s.mask), s.box), scale)), size)
-                        for s in samples])
+    out = []
+    for s in samples:
+        mask = crop_box(read_mask(s.mask), s.box)
+        out.append(center_crop_tensor(mask_tensor(rescale_mask(mask, _trained_factor(seen, mask.shape))), size))
+    return torch.stack(out)
 
 
 def score_generations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str, Any]]:
@@ -620,16 +636,17 @@ def score_generations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str,
         size = max(int(ctx.config.get("options", {}).get("crop_size", 0)) or 96, 64)
     epochs = runs.kept_epochs(ctx.run)
     first, meta = load_epoch(runs.epoch_file(ctx.run, epochs[0]))
-    side = "src" if domain != ctx.dst else "dst"
-    scale = float(meta["preprocessing"][side]["scale"])
-    real = _load(val, scale, size)
-    masks = _masks(val, scale, size)
+    seen = meta["preprocessing"]
+    mask_side = seen["src" if domain != ctx.dst else "dst"]
+    real = _load_as_trained(val, mask_side, size)
+    masks = _masks(val, mask_side, size)
     inception = None
     if ctx.fid_model is not None:
         from stainshift.inception import load_inception
 
         inception = load_inception(ctx.fid_model, ctx.device)
-    scorer = _Scorer(model, labels, _load(reference, scale, size), ctx.device, ctx.batch_size, inception)
+    target = _load_as_trained(reference, seen["dst"], size)
+    scorer = _Scorer(model, labels, target, ctx.device, ctx.batch_size, inception)
     scores = [scorer.score(0, real, None)]
     for epoch in tqdm(epochs, desc=f"select {ctx.method}", unit="epoch", disable=not ctx.progress):
         translator = (first if epoch == epochs[0] else load_epoch(runs.epoch_file(ctx.run, epoch))[0]).to(ctx.device)
@@ -640,7 +657,7 @@ def score_generations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str,
         row = scorer.score(epoch, real, generated)
         row.seconds = round(time.perf_counter() - start, 3)
         scores.append(row)
-    return scores, {"val": len(val), "reference": len(reference), "size": size}
+    return scores, {"val": len(val), "reference": len(reference), "size": size, "masks_domain": domain}
 
 
 # A model's ``scoring`` picks its scorer (and the SSIM minimum it defaults to).
@@ -820,8 +837,12 @@ def format_table(sel: Selection) -> str:
     for s in sel.scores:
         cells = " ".join(f"{'-':>9s}" if getattr(s, k) is None else f"{getattr(s, k):9.3f}" for k in keys)
         mark = "*" if s.epoch == sel.epoch else " "
-        reference = ("  real validation images (floor)" if sel.details.get("scoring") == "generation"
-                     else "  original images (reference)")
+        reference = "  original images (reference)"
+        if sel.details.get("scoring") == "generation":
+            masks_domain = sel.details.get("masks_domain")
+            reference = (f"  real validation images of {masks_domain} (reference)" if masks_domain and
+                         masks_domain != sel.run_dir.parent.parent.name.split("_to_")[-1]
+                         else "  real validation images (the real-vs-real mark)")
         note = reference if not s.selectable else (
             "  selected" if s.epoch == sel.epoch else ("  SSIM below minimum" if s.ssim < sel.ssim_min else ""))
         lines.append(f"{mark} {s.epoch:5d} {cells}{note}")

@@ -129,8 +129,9 @@ def test_select_scores_generation_epochs_against_the_real_floor(trained):
     record = json.loads(runs.selected_file(run).read_text())
     assert record["epoch"] in (1, 2) and record["rule"] == "label-free" and record["ssim_min"] == 0.0
     rows = {r["epoch"]: r for r in record["scores"]}
-    assert rows[0]["ssim"] == pytest.approx(1.0)  # epoch 0: the real validation images themselves
+    assert all(0 < rows[e]["ssim"] < 1 for e in (1, 2))  # SSIM of each generation to the real image of its mask
     assert all(rows[e]["color"] > rows[0]["color"] for e in (1, 2))  # a 2-epoch generator is not real yet
+    assert record["epoch"] == min((1, 2), key=lambda e: rows[e]["color"])  # label-free, no classifier: colour
 
 
 def test_generate_writes_a_layout_a_domain_reads_with_manifest_and_coco(trained, synthetic_masks, tmp_path, capsys):
@@ -151,10 +152,11 @@ def test_generate_writes_a_layout_a_domain_reads_with_manifest_and_coco(trained,
         source = read_mask(synthetic_masks / "semantic" / f"{e['stem']}.png")
         assert np.array_equal(mask, semantic_to_values(source))
         anns = [a for a in coco["annotations"] if a["image_id"] == image_entry["id"]]
+        assert all(a["category_id"] != 1 for a in anns)  # red cells are not in the generator's input: not annotated
+        assert set(np.unique(read_mask(out / e["semantic"]))) <= {0, 2, 3}
         painted = np.zeros((64, 64), bool)
         for a in anns:
-            if a["category_id"] != 1:  # white cells (1: red cells)
-                painted |= mask_utils.decode(a["segmentation"]).astype(bool)
+            painted |= mask_utils.decode(a["segmentation"]).astype(bool)
         assert np.array_equal(painted, np.isin(source, (2, 3)))
     # the output is a domain: images with their masks
     assert main(["domains", "add", "generated", str(out / "images"), "--masks", str(out / "masks"),
@@ -184,9 +186,11 @@ def test_generate_is_seeded_and_resumes_what_was_lost(trained, synthetic_masks, 
     ("too-many", "--n 9"),
     ("ids", "class ids"),
     ("best-missing", "no epoch selected"),
+    ("instance", "instance map"),
 ])
 def test_generate_bad_input_is_one_line(trained, synthetic_masks, tmp_path, capsys, case, expected):
-    base = ["synth", "generate", "--domain", "clinic", "--masks", str(synthetic_masks), *_flags(trained)]
+    command = ["synth", "generate", "--domain", "clinic", "--masks", str(synthetic_masks)]
+    base = [*command, "--run-id", "t", *_flags(trained)]
     if case == "other-epoch":
         assert main([*base, "--out", str(tmp_path / "o"), "--epoch", "1"]) == 0
         args = [*base, "--out", str(tmp_path / "o"), "--epoch", "2"]
@@ -198,9 +202,12 @@ def test_generate_bad_input_is_one_line(trained, synthetic_masks, tmp_path, caps
         folder = tmp_path / "ids"
         write_image(folder / "a.png", np.array([[0, 2], [3, 1]], np.uint8).repeat(8, 0).repeat(8, 1))
         args = ["synth", "generate", "--domain", "clinic", "--masks", str(folder), "--out", str(tmp_path / "o"),
-                *_flags(trained)]
+                "--run-id", "t", *_flags(trained)]
+    elif case == "instance":
+        args = ["synth", "generate", "--domain", "clinic", "--masks", str(synthetic_masks / "instance"), "--out",
+                str(tmp_path / "o"), "--run-id", "t", *_flags(trained)]
     else:
-        args = [*base, "--out", str(tmp_path / "o"), "--run-id", "second"]
+        args = [*command, "--out", str(tmp_path / "o"), "--run-id", "second", *_flags(trained)]
         assert main(["synth", "train", "pix2pix", "--domain", "clinic", "--preset", "tiny", "--run-id", "second",
                      "--epochs", "1", "--keep-epochs", "1", "--no-track", *_flags(trained)]) == 0
     capsys.readouterr()

@@ -14,7 +14,8 @@ Scores the SOURCE validation split translated by each kept epoch: target-classif
 input (structure), colour distance and feature Frechet distance to the target's validation split. Rules:
 labelled (default with --classifier): best macro-F1 among epochs with SSIM >= --ssim-min, ties -> colour distance;
 label-free: lowest feature Frechet distance (colour distance without a classifier) under the same SSIM minimum.
-Mask-to-image models (pix2pix, pix2pixhd; --src = --dst = their domain) generate the domain's validation images
+Mask-to-image models (pix2pix, pix2pixhd: --src = --dst = their domain; maskcyclegan: --src = the masks' domain)
+generate the validation images
 from their masks instead: feature / colour distance to the real train images (epoch 0: the real validation
 images, the real-vs-real floor), macro-F1 of the classifier on them, SSIM to the real image of each mask.
 Writes selected.json, selection.csv and selection.png in the run folder (and mlflow tags when the run is tracked)."""

@@ -119,7 +119,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
 
     p = action("generate", "generate images from masks with a trained mask-to-image generator")
     p.add_argument("--domain", required=True, help="the domain the generator was trained on")
-    p.add_argument("--method", choices=mask_models, default=mask_models[0] if mask_models else None)
+    p.add_argument("--method", choices=[*mask_models, "cyclegan"], default=mask_models[0] if mask_models else None,
+                   help="cyclegan = maskcyclegan (with --masks-from)")
     p.add_argument("--masks", required=True, metavar="DIR", help="a folder from `synth masks`, or value-coded mask "
                                                                  "PNGs (0 background, 128 cytoplasm, 255 nucleus)")
     p.add_argument("--out", required=True, help="output folder (new, empty, or one to resume)")
@@ -269,6 +270,8 @@ def run_generate(args: argparse.Namespace) -> int:
     from stainshift.synth.generate import generate
 
     epoch = args.epoch if args.epoch in ("best", "last") else _epoch_number(args.epoch)
+    if args.method == "cyclegan":
+        args.method = "maskcyclegan"
     manifest = generate(load_project(args.project), args.domain, args.masks, args.out, method=args.method,
                         epoch=epoch, run_id=args.run_id, style=args.style, n=args.n, seed=args.seed,
                         device=args.device, progress=not args.quiet, masks_from=args.masks_from,

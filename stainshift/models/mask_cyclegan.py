@@ -107,7 +107,8 @@ class MaskCycleGAN(TranslationModel):
         return MaskTranslator(self.name, self.G_A, self.options)
 
     def _segment(self, image: torch.Tensor) -> torch.Tensor:
-        """Soft region maps in [-1, 1] (the generator's tanh output read as logits / 2)."""
+        """Soft region maps in [-1, 1]: softmax of the generator's tanh output x 4 (logits in [-4, 4], so a region
+        can reach a probability near 1)."""
         return torch.softmax(self.G_B(image).float() * 4, dim=1) * 2 - 1
 
     @torch.enable_grad()

@@ -415,7 +415,7 @@ class Pix2PixHD(TranslationModel):
             # the tests' size. One style cluster per region: the contract test compares two calls of a translator,
             # which draw their styles independently
             "tiny": Pix2PixHDOptions(ngf=8, n_downsample_global=2, n_blocks_global=1, ndf=8, n_layers_d=2, num_d=2,
-                                     nef=4, n_downsample_e=2, n_clusters=1, load_size=36, crop_size=32,
+                                     nef=4, n_downsample_e=2, n_clusters=3, load_size=36, crop_size=32,
                                      batch_size=2, epochs=2, epochs_decay=0, keep_epochs=(1, 2)),
         }
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-FEATHER_PX = 2.0  # Gaussian sigma of the paste's alpha edge, in pixels
+FEATHER_PX = 2.0  # Gaussian sigma of the paste's alpha edge, px: about one mask-interpolation band of the sites' masks
 
 
 def _generate(translator: nn.Module, values: np.ndarray, device: torch.device) -> np.ndarray:

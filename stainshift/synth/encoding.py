@@ -35,7 +35,9 @@ N_REGIONS = 3  # background, cytoplasm, nucleus
 CYTOPLASM_MIN, NUCLEUS_MIN = 78, 206  # = stainshift.data.io.cell_regions: [78, 205] cytoplasm, > 205 nucleus
 VALUE_OF_SEMANTIC = {SEMANTIC["background"]: 0, SEMANTIC["red_cell"]: 0, SEMANTIC["cytoplasm"]: 128,
                      SEMANTIC["nucleus"]: 255}
-_COLOURS = torch.tensor([[-1.0, -1.0, -1.0], [0.6, 0.2, 0.8], [-0.4, -0.8, 0.2]])  # bg, cytoplasm, nucleus
+# bg, cytoplasm, nucleus: black, a pale violet, a dark purple, in [-1, 1] (paper 002 colour-codes its masks but
+# publishes no palette; these only need to be distinct)
+_COLOURS = torch.tensor([[-1.0, -1.0, -1.0], [0.6, 0.2, 0.8], [-0.4, -0.8, 0.2]])
 
 
 class MaskInput(StrEnum):
@@ -97,6 +99,9 @@ def check_label_map(mask: np.ndarray, path: str | Path) -> None:
         raise DataError(f"{path}: a mask for a generator has one channel (got shape {mask.shape}); save it as an "
                         "8-bit grey PNG with 0 background, 128 cytoplasm, 255 nucleus")
     top = int(mask.max()) if mask.size else 0
+    if top > 255:
+        raise DataError(f"{path}: mask values reach {top}: this looks like an instance map (16-bit ids); pass the "
+                        "folder `stainshift synth masks` wrote, or value-coded 8-bit masks (0 / 128 / 255)")
     if 0 < top < CYTOPLASM_MIN:
         raise DataError(f"{path}: mask values reach only {top}, so every pixel reads as background; this looks "
                         "like class ids (0-3): pass the folder `stainshift synth masks` wrote (its semantic/ is "

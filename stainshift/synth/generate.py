@@ -39,7 +39,7 @@ from stainshift.synth.coco import Segmentation, coco_dataset
 from stainshift.synth.compose import compose_field
 from stainshift.synth.dataset import MANIFEST, read_mask_set, write_instance_mask
 from stainshift.synth.encoding import check_label_map, regions, semantic_to_values
-from stainshift.synth.masks import INSTANCE_STRIDE, RED_CELL, SEMANTIC
+from stainshift.synth.masks import INSTANCE_STRIDE, RED_CELL, RED_CLASS_ID, SEMANTIC
 
 KIND = "stainshift generated images"
 GENERATION_VERSION = 1
@@ -71,7 +71,12 @@ def _synthetic_items(folder: Path) -> tuple[list[MaskItem], dict[int, str]]:
                             f"{instance.shape[1]}x{instance.shape[0]}; write the folder again with `synth masks`")
         present = [c for c in whites if meta.get("cells", {}).get(c)]
         one = len(present) == 1 and meta["cells"][present[0]] == 1
-        items.append(MaskItem(meta["stem"], semantic_to_values(semantic), instance, semantic.astype(np.uint8),
+        # red cells are not in the generators' input (no real training mask has them), so none is annotated:
+        # the generator paints red cells where it learnt to, not where the mask had them
+        red = instance // INSTANCE_STRIDE == RED_CLASS_ID
+        instance = np.where(red, 0, instance).astype(np.uint16)
+        semantic = np.where(semantic == SEMANTIC["red_cell"], SEMANTIC["background"], semantic).astype(np.uint8)
+        items.append(MaskItem(meta["stem"], semantic_to_values(semantic), instance, semantic,
                               present[0] if one else FIELD, path))
     return items, categories
 
@@ -159,7 +164,12 @@ def generate(project: Project, domain: str, masks: str | Path, out: str | Path, 
 
     if entry(method).consumes is not Modality.MASK:
         raise StainshiftError(f"{method} translates images, not masks; `synth generate` takes a mask-to-image "
-                              "model (pix2pix, pix2pixhd)")
+                              "model (pix2pix, pix2pixhd, maskcyclegan)")
+    from stainshift.models.registry import model_class
+
+    if model_class(method).data_regime.masks_from_source and not masks_from:
+        raise StainshiftError(f"{method} runs are named by the domain whose masks they learnt: pass --masks-from "
+                              "DOMAIN (as given to `synth train --masks-from`)")
     src = masks_from or domain
     checkpoint, chosen, _ = runs.resolve_epoch(project, src, domain, method, epoch, run_id)
     translator, meta = load_epoch(checkpoint)
@@ -176,12 +186,13 @@ def generate(project: Project, domain: str, masks: str | Path, out: str | Path, 
         if not 1 <= n <= len(items):
             raise StainshiftError(f"--n {n}: {masks} holds {len(items)} masks; pass --n 1 to {len(items)}")
         items = items[:n]
-    scale = float(meta["preprocessing"]["src" if src != domain else "dst"]["scale"])  # the masks' scale
+    seen = meta["preprocessing"]["src" if src != domain else "dst"]  # how training scaled the masks' domain
+    scale, load_size = float(seen["scale"]), seen.get("load_size")
     out = Path(out)
     config = {"version": GENERATION_VERSION, "method": method, "run": meta.get("run"), "epoch": chosen,
               "checkpoint": str(checkpoint.resolve()), "checkpoint_hash": file_hash(checkpoint), "seed": int(seed),
               "style": style, "masks_folder": str(Path(masks).resolve()), "scale": scale, "domain": domain,
-              "masks_from": src, "cell_by_cell": cell_by_cell}
+              "masks_from": src, "cell_by_cell": cell_by_cell, "n": len(items)}
     done: dict[str, dict] = {}
     if (out / MANIFEST).exists():
         previous = json.loads((out / MANIFEST).read_text())
@@ -205,9 +216,11 @@ def generate(project: Project, domain: str, masks: str | Path, out: str | Path, 
                  "instance": f"instance/{item.stem}.png", "semantic": f"semantic/{item.stem}.png"}
         if not (item.stem in done and all((out / f).exists() for f in files.values())):
             torch.manual_seed(_seed(seed, i))  # noise channels and sampled styles
-            small = rescale_mask(item.values, scale)
+            # without a project cell diameter, training resized each image's shorter side to load_size
+            factor = load_size / min(item.values.shape) if load_size else scale
+            small = rescale_mask(item.values, factor)
             if cell_by_cell:
-                y = compose_field(translator, small, rescale_mask(item.instance, scale),
+                y = compose_field(translator, small, rescale_mask(item.instance, factor),
                                   int(meta["options"]["crop_size"]), dev)
             else:
                 x = torch.from_numpy(small.astype(np.float32))[None, None].to(dev)

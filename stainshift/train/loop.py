@@ -289,7 +289,7 @@ class Trainer:
                                                 crop)
                              for s in self.sample_images])
             shown = to_uint8((x / x.amax((1, 2, 3), keepdim=True).clamp_min(1)).expand(-1, 3, -1, -1))
-            label = f"{self.request.dst} masks"
+            label = f"{r.src if self.data.regime.masks_from_source else r.dst} masks"
         else:
             shown = [center_crop(load_cell(s, self.scales[self.request.src]), crop) for s in self.sample_images]
             x = torch.stack([to_tensor(i) for i in shown])
