@@ -118,7 +118,19 @@ def test_image_pool_replays_history_and_round_trips():
 # -- registry and presets -------------------------------------------------------------------------------------------
 def test_registry_and_paper_presets():
     learned = {name: model_class(name) for name in names(Kind.LEARNED)}
-    assert {"cyclegan": CycleGAN, "colorization": ColorizationGAN, "cut": CUT} == learned
+    from stainshift.models.mask_cyclegan import MaskCycleGAN
+    from stainshift.models.pix2pix import Pix2Pix
+    from stainshift.models.pix2pixhd import Pix2PixHD
+
+    assert {"cyclegan": CycleGAN, "colorization": ColorizationGAN, "cut": CUT, "pix2pix": Pix2Pix,
+            "pix2pixhd": Pix2PixHD, "maskcyclegan": MaskCycleGAN} == learned
+    x = model_options("pix2pix", "paper")  # pix2pix as papers 002 / 004 use it
+    assert (x.num_downs, x.ngf, x.ndf, x.n_layers_d, x.discriminator, x.norm, x.gan_mode, x.lambda_L1) == \
+        (8, 64, 64, 3, "patch", "batch", "vanilla", 100)
+    hd = model_options("pix2pixhd", "paper")  # NVIDIA's defaults
+    assert (hd.ngf, hd.n_downsample_global, hd.n_blocks_global, hd.n_blocks_local, hd.num_d, hd.n_layers_d,
+            hd.gan_mode, hd.lambda_feat, hd.feat_num, hd.nef, hd.n_clusters) == \
+        (64, 4, 9, 3, 2, 3, "lsgan", 10, 3, 16, 10)
     for cls in learned.values():
         assert {"paper", "cpu"} <= set(cls.presets())
     p = model_options("cyclegan", "paper")
