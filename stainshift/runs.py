@@ -16,6 +16,7 @@
           selections/<rule>[--<classifier>].json   every selection, per rule and classifier
           selection.csv  selection.png
         <method>/harmonized/                   `stainshift harmonize` output
+      <domain>.<from>_to_<domain>.<to>/        a class pair of one domain (`stainshift rare`), laid out as a pair
         benchmark/                             `stainshift benchmark` tables and plot
           images/<condition>/                  harmonized test images, one folder per method and epoch
 
@@ -61,6 +62,12 @@ def fields_cache(project: Project, domain: str) -> Path:
 # -- pairs and training runs --------------------------------------------------------------------------------------
 def pair_dir(project: Project, src: str, dst: str) -> Path:
     return project.runs / f"{src}_to_{dst}"
+
+
+def class_view(domain: str, cls: str) -> str:
+    """The name one class of a domain goes by in run folders (``pbc.lymphocyte``): between-class models
+    (``stainshift rare``) run under ``runs/<domain>.<from>_to_<domain>.<to>/``. Domain names hold no dots."""
+    return f"{domain}.{cls}"
 
 
 def method_dir(project: Project, src: str, dst: str, method: str) -> Path:

@@ -120,7 +120,7 @@ from stainshift.metrics import (
     wasserstein_1d_sorted,
 )
 from stainshift.models.kinds import EpochScoring
-from stainshift.models.registry import load_epoch, model_class
+from stainshift.models.registry import entry, load_epoch, model_class
 from stainshift.project import Project
 from stainshift.rules import (
     DEFAULT_SSIM_MIN,
@@ -685,6 +685,9 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
     """
     if rule is not None and rule not in RULES:
         raise StainshiftError(f"unknown rule '{rule}'; use one of {', '.join(RULES)}")
+    if entry(method).between_classes:
+        raise StainshiftError(f"{method} turns one class into another: score its epochs with `stainshift rare "
+                              "select --domain D --from CLASS --to CLASS`")
     scoring = model_class(method).scoring
     if ssim_min is None:
         ssim_min = DEFAULT_SSIM_MINS.get(scoring, DEFAULT_SSIM_MIN)

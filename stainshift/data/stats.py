@@ -208,8 +208,8 @@ def _fill_holes_without(region: np.ndarray, protected: np.ndarray) -> np.ndarray
     return region | (holes & ~_component_containing(holes, protected))
 
 
-def _segment(rgb: np.ndarray) -> np.ndarray | None:
-    """:func:`segment_cell` on a ``uint8`` RGB image of working size."""
+def _segment(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`segment_cell_regions` on a ``uint8`` RGB image of working size."""
     h, w = rgb.shape[:2]
     size = min(h, w)
     smooth = cv2.GaussianBlur(rgb, (0, 0), max(0.8, size / 150))
@@ -266,11 +266,19 @@ def _segment(rgb: np.ndarray) -> np.ndarray | None:
     r_open = _OPEN_FRACTION * radius
     if red_diam is not None and _RED_OPEN * red_diam / 2 < 0.85 * radius:
         r_open = max(r_open, _RED_OPEN * red_diam / 2)
-    return _component_containing(_open(cell, r_open) | seed, seed)
+    cell = _component_containing(_open(cell, r_open) | seed, seed)
+    return cell, lobes & cell
 
 
 def segment_cell(image: np.ndarray) -> np.ndarray | None:
-    """Boolean mask of the crop's central white cell from colour thresholds, or None when there is none.
+    """Boolean mask of the crop's central white cell from colour thresholds, or None when there is none (see
+    :func:`segment_cell_regions`)."""
+    regions = segment_cell_regions(image)
+    return None if regions is None else regions[0]
+
+
+def segment_cell_regions(image: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Boolean masks (cell, nucleus) of the crop's central white cell from colour thresholds, or None.
 
     1. Nucleus: Otsu on blueness (B - G) / (R + G + B); white-cell nuclei are the bluest, darkest objects, red
        cells and background are not. The nucleus component nearest the centre seeds the cell.
@@ -294,10 +302,11 @@ def segment_cell(image: np.ndarray) -> np.ndarray | None:
     work = image
     if scale < 1.0:
         work = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-    cell = _segment(work)
-    if cell is None or scale == 1.0:
-        return cell
-    return cv2.resize(cell.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
+    regions = _segment(work)
+    if regions is None or scale == 1.0:
+        return regions
+    return tuple(cv2.resize(r.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
+                 for r in regions)
 
 
 def estimate_cell_diameter(image: np.ndarray) -> float | None:

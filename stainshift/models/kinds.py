@@ -28,12 +28,14 @@ class DataRegime(Enum):
     TARGET_ONLY = "target-only"   # target crops; an epoch = the target's train split (a source crop rides along)
     PAIRED_MASK = "paired-mask"   # a target image with its own mask, cropped alike (mask in, image out)
     UNPAIRED_MASK = "unpaired-mask"  # a source mask and a target image drawn independently (mask in, image out)
-    CLASSES = "classes"           # labelled target images (class-to-class translation within one domain)
+    CLASSES = "classes"           # labelled target images and their class indices
+    CLASS_PAIR = "class-pair"     # two classes of one domain drawn independently (class-to-class translation)
 
     @property
     def needs_source(self) -> bool:
-        """Whether training reads the source domain at all (otherwise ``--src`` defaults to ``--dst``)."""
-        return self in (DataRegime.UNPAIRED, DataRegime.UNPAIRED_MASK)
+        """Whether training reads a source at all: another domain, or another class of the same domain (otherwise
+        ``--src`` defaults to ``--dst``, and a run serves every source of its target)."""
+        return self in (DataRegime.UNPAIRED, DataRegime.UNPAIRED_MASK, DataRegime.CLASS_PAIR)
 
     @property
     def masks_from_source(self) -> bool:
@@ -47,9 +49,11 @@ BATCH_KEYS: dict[DataRegime, tuple[str, ...]] = {
     DataRegime.PAIRED_MASK: ("image", "mask"),
     DataRegime.UNPAIRED_MASK: ("image", "mask"),
     DataRegime.CLASSES: ("image", "label"),
+    DataRegime.CLASS_PAIR: ("src", "dst"),
 }
 
 
 class EpochScoring(Enum):
     TRANSLATION = "translation"   # the source's validation images translated: classifier, SSIM to input, colour
     GENERATION = "generation"     # images generated from masks (no input image to compare with)
+    MORPHOLOGY = "morphology"     # one class turned into another: what must change and what must not (rare.py)

@@ -36,11 +36,12 @@ class Entry:
     consumes: Modality = Modality.RGB
     produces: Modality = Modality.RGB
     summary: str = ""
+    between_classes: bool = False       # turns one class of a domain into another (`stainshift rare`), not a stain
 
     @property
     def translates_images(self) -> bool:
-        """RGB in, RGB out: usable by ``harmonize``, ``select`` and ``benchmark``."""
-        return self.consumes is Modality.RGB and self.produces is Modality.RGB
+        """RGB in, RGB out, one domain's stain to another's: usable by ``harmonize``, ``select`` and ``benchmark``."""
+        return self.consumes is Modality.RGB and self.produces is Modality.RGB and not self.between_classes
 
     def load(self) -> type:
         """The class, imported on first use."""
@@ -64,7 +65,8 @@ _LOADED: dict[str, type] = {}
 
 
 def register(name: str, target: str | type, kind: Kind = Kind.LEARNED, consumes: Modality = Modality.RGB,
-             produces: Modality = Modality.RGB, summary: str = "", replace: bool = False) -> Entry:
+             produces: Modality = Modality.RGB, summary: str = "", replace: bool = False,
+             between_classes: bool = False) -> Entry:
     """Add a method: ``target`` is ``"module:Class"`` (imported lazily) or the class itself."""
     if name in _TABLE and not replace:
         raise StainshiftError(f"method {name!r} is already registered (as {_TABLE[name].target})")
@@ -79,7 +81,7 @@ def register(name: str, target: str | type, kind: Kind = Kind.LEARNED, consumes:
         target = f"{target.__module__}:{target.__qualname__}"
     elif ":" not in target:
         raise StainshiftError(f"method {name!r}: target {target!r} must read 'package.module:Class'")
-    entry = Entry(name, target, kind, consumes, produces, summary)
+    entry = Entry(name, target, kind, consumes, produces, summary, between_classes)
     _TABLE[name] = entry
     return entry
 
@@ -113,6 +115,8 @@ for _args in (
      "unpaired mask -> image CycleGAN: source masks, target images, no pairs needed"),
 ):
     register(_args[0], _args[1], Kind.LEARNED, consumes=Modality.MASK, summary=_args[2])
+register("classcyclegan", "stainshift.models.class_cyclegan:ClassCycleGAN", Kind.LEARNED, between_classes=True,
+         summary="CycleGAN between two classes of one domain (e.g. lymphocyte -> blast): rare-class images")
 
 
 def entry(name: str) -> Entry:

@@ -10,6 +10,10 @@ Every random choice of an epoch (image order, target pairing, crops, flips) come
 | paired-mask   | target train images with their masks     | the target         | image, mask       |
 | unpaired-mask | source train masks + target train images | the source         | image, mask       |
 | classes       | target train images and their labels     | the target         | image, label      |
+| class-pair    | one domain's train images of two classes | the "from" class   | src, dst          |
+
+The class-pair regime draws one image of each class per step, so a rare "to" class with a handful of images is seen
+as often as the common "from" class (class-balanced by construction; ``balanced`` changes nothing there).
 """
 
 from __future__ import annotations
@@ -85,8 +89,39 @@ class TrainingSamples:
         return {"src": len(self.src), "dst": len(self.dst)}
 
 
-def training_samples(project: Project, regime: DataRegime, src: str, dst: str) -> TrainingSamples:
+def class_pair_samples(project: Project, domain: str, classes: tuple[str, str] | None, split: str = "train"
+                       ) -> tuple[list[Sample], list[Sample]]:
+    """The images of the (from, to) classes of ``domain`` in ``split``, with one-line errors for a bad pair."""
+    if classes is None:
+        raise StainshiftError("this model turns one class of a domain into another: use `stainshift rare train "
+                              "--domain D --from CLASS --to CLASS`")
+    source, target = classes
+    if source == target:
+        raise StainshiftError(f"--from and --to are both '{source}': name two different classes of '{domain}'")
+    every = samples_in(project, domain)
+    known = sorted({s.label for s in every})
+    for cls in classes:
+        if cls not in known:
+            raise StainshiftError(f"domain '{domain}' has no class '{cls}' (its classes: {', '.join(known)}); "
+                                  "check the class folder name")
+    picked = samples_in(project, domain, split)
+    out = ([s for s in picked if s.label == source], [s for s in picked if s.label == target])
+    for cls, found in zip(classes, out, strict=True):
+        if len(found) < 2:
+            raise StainshiftError(f"class '{cls}' of '{domain}' has {len(found)} image(s) in its {split} split; "
+                                  f"a class translation needs at least 2: add images to {cls}/ or enlarge the "
+                                  f"{split} fraction (split = [train, val, test] in the project file)")
+    return out
+
+
+def training_samples(project: Project, regime: DataRegime, src: str, dst: str,
+                     classes: tuple[str, str] | None = None) -> TrainingSamples:
     """The train splits that ``regime`` learns from, with one-line errors for what it lacks."""
+    if regime is DataRegime.CLASS_PAIR:
+        if src != dst:
+            raise StainshiftError(f"a class translation stays inside one domain (got {src} and {dst})")
+        source, target = class_pair_samples(project, src, classes)
+        return TrainingSamples(regime, source, target, tuple(classes or ()))
     dst_train = samples_in(project, dst, "train")
     if not dst_train:
         raise StainshiftError(f"domain '{dst}' has no training images; check its folder and split")
@@ -115,7 +150,7 @@ def epoch_dataset(data: TrainingSamples, seed: int, epoch: int, balanced: bool, 
                   scales: tuple[float, float], load_size: int | None, rank: int = 0, world: int = 1) -> Dataset:
     """This process's share of epoch ``epoch``. ``scales``: the (source, target) scale factors."""
     regime = data.regime
-    if regime in (DataRegime.UNPAIRED, DataRegime.TARGET_ONLY):
+    if regime in (DataRegime.UNPAIRED, DataRegime.TARGET_ONLY, DataRegime.CLASS_PAIR):
         plan = epoch_plan(class_weights(data.src, balanced), class_weights(data.dst, balanced), seed, epoch,
                           over_target=regime is DataRegime.TARGET_ONLY)
         return UnpairedCrops(data.src, data.dst, plan[rank::world], crop, scales[0], scales[1], load_size)

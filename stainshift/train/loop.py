@@ -92,6 +92,14 @@ class TrainRequest:
     progress: bool = True
     track: bool = True
     init_from: Path | None = None  # a run folder, its last.pt or an epoch file: start from those weights
+    classes: tuple[str, str] | None = None  # (from, to) classes of ``src`` (== ``dst``) for between-class models
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        """The names the run's folder and mlflow experiment go by: the domains, or ``domain.class`` views."""
+        if self.classes is None:
+            return self.src, self.dst
+        return runs.class_view(self.src, self.classes[0]), runs.class_view(self.dst, self.classes[1])
 
 
 @dataclass
@@ -116,7 +124,7 @@ class Trainer:
         project.domain(request.src), project.domain(request.dst)  # one-line errors for unknown domains first
         self.entry = entry(request.method)
         self.regime = model_class(request.method).data_regime
-        self.data = training_samples(project, self.regime, request.src, request.dst)
+        self.data = training_samples(project, self.regime, request.src, request.dst, request.classes)
         self.sample_images = self._pick_sample_images(request.n_samples)
         self.scales = {request.src: scale_factor(project, request.src), request.dst: scale_factor(project, request.dst)}
         self._restart_options: dict[str, Any] | None = None
@@ -141,9 +149,9 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------------------------
     def _run_dir_and_state(self) -> tuple[Path, dict[str, Any] | None]:
         r = self.request
-        base = runs.method_dir(self.project, r.src, r.dst, r.method)
+        base = runs.method_dir(self.project, *r.pair, r.method)
         if r.resume:
-            run = base / r.run_id if r.run_id else runs.latest_started_run(self.project, r.src, r.dst, r.method)
+            run = base / r.run_id if r.run_id else runs.latest_started_run(self.project, *r.pair, r.method)
             if run is None or not (runs.config_file(run).exists() or runs.last_state(run).exists()):
                 raise StainshiftError(f"no {r.method} run of {r.src} -> {r.dst} to resume under {base}; "
                                       f"start one with `stainshift train {r.method} --src {r.src} --dst {r.dst}`")
@@ -178,6 +186,8 @@ class Trainer:
             "scale": self.scales, "n_train": self._n_train(),
             "sample_images": [s.key for s in self.sample_images], "run_id": self.run_dir.name,
         }
+        if r.classes is not None:
+            config["pair"] = list(r.pair)
         if self.data.classes:
             config["classes"] = list(self.data.classes)
         if self.init is not None:
@@ -203,7 +213,7 @@ class Trainer:
     def _n_train(self) -> dict[str, int]:
         r = self.request
         if self.data.src:
-            return {r.src: len(self.data.src), r.dst: len(self.data.dst)}
+            return {r.pair[0]: len(self.data.src), r.pair[1]: len(self.data.dst)}
         return {r.dst: len(self.data.dst)}
 
     def _pick_sample_images(self, n: int) -> list:
@@ -215,6 +225,8 @@ class Trainer:
             val = [s for s in samples_in(self.project, domain, "val") if s.mask is not None] or train
         else:
             val = samples_in(self.project, r.src, "val") or self.data.src or self.data.dst
+            if r.classes is not None:
+                val = [s for s in val if s.label == r.classes[0]] or self.data.src
         return fixed_samples(val, n)
 
     def _init_weights(self) -> dict[str, Any] | None:
@@ -293,7 +305,7 @@ class Trainer:
         else:
             shown = [center_crop(load_cell(s, self.scales[self.request.src]), crop) for s in self.sample_images]
             x = torch.stack([to_tensor(i) for i in shown])
-            label = self.request.src
+            label = self.request.pair[0]
         with torch.inference_mode():
             y = to_uint8(translator(x.to(self.device)))
         grid = image_grid([shown, y], cell=crop, row_labels=[label, f"epoch {epoch}"])
@@ -368,7 +380,8 @@ class _Tracker:
         params = {f"opt.{k}": v for k, v in config["options"].items()}
         params.update({k: config[k] for k in ("method", "preset", "src", "dst", "seed", "balanced")})
         resume_id = config.get("mlflow_run_id")
-        self.tracker = RunTracker(project, f"{config['src']}_to_{config['dst']}",
+        src, dst = config.get("pair") or (config["src"], config["dst"])
+        self.tracker = RunTracker(project, f"{src}_to_{dst}",
                                   f"{config['method']}/{config['run_id']}", params,
                                   tags={"stainshift.method": config["method"], "stainshift.run_dir": str(run_dir)},
                                   run_id=resume_id)
