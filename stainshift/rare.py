@@ -74,7 +74,7 @@ class ClassPair:
 
     def check(self, project: Project) -> tuple[list[Sample], list[Sample]]:
         """The pair's train images; one-line errors for an unknown domain or class, a class with fewer than 2
-        train images, or the same class twice."""
+        images (or none in the train split), or the same class twice."""
         project.domain(self.domain)
         return class_pair_samples(project, self.domain, (self.source, self.target))
 
@@ -190,9 +190,9 @@ def score_epochs(project: Project, pair: ClassPair, run: Path, classifier=None, 
                  device: str | torch.device = "cpu", progress: bool = False) -> tuple[list[RareEpochScores], dict]:
     """Epoch 0 (the inputs) and every kept epoch of ``run`` (see the module docstring)."""
     source_val = [s for s in samples_in(project, pair.domain, "val") if s.label == pair.source]
-    if len(source_val) < 2:
-        raise StainshiftError(f"class '{pair.source}' of '{pair.domain}' has {len(source_val)} validation image(s); "
-                              "scoring needs at least 2: enlarge the val fraction (split = [train, val, test])")
+    if not source_val:
+        raise StainshiftError(f"class '{pair.source}' of '{pair.domain}' has no validation image to score the epochs "
+                              "on: enlarge the val fraction (split = [train, val, test] in the project file)")
     if max_images:
         source_val = source_val[:max_images]
     target_train = class_pair_samples(project, pair.domain, (pair.source, pair.target))[1]

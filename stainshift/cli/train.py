@@ -93,10 +93,13 @@ def training_request(args: argparse.Namespace, src: str, dst: str):
 
 def run(args: argparse.Namespace) -> int:
     from stainshift.errors import StainshiftError
-    from stainshift.models.registry import model_class
+    from stainshift.models.registry import entry, model_class
     from stainshift.project import load_project
     from stainshift.train.loop import train
 
+    if entry(args.method).between_classes:
+        raise StainshiftError(f"{args.method} turns one class of a domain into another: use `stainshift rare train "
+                              "--domain D --from CLASS --to CLASS`")
     src = args.src
     if src is None:
         if model_class(args.method).data_regime.needs_source:

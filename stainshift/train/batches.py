@@ -104,12 +104,16 @@ def class_pair_samples(project: Project, domain: str, classes: tuple[str, str] |
         if cls not in known:
             raise StainshiftError(f"domain '{domain}' has no class '{cls}' (its classes: {', '.join(known)}); "
                                   "check the class folder name")
+    for cls in classes:
+        n = sum(s.label == cls for s in every)
+        if n < 2:
+            raise StainshiftError(f"class '{cls}' of '{domain}' has {n} image; a class translation needs at least "
+                                  f"2 of each class: add images to its {cls}/ folder")
     picked = samples_in(project, domain, split)
     out = ([s for s in picked if s.label == source], [s for s in picked if s.label == target])
     for cls, found in zip(classes, out, strict=True):
-        if len(found) < 2:
-            raise StainshiftError(f"class '{cls}' of '{domain}' has {len(found)} image(s) in its {split} split; "
-                                  f"a class translation needs at least 2: add images to {cls}/ or enlarge the "
+        if not found:
+            raise StainshiftError(f"class '{cls}' of '{domain}' has no image in its {split} split; enlarge the "
                                   f"{split} fraction (split = [train, val, test] in the project file)")
     return out
 
