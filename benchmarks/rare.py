@@ -80,7 +80,7 @@ def dataset(name: str, work: Path, quick: bool) -> dict:
         if not (out / "pairs.csv").exists():
             simulate(out, hospitals=["clinic"], per_class=per_class, size=96, seed=0)
         folder = out / "clinic"
-        source, target, n_test, n_common = "lymphocyte", "blast", (20 if quick else 60), (30 if quick else 140)
+        source, target, n_test, n_common = "lymphocyte", "blast", (20 if quick else 60), (30 if quick else 110)
     else:
         folder = data_root() / "pbc_barcelona"
         if not folder.is_dir():
