@@ -2,11 +2,12 @@
 
 1. simulate two hospitals (``clinic``, the target; ``hgtp``, a strongly shifted source), name them in a project,
    inspect them (measured cell diameters set the common scale) and split them;
-2. train a short CycleGAN hgtp -> clinic (the ``demo`` preset, every epoch kept);
-3. ``stainshift benchmark``: a GroupNorm ResNet18 trained on the clinic, evaluated on hgtp's test split for the
-   original images, the three classical methods and every kept CycleGAN epoch; the epoch selected under both rules;
-   the classifier fine-tuned on hgtp as the upper bound;
-4. harmonize hgtp with the selected epoch (``--epoch best``) and draw a before/after grid.
+2. run the recipe ``pipelines/paper_blocks_1_2.toml`` (:mod:`stainshift.pipeline`) on them with the demo's sizes,
+   leaving out its colorization step: a short CycleGAN hgtp -> clinic (the ``demo`` preset, every epoch kept);
+   ``stainshift benchmark``: a GroupNorm ResNet18 trained on the clinic, evaluated on hgtp's test split for the
+   original images, the three classical methods and every kept CycleGAN epoch, the epoch selected under both rules,
+   the classifier fine-tuned on hgtp as the upper bound; ``harmonize`` with the selected epoch (``--epoch best``);
+3. draw a before/after grid and summarise.
 
 Everything lands in ``workdir`` (data, ``stainshift.toml``, ``runs/``) and in the ``demo`` mlflow experiment.
 """
@@ -29,6 +30,7 @@ from stainshift.tracking import tracked_run
 
 TARGET, SOURCE = "clinic", "hgtp"
 CLASSIFIER = "resnet18"
+RECIPE = Path(__file__).resolve().parents[1] / "pipelines" / "paper_blocks_1_2.toml"
 
 
 @dataclass(frozen=True)
@@ -120,17 +122,27 @@ def _before_after(project: Project, harmonized: Path, out: Path, per_class: int 
     return write_image(out, image_grid(rows, cell=96, row_labels=labels))
 
 
+def recipe_variables(settings: DemoSettings) -> dict[str, str]:
+    """The values the demo gives the recipe's variables (the hospitals, the demo's GAN and classifier sizes)."""
+    flags = [f"--set {k}={v}" for k, v in settings.gan_options] + ["--balanced"] * settings.gan_balanced
+    return {"src": SOURCE, "dst": TARGET, "seed": str(settings.seed), "gan_preset": "demo",
+            "gan_epochs": str(settings.gan_epochs), "gan_keep": ",".join(map(str, range(1, settings.gan_epochs + 1))),
+            "gan_flags": " ".join(flags), "classifiers": CLASSIFIER, "size": str(settings.classifier_size),
+            "classifier_epochs": str(settings.classifier_epochs), "finetune_epochs": str(settings.finetune_epochs),
+            "selection_seed": str(settings.seed + 1)}
+
+
 def run_demo(workdir: str | Path = "stainshift-demo", quick: bool = False, progress: bool = True,
              seed: int = 0, settings: DemoSettings | None = None) -> DemoSummary:
     """Run the demo end to end in ``workdir``; returns (and writes ``summary.json``/``summary.md``) its summary.
 
     ``settings`` overrides the quick/full preset (the tests use a tiny one).
     """
-    from stainshift.benchmark import BenchmarkRequest, run_benchmark
+    import pandas as pd
+
     from stainshift.classify.evaluate import evaluate
     from stainshift.classify.train import default_name
-    from stainshift.harmonize import HarmonizeRequest, harmonize
-    from stainshift.train.loop import TrainRequest, train
+    from stainshift.pipeline import load_recipe, run_pipeline
 
     start = time.perf_counter()
     stages: dict[str, float] = {}
@@ -164,33 +176,34 @@ def run_demo(workdir: str | Path = "stainshift-demo", quick: bool = False, progr
     summary.domains = {n: _domain_row(r) for n, r in reports.items()}
     lap("data")
 
-    gan = {"epochs": settings.gan_epochs, "keep_epochs": tuple(range(1, settings.gan_epochs + 1)),
-           **dict(settings.gan_options)}
-    run = train(project, TrainRequest(SOURCE, TARGET, preset="demo", seed=seed, overrides=gan,
-                                      balanced=settings.gan_balanced, progress=progress)).run_dir
-    lap("cyclegan")
+    if not RECIPE.is_file():
+        raise StainshiftError(f"the demo runs {RECIPE.parent.name}/{RECIPE.name} from the stainshift source tree, "
+                              f"which is not at {RECIPE.parent}; install stainshift from a checkout (bash setup.sh)")
+    result = run_pipeline(load_recipe(RECIPE, recipe_variables(settings)), project, skip=("train-colorization",),
+                          quiet=not progress)
+    if not result.ok:
+        failed = next(s for s in result.steps if s.action == "failed")
+        raise StainshiftError(f"demo: step '{failed.name}' of {RECIPE.name} failed ({failed.why}); the message above "
+                              "says why")
+    stages.update({s.name: s.seconds for s in result.steps if s.seconds})
+    run = runs.latest_run(project, SOURCE, TARGET, "cyclegan")
+    bench = runs.benchmark_dir(project, SOURCE, TARGET)
+    table = pd.read_csv(bench / "benchmark.csv")
 
-    request = BenchmarkRequest(SOURCE, TARGET, classifiers=(CLASSIFIER,), size=settings.classifier_size,
-                               epochs=settings.classifier_epochs, finetune_epochs=settings.finetune_epochs,
-                               seed=seed, selection_seed=seed + 1, progress=progress)
-    table = run_benchmark(project, request).table
-    lap("benchmark")
-
-    model = runs.classifier_dir(project, default_name(TARGET, CLASSIFIER, "ce", request.norm)) / runs.MODEL_FILE
+    model = runs.classifier_dir(project, default_name(TARGET, CLASSIFIER, "ce", "group")) / runs.MODEL_FILE
     summary.accuracy[TARGET] = evaluate(model, project, TARGET, "test", seed=seed).accuracy
     summary.accuracy[SOURCE] = float(table[table.condition == "original"].accuracy.iloc[0])
     selection = json.loads(runs.selected_file(run).read_text())
     summary.selected = {row.condition.split("(")[1].rstrip(")"): int(row.epoch) for row in table.itertuples()
                         if row.condition.startswith("cyclegan selected")}
-    best = harmonize(project, HarmonizeRequest(SOURCE, TARGET, "cyclegan", epoch="best", progress=progress))
-    bench = runs.benchmark_dir(project, SOURCE, TARGET)
-    grid = _before_after(project, best.out_dir, workdir / "before_after.png")
+    harmonized = runs.harmonized_dir(project, SOURCE, TARGET, "cyclegan")
+    grid = _before_after(project, harmonized, workdir / "before_after.png")
     summary.table = table.drop(columns=["classifier"]).to_dict("records")
     summary.files = {"project": str(project.file), "benchmark": str(bench / "benchmark.md"),
                      "plot": str(bench / "accuracy_vs_epoch.png"), "selection": str(runs.selection_plot(run)),
-                     "harmonized": f"{best.out_dir} (epoch {selection['epoch']}, {selection['rule']} rule)",
-                     "before/after": str(grid)}
-    lap("harmonize")
+                     "harmonized": f"{harmonized} (epoch {selection['epoch']}, {selection['rule']} rule)",
+                     "before/after": str(grid), "pipeline": str(result.state)}
+    lap("summary")
 
     params = {**asdict(settings), "gan_run": run.name, "classifier": CLASSIFIER}
     params.pop("gan_options")

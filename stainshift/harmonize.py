@@ -333,6 +333,9 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
     if r.rule is not None and r.rule not in RULES:
         raise StainshiftError(f"unknown rule '{r.rule}'; use one of {', '.join(RULES)}")
     method = entry(r.method)
+    if method.between_classes:
+        raise StainshiftError(f"{r.method} turns one class of a domain into another, not a stain into another: use "
+                              "`stainshift rare generate`")
     if not method.translates_images:
         raise StainshiftError(f"{r.method} turns {method.consumes.value} into {method.produces.value}, not images into "
                               f"images; harmonize takes one of {', '.join(methods())}")

@@ -100,6 +100,7 @@ def outline_iou(before: np.ndarray, after: np.ndarray) -> float:
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two boolean masks (NaN when both are empty)."""
     total = a.sum() + b.sum()
     return float(2 * (a & b).sum() / total) if total else float("nan")
 

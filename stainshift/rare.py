@@ -19,9 +19,16 @@ mean features from the "to" class's, over the inputs' distance (features in unit
 1 = unchanged, 0 = on the target class). With a classifier of the domain's classes, ``p_target`` is its mean
 probability of the "to" class on the outputs and ``to_rate`` the fraction it calls "to".
 
-**The rule**: among epochs that keep size and outline (``outline_iou >= IOU_MIN`` and ``size_change <=
-SIZE_CHANGE_MAX``), the highest ``p_target`` with a classifier, else the lowest ``target_gap``; when no epoch
-keeps them, the one with the best outline, flagged as a fallback. Only train and validation images are read.
+**The rule**: among epochs that keep the cell (found in at least ``FOUND_MIN`` of the outputs as often as in the
+inputs, ``outline_iou >= IOU_MIN``, ``size_change <= SIZE_CHANGE_MAX``), the highest ``p_target`` with a
+classifier (ties: the lower ``target_gap``), else the lowest ``target_gap``; when no epoch keeps the cell, the one
+with the best outline, flagged as a fallback. Only train and validation images are read. The gates were set a
+priori (a cell whose outline or size moves more than this is another cell), not tuned on any split.
+
+Why one threshold segmentation and not the domain's masks: generated images have no masks, and measuring inputs by
+their masks and outputs by thresholds would report the two segmenters' disagreement as a change of the cell.
+Where the domain has masks, ``selected.json`` records how well the thresholds agree with them on the inputs
+(``mask_dice_cell`` / ``mask_dice_nucleus``), so a reader knows how far to trust the measures.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -48,13 +55,18 @@ from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
 from stainshift.errors import StainshiftError
 from stainshift.models.registry import entry, load_epoch
-from stainshift.morphology import FEATURES, MOVED, measure_all, outline_iou
+from stainshift.morphology import FEATURES, MOVED, mask_agreement, measure_all, outline_iou
 from stainshift.project import Project
 from stainshift.train.batches import class_pair_samples
+
+if TYPE_CHECKING:
+    from stainshift.classify.models import Classifier
+    from stainshift.train.loop import TrainRequest
 
 DEFAULT_METHOD = "classcyclegan"
 IOU_MIN = 0.75          # a kept outline: the output's cell covers >= 3/4 of the union with the input's
 SIZE_CHANGE_MAX = 0.15  # a kept size: equivalent diameter within 15% of the input's
+FOUND_MIN = 0.8         # a kept cell at all: found in >= 80% of the outputs where it was found in the inputs
 MANIFEST = "manifest.json"
 KIND = "stainshift-rare-generation"
 
@@ -80,12 +92,13 @@ class ClassPair:
 
 
 def check_method(method: str) -> None:
+    """A one-line error unless ``method`` is a between-class model."""
     if not entry(method).between_classes:
         raise StainshiftError(f"{method} translates between domains, not between classes of one domain; "
                               f"`stainshift rare` takes a between-class model ({DEFAULT_METHOD})")
 
 
-def rare_request(pair: ClassPair, **fields: Any):
+def rare_request(pair: ClassPair, **fields: Any) -> TrainRequest:
     """The :class:`~stainshift.train.loop.TrainRequest` of a class translation (``fields`` as in that class)."""
     from stainshift.train.loop import TrainRequest
 
@@ -122,7 +135,7 @@ class RareEpochScores:
     epoch: int
     size_change: float
     outline_iou: float
-    found: float                  # fraction of outputs in which the segmentation found a cell
+    found: float                  # fraction of outputs in which the segmentation found a cell, over the inputs'
     target_gap: float
     moved: dict[str, float] = field(default_factory=dict)
     p_target: float | None = None
@@ -131,7 +144,7 @@ class RareEpochScores:
 
     @property
     def keeps_cell(self) -> bool:
-        return bool(self.outline_iou >= IOU_MIN and self.size_change <= SIZE_CHANGE_MAX)
+        return bool(self.found >= FOUND_MIN and self.outline_iou >= IOU_MIN and self.size_change <= SIZE_CHANGE_MAX)
 
     def as_dict(self) -> dict[str, Any]:
         row = {k: v for k, v in dataclasses.asdict(self).items() if k != "moved"}
@@ -186,7 +199,8 @@ def _classifier_inputs(outputs: list[np.ndarray], originals: list[np.ndarray], s
     return prepare_images(back, size, scale)
 
 
-def score_epochs(project: Project, pair: ClassPair, run: Path, classifier=None, max_images: int | None = 64,
+def score_epochs(project: Project, pair: ClassPair, run: Path, classifier: Classifier | None = None,
+                 max_images: int | None = 64,
                  device: str | torch.device = "cpu", progress: bool = False) -> tuple[list[RareEpochScores], dict]:
     """Epoch 0 (the inputs) and every kept epoch of ``run`` (see the module docstring)."""
     source_val = [s for s in samples_in(project, pair.domain, "val") if s.label == pair.source]
@@ -220,8 +234,11 @@ def score_epochs(project: Project, pair: ClassPair, run: Path, classifier=None, 
         return float(p[:, target_index].mean()), float((p.argmax(1) == target_index).mean())
 
     p0, rate0 = probabilities(inputs)
-    found0 = float(np.isfinite(input_features[:, 0]).mean())
-    scores = [RareEpochScores(0, 0.0, 1.0, found0, 1.0, {k: 0.0 for k in MOVED}, p0, rate0)]
+    found_in = np.isfinite(input_features[:, 0])
+    if not found_in.any():
+        raise StainshiftError(f"the threshold segmentation finds no cell in the '{pair.source}' validation images "
+                              f"of '{pair.domain}'; the morphology measures need a stained white cell per image")
+    scores = [RareEpochScores(0, 0.0, 1.0, 1.0, 1.0, {k: 0.0 for k in MOVED}, p0, rate0)]
     from tqdm.auto import tqdm
 
     for epoch in tqdm(epochs, desc=f"rare select {pair.source} -> {pair.target}", unit="epoch",
@@ -234,12 +251,26 @@ def score_epochs(project: Project, pair: ClassPair, run: Path, classifier=None, 
         ious = np.array([outline_iou(x, y) for x, y in zip(inputs, outputs, strict=True)])
         moved, gap = reference.moved(features)
         p, rate = probabilities(outputs)
-        scores.append(RareEpochScores(epoch, _nanmedian(np.abs(ratio - 1)), _nanmedian(ious),
-                                      float(np.isfinite(features[:, 0]).mean()), gap, moved, p, rate,
-                                      round(time.perf_counter() - start, 3)))
+        found = float(np.isfinite(features[found_in, 0]).mean())
+        scores.append(RareEpochScores(epoch, _nanmedian(np.abs(ratio - 1)), _nanmedian(ious), found, gap, moved, p,
+                                      rate, round(time.perf_counter() - start, 3)))
     details = {"n_source_val": len(source_val), "n_target_train": len(target_train),
-               "reference_distance": reference.distance}
+               "reference_distance": reference.distance, "cells_found_in_inputs": float(found_in.mean()),
+               **_mask_agreement(source_val, inputs)}
     return scores, details
+
+
+def _mask_agreement(samples: list[Sample], inputs: list[np.ndarray]) -> dict[str, float]:
+    """Median Dice of the threshold segmentation with the domain's masks on the inputs (none without masks)."""
+    from stainshift.data.domains import crop_box
+    from stainshift.data.io import read_mask
+
+    pairs = [(x, crop_box(read_mask(s.mask), s.box)) for s, x in zip(samples, inputs, strict=True) if s.mask]
+    if not pairs:
+        return {}
+    dices = np.array([mask_agreement(x, m) for x, m in pairs], dtype=np.float64)
+    return {"mask_dice_cell": _nanmedian(dices[:, 0]), "mask_dice_nucleus": _nanmedian(dices[:, 1]),
+            "mask_images": len(pairs)}
 
 
 def choose(scores: list[RareEpochScores], with_classifier: bool) -> tuple[int, str, bool, str]:
@@ -247,13 +278,14 @@ def choose(scores: list[RareEpochScores], with_classifier: bool) -> tuple[int, s
     candidates = [s for s in scores if s.epoch > 0]
     kept = [s for s in candidates if s.keeps_cell]
     rule = "target-probability" if with_classifier else "morphology"
-    gates = f"outline IoU >= {IOU_MIN} and size change <= {SIZE_CHANGE_MAX:.0%}"
+    gates = (f"cells found >= {FOUND_MIN:.0%}, outline IoU >= {IOU_MIN} and size change <= "
+             f"{SIZE_CHANGE_MAX:.0%}")
     if not kept:
         best = max(candidates, key=lambda s: (np.nan_to_num(s.outline_iou, nan=-1.0), -s.epoch))
         return best.epoch, rule, True, (f"no epoch kept the cell ({gates}); epoch {best.epoch} changed the outline "
                                         f"least (IoU {best.outline_iou:.2f})")
     if with_classifier:
-        best = max(kept, key=lambda s: (s.p_target, -s.epoch))
+        best = max(kept, key=lambda s: (s.p_target, -np.nan_to_num(s.target_gap, nan=np.inf), -s.epoch))
         why = f"the highest target-class probability ({best.p_target:.3f})"
     else:
         best = min(kept, key=lambda s: (np.nan_to_num(s.target_gap, nan=np.inf), s.epoch))
@@ -314,6 +346,7 @@ PLOTTED = (("outline_iou", "outline IoU (kept: higher)"), ("size_change", "size 
 
 
 def plot_selection(sel: RareSelection, path: Path) -> Path:
+    """The gates' and the target measures' curves over the kept epochs, the choice in red."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -350,6 +383,7 @@ def plot_selection(sel: RareSelection, path: Path) -> Path:
 
 
 def format_table(sel: RareSelection) -> str:
+    """The per-epoch scores as text (the CLI prints it)."""
     keys = ["outline_iou", "size_change", "found", "target_gap"] + (
         ["p_target", "to_rate"] if sel.scores[0].p_target is not None else [])
     lines = ["  epoch " + " ".join(f"{k:>11s}" for k in keys)]
@@ -390,8 +424,9 @@ def generate(project: Project, pair: ClassPair, n: int, out: str | Path, *, meth
     check_method(method)
     if n < 1:
         raise StainshiftError(f"--n {n}: pass the number of images to generate (>= 1)")
-    if split not in ("train", "val", "test"):
-        raise StainshiftError(f"--split {split!r}: use train, val or test")
+    if split not in ("train", "val"):
+        raise StainshiftError(f"--split {split!r}: translate the train or val images; images made from the test "
+                              "split would carry it into training")
     pair.check(project)
     sources = [s for s in samples_in(project, pair.domain, split) if s.label == pair.source]
     if not sources:
@@ -421,7 +456,7 @@ def generate(project: Project, pair: ClassPair, n: int, out: str | Path, *, meth
     for i, (index, variant) in enumerate(tqdm(plan, desc=f"rare generate {pair.source} -> {pair.target}",
                                               unit="image", disable=not progress)):
         source = sources[index]
-        name = f"{pair.target}/{Path(source.key).stem}_v{variant}.png"
+        name = f"{pair.target}/gen_{Path(source.key).stem}_v{variant}.png"
         if name not in done or not (out / name).exists():
             original = _variant(read_sample(source), variant)
             y = translate(translator, [training_view(original, prep)], dev)[0]

@@ -16,9 +16,10 @@
           selections/<rule>[--<classifier>].json   every selection, per rule and classifier
           selection.csv  selection.png
         <method>/harmonized/                   `stainshift harmonize` output
-      <domain>.<from>_to_<domain>.<to>/        a class pair of one domain (`stainshift rare`), laid out as a pair
         benchmark/                             `stainshift benchmark` tables and plot
           images/<condition>/                  harmonized test images, one folder per method and epoch
+      <domain>.<from>_to_<domain>.<to>/        a class pair of one domain (`stainshift rare`), laid out as a pair
+      pipelines/<recipe>-<hash>.json           the steps a recipe finished, per set of variables (`pipeline run`)
 
 A model that learns from the target domain alone (its data regime needs no source) serves every source of that
 target: :func:`serving_run` finds its newest run under any ``*_to_<dst>`` pair.
@@ -68,6 +69,18 @@ def class_view(domain: str, cls: str) -> str:
     """The name one class of a domain goes by in run folders (``pbc.lymphocyte``): between-class models
     (``stainshift rare``) run under ``runs/<domain>.<from>_to_<domain>.<to>/``. Domain names hold no dots."""
     return f"{domain}.{cls}"
+
+
+def command_hint(action: str, method: str, src: str, dst: str) -> str:
+    """The command that trains (``action="train"``) or selects for a run of this pair: ``stainshift rare ...`` for a
+    class pair (``domain.class`` names), else ``stainshift train|select ...``."""
+    if "." in src and "." in dst:
+        domain, source = src.split(".", 1)
+        target = dst.split(".", 1)[1]
+        return f"stainshift rare {action} --domain {domain} --from {source} --to {target}"
+    if action == "train":
+        return f"stainshift train {method} --src {src} --dst {dst}"
+    return f"stainshift select --src {src} --dst {dst} --method {method}"
 
 
 def method_dir(project: Project, src: str, dst: str, method: str) -> Path:
@@ -162,7 +175,7 @@ def find_run(project: Project, src: str, dst: str, method: str, run_id: str | No
     if run is None or not run.is_dir():
         what = f"{method} run '{run_id}'" if run_id else f"trained {method} run"
         raise StainshiftError(f"no {what} for {src} -> {dst} under {base}; train one with "
-                              f"`stainshift train {method} --src {src} --dst {dst}`")
+                              f"`{command_hint('train', method, src, dst)}`")
     if not kept_epochs(run):
         raise StainshiftError(f"{run}: no kept epoch files (epochs/epoch_NNN.pt) yet; let the training reach a kept "
                               "epoch or train with --keep-epochs, e.g. 1,2,3,5,10")
@@ -181,8 +194,8 @@ def resolve_epoch(project: Project, src: str, dst: str, method: str, epoch: str 
         record = selection_record(run, rule, src)
         if record is None:
             which = f" by the {rule} rule" if rule else ""
-            raise StainshiftError(f"{run}: no epoch selected{which} yet; run `stainshift select --src {src} --dst "
-                                  f"{dst} --method {method}{f' --rule {rule}' if rule else ''}` first, or pass "
+            select = command_hint("select", method, src, dst) + (f" --rule {rule}" if rule else "")
+            raise StainshiftError(f"{run}: no epoch selected{which} yet; run `{select}` first, or pass "
                                   "--epoch last / --epoch N")
         epoch = int(record["epoch"])
     elif epoch == "last":

@@ -66,7 +66,13 @@ def test_tiny_demo_end_to_end(tmp_path):
     assert saved["accuracy"] == summary.accuracy and saved["selected"] == summary.selected
     text = (workdir / "summary.md").read_text()
     assert "stain shift costs" in text and "cyclegan selected (labelled)" in text
-    assert set(saved["stage_seconds"]) == {"data", "cyclegan", "benchmark", "harmonize"}
+    assert set(saved["stage_seconds"]) == {"data", "train-cyclegan", "benchmark", "harmonize", "summary"}
+
+    # the demo is the recipe pipelines/paper_blocks_1_2.toml on the simulated hospitals (colorization left out)
+    state = json.loads(next((workdir / "runs" / "pipelines").glob("paper_blocks_1_2-*.json")).read_text())
+    assert list(state["steps"]) == ["train-cyclegan", "benchmark", "harmonize"]
+    assert state["steps"]["train-cyclegan"]["command"][:6] == ["train", "cyclegan", "--src", "hgtp", "--dst",
+                                                               "clinic"]
 
     # the run is in the embedded sqlite store, with its metrics and artifacts
     assert project.tracking_uri.startswith("sqlite:///") and (workdir / "runs" / "mlflow.db").exists()
@@ -80,6 +86,12 @@ def test_tiny_demo_end_to_end(tmp_path):
     assert artifacts == {"summary.md", "benchmark.md", "accuracy_vs_epoch.png", "before_after.png"}
     gan_run = client.get_run(json.loads((run / "config.json").read_text())["mlflow_run_id"])
     assert len(client.get_metric_history(gan_run.info.run_id, "loss_G")) == TINY.gan_epochs
+
+    # run again in the same folder: the recipe's steps are up to date and skipped, the figures are the same
+    again = run_demo(workdir, progress=False, settings=TINY)
+    assert again.accuracy == summary.accuracy and again.selected == summary.selected
+    assert set(again.stage_seconds) == {"data", "summary"}
+    assert len(list((workdir / "runs" / "hgtp_to_clinic" / "cyclegan").glob("demo-*"))) == 1
 
 
 def test_a_demo_folder_with_other_settings_is_refused(tmp_path):

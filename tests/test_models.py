@@ -118,12 +118,16 @@ def test_image_pool_replays_history_and_round_trips():
 # -- registry and presets -------------------------------------------------------------------------------------------
 def test_registry_and_paper_presets():
     learned = {name: model_class(name) for name in names(Kind.LEARNED)}
+    from stainshift.models.class_cyclegan import ClassCycleGAN
     from stainshift.models.mask_cyclegan import MaskCycleGAN
     from stainshift.models.pix2pix import Pix2Pix
     from stainshift.models.pix2pixhd import Pix2PixHD
 
     assert {"cyclegan": CycleGAN, "colorization": ColorizationGAN, "cut": CUT, "pix2pix": Pix2Pix,
-            "pix2pixhd": Pix2PixHD, "maskcyclegan": MaskCycleGAN} == learned
+            "pix2pixhd": Pix2PixHD, "maskcyclegan": MaskCycleGAN, "classcyclegan": ClassCycleGAN} == learned
+    rare = model_options("classcyclegan", "paper")  # paper 003's block 3: the block 1 CycleGAN, 200 epochs
+    assert (rare.ngf, rare.n_blocks, rare.epochs + rare.epochs_decay, rare.keep_epochs) == \
+        (64, 9, 200, (10, 15, 20, 25, 200))
     x = model_options("pix2pix", "paper")  # pix2pix as papers 002 / 004 use it
     assert (x.num_downs, x.ngf, x.ndf, x.n_layers_d, x.discriminator, x.norm, x.gan_mode, x.lambda_L1) == \
         (8, 64, 64, 3, "patch", "batch", "vanilla", 100)

@@ -17,7 +17,16 @@ from stainshift.models.kinds import Kind
 from stainshift.models.registry import names
 from stainshift.morphology import MOVED, mask_agreement, measure, measure_regions, outline_iou
 from stainshift.project import DomainConfig, Project, save_project
-from stainshift.rare import IOU_MIN, SIZE_CHANGE_MAX, ClassPair, RareEpochScores, _Reference, choose, generate
+from stainshift.rare import (
+    FOUND_MIN,
+    IOU_MIN,
+    SIZE_CHANGE_MAX,
+    ClassPair,
+    RareEpochScores,
+    _Reference,
+    choose,
+    generate,
+)
 
 TINY = ["--preset", "tiny", "--epochs", "2", "--keep-epochs", "1,2", "--no-track", "--quiet"]
 
@@ -101,6 +110,13 @@ def test_the_rule_ranks_only_epochs_that_keep_the_cell():
     bad = [row(0, 1.0, 0.0, 1.0), row(1, IOU_MIN - 0.2, 0.05, 0.2), row(2, IOU_MIN - 0.1, 0.05, 0.3)]
     epoch, _, fallback, reason = choose(bad, with_classifier=False)
     assert (epoch, fallback) == (2, True) and "no epoch kept" in reason
+    # an epoch that lost most cells (the segmentation finds none in the outputs) does not keep the cell, however
+    # well the few it kept look
+    lost = RareEpochScores(5, 0.0, 1.0, FOUND_MIN - 0.3, 0.0, {}, 0.99, None)
+    assert not lost.keeps_cell and choose([*scores, lost], with_classifier=True)[0] == 4
+    # with a classifier, equal probabilities go to the epoch nearer the target class's measures
+    tie = [row(0, 1.0, 0.0, 1.0), row(1, 0.9, 0.05, 0.6, 0.5), row(2, 0.9, 0.05, 0.3, 0.5)]
+    assert choose(tie, with_classifier=True)[0] == 2
 
 
 # -- train / select / generate --------------------------------------------------------------------------------------
@@ -136,6 +152,7 @@ def test_rare_generate_writes_a_class_folder_with_a_manifest_and_resumes(sim, tr
     manifest = generate(project, pair, 6, out, epoch=2, seed=1)
     files = sorted((out / "blast").glob("*.png"))
     assert len(files) == 6 == len(manifest["images"]) and not (out / "lymphocyte").exists()
+    assert all(f.name.startswith("gen_") for f in files)
     assert all(e["generated"] and e["source"].startswith("lymphocyte/") for e in manifest["images"])
     assert manifest["config"]["epoch"] == 2 and len(manifest["config"]["checkpoint_hash"]) == 16
     # 4 training lymphocytes, 6 images: the last two are flipped or turned repeats, not copies
@@ -149,6 +166,30 @@ def test_rare_generate_writes_a_class_folder_with_a_manifest_and_resumes(sim, tr
         generate(project, pair, 6, out, epoch=1, seed=1)
     with pytest.raises(StainshiftError, match="at most 32"):
         generate(project, pair, 33, tmp_path / "g2", epoch=2)
+    with pytest.raises(StainshiftError, match="test split"):
+        generate(project, pair, 2, tmp_path / "g3", epoch=2, split="test")
+
+
+def test_rare_generate_cli_before_any_selection_points_at_rare_select(sim, tmp_path, capsys):
+    assert main(["rare", "train", "--project", str(sim), "--domain", "clinic", "--from", "neutrophil", "--to",
+                 "blast", "--run-id", "n0", *TINY]) == 0
+    assert main(["rare", "generate", "--project", str(sim), "--domain", "clinic", "--from", "neutrophil", "--to",
+                 "blast", "--n", "2", "--out", str(tmp_path / "g"), "--quiet"]) == 2
+    assert "stainshift rare select --domain clinic --from neutrophil --to blast" in capsys.readouterr().err
+    assert main(["rare", "generate", "--project", str(sim), "--domain", "clinic", "--from", "neutrophil", "--to",
+                 "blast", "--n", "2", "--epoch", "last", "--out", str(tmp_path / "g"), "--quiet"]) == 0
+    assert len(list((tmp_path / "g" / "blast").glob("gen_neutrophil_*.png"))) == 2
+
+
+def test_rare_select_with_a_classifier_ranks_by_the_target_probability(sim, trained, capsys):
+    assert main(["classify", "train", "--project", str(sim), "--domain", "clinic", "--epochs", "1", "--size", "32",
+                 "--batch-size", "4", "--name", "selector", "--no-track", "--quiet"]) == 0
+    assert main(["rare", "select", "--project", str(sim), "--domain", "clinic", "--from", "lymphocyte", "--to",
+                 "blast", "--classifier", "selector", "--quiet"]) == 0
+    record = json.loads((trained / "selected.json").read_text())
+    assert record["rule"] == "target-probability" and record["classifier"] == "selector"
+    assert all(0 <= s["p_target"] <= 1 and 0 <= s["to_rate"] <= 1 for s in record["scores"])
+    assert record["mask_images"] == 4 and 0 <= record["mask_dice_cell"] <= 1  # the domain has masks
 
 
 @pytest.mark.parametrize("args, message", [

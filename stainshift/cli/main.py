@@ -7,10 +7,22 @@ import os
 import sys
 import warnings
 
-from stainshift.cli import benchmark, classify, demo, domains, harmonize, rare, select, simulate, synth, train
+from stainshift.cli import (
+    benchmark,
+    classify,
+    demo,
+    domains,
+    harmonize,
+    pipeline,
+    rare,
+    select,
+    simulate,
+    synth,
+    train,
+)
 from stainshift.errors import StainshiftError
 
-COMMAND_GROUPS = (demo, simulate, domains, train, select, harmonize, classify, benchmark, synth, rare)
+COMMAND_GROUPS = (demo, simulate, domains, train, select, harmonize, classify, benchmark, synth, rare, pipeline)
 
 
 def common_options() -> argparse.ArgumentParser:

@@ -31,7 +31,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     from stainshift.cli.train import add_training_options
 
     group = sub.add_parser("rare", help="rare-class images: translate one class of a domain into another",
-                           description=__doc__, epilog=EXAMPLES["generate"],
+                           description=__doc__, epilog="\n\n".join(EXAMPLES.values()),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
 
@@ -45,7 +45,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
         return p
 
     p = action("train", "train a class-to-class CycleGAN inside one domain")
-    add_training_options(p)
+    add_training_options(p)  # --balanced changes nothing here: each step already draws one image of each class
     p.set_defaults(func=run_train)
 
     p = action("select", "score the kept epochs of a class translation and choose one")
@@ -61,7 +61,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (OUT/<to>/*.png, OUT/manifest.json)")
     p.add_argument("--epoch", default="best", help="best (the selected one), last or a kept epoch number")
     p.add_argument("--run-id")
-    p.add_argument("--split", default="train", help="the 'from' images translated: train (default), val or test")
+    p.add_argument("--split", default="train", choices=("train", "val"),
+                   help="the 'from' images translated: train (default) or val (never test)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run_generate)

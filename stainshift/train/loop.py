@@ -154,7 +154,7 @@ class Trainer:
             run = base / r.run_id if r.run_id else runs.latest_started_run(self.project, *r.pair, r.method)
             if run is None or not (runs.config_file(run).exists() or runs.last_state(run).exists()):
                 raise StainshiftError(f"no {r.method} run of {r.src} -> {r.dst} to resume under {base}; "
-                                      f"start one with `stainshift train {r.method} --src {r.src} --dst {r.dst}`")
+                                      f"start one with `{runs.command_hint('train', r.method, *r.pair)}`")
             if not runs.last_state(run).exists():  # stopped before its first complete epoch: nothing to resume
                 warnings.warn(f"{run.name} stopped before finishing its first epoch; starting it over", stacklevel=3)
                 self._restart_options = runs.read_config(run).get("options")
