@@ -22,8 +22,8 @@ For each k (real rare-class training images) and draw (which k, seeded):
    plus: ``real`` the k images; ``oversample`` the k images repeated to k + N; ``augment`` the k images plus N
    stain-jittered (HED) copies of them; ``generated`` the k images plus the N generated ones;
 3. rare-class recall, precision and F1 and the macro-F1 on the fixed test split; paired differences against
-   ``oversample`` and ``augment`` with 95% bootstrap CIs over test images (the same resamples for both
-   conditions, the draws averaged inside each resample).
+   ``oversample``, ``augment`` and ``real`` with 95% bootstrap CIs resampling both the draws and the test images
+   (the same resample for both conditions).
 
 Everything measured is saved per (data set, k, draw) under ``results/rare_parts/`` with its commit and start time.
 """
@@ -197,18 +197,19 @@ def run_part(ds: dict, parts: dict, classes: list[str], test_x: np.ndarray, test
 
 def paired(parts_k: list[dict], test_y: np.ndarray, rare_i: int, n_classes: int, a: str, b: str, metric: str
            ) -> dict:
-    """Mean over draws of metric(a) - metric(b), with a 95% bootstrap CI over test images (shared resamples)."""
+    """Mean over draws of metric(a) - metric(b), with a 95% bootstrap CI that resamples both the draws (which k
+    images, hence which GAN) and the test images; the same resample serves both conditions (paired)."""
     rng = np.random.default_rng(0)
-    n = len(test_y)
+    n, d = len(test_y), len(parts_k)
     preds = {c: [np.asarray(p["conditions"][c]["pred"]) for p in parts_k] for c in (a, b)}
 
-    def diff(idx: np.ndarray) -> float:
-        return float(np.mean([rare_metrics(test_y[idx], pa[idx], rare_i, n_classes)[metric]
-                              - rare_metrics(test_y[idx], pb[idx], rare_i, n_classes)[metric]
-                              for pa, pb in zip(preds[a], preds[b], strict=True)]))
+    def diff(draws: np.ndarray, idx: np.ndarray) -> float:
+        return float(np.mean([rare_metrics(test_y[idx], preds[a][j][idx], rare_i, n_classes)[metric]
+                              - rare_metrics(test_y[idx], preds[b][j][idx], rare_i, n_classes)[metric]
+                              for j in draws]))
 
-    point = diff(np.arange(n))
-    boots = np.array([diff(rng.integers(0, n, n)) for _ in range(N_BOOT)])
+    point = diff(np.arange(d), np.arange(n))
+    boots = np.array([diff(rng.integers(0, d, d), rng.integers(0, n, n)) for _ in range(N_BOOT)])
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return {"diff": point, "lo": float(lo), "hi": float(hi), "excludes_0": bool(lo > 0 or hi < 0)}
 
@@ -223,11 +224,37 @@ def summarise(name: str, results: dict, classes: list[str], test_y: np.ndarray, 
             row[c] = {m: float(np.mean([p["conditions"][c][m] for p in parts_k]))
                       for m in ("recall", "precision", "f1", "macro_f1")}
         row["vs"] = {f"generated-{b}": {m: paired(parts_k, test_y, rare_i, len(classes), "generated", b, m)
-                                        for m in ("recall", "f1", "macro_f1")}
+                                        for m in ("recall", "precision", "f1", "macro_f1")}
                      for b in ("oversample", "augment", "real")}
         row["selected_epochs"] = [p["gan"]["selected_epoch"] for p in parts_k]
+        chosen = [next(r for r in p["gan"]["scores"] if r["epoch"] == p["gan"]["selected_epoch"]) for p in parts_k]
+        row["morphology"] = {key: float(np.nanmean([c.get(key, np.nan) for c in chosen]))
+                             for key in ("outline_iou", "size_change", "target_gap", "moved_nc_ratio",
+                                         "moved_nucleus_L")}
+        row["morphology"]["fallbacks"] = sum(bool(p["gan"]["fallback"]) for p in parts_k)
         summary[str(k)] = row
     return summary
+
+
+def example_grid(work: Path, contexts: dict, path: Path, k: int, per_row: int = 8) -> Path | None:
+    """Per data set: 'from' inputs, what the selected epoch made of them, and real rare images (draw 0)."""
+    from stainshift.data.io import write_image
+    from stainshift.grids import image_grid
+
+    rows, labels = [], []
+    for name, (ds, parts, *_rest) in contexts.items():
+        manifest = work / f"{name}_k{k}_d0" / "generated" / "manifest.json"
+        if not manifest.exists():
+            continue
+        entries = json.loads(manifest.read_text())["images"][:per_row]
+        images = work / f"{name}_k{k}_d0" / "images"
+        rows += [[view(read_image(images / e["source"])) for e in entries],
+                 [view(read_image(manifest.parent / e["image"])) for e in entries],
+                 [view(read_image(f)) for f in parts[ds["target"]]["pool"][-per_row:]]]
+        labels += [f"{name} input", f"{name} gen", f"{name} real"]  # from-class, generated and real to-class
+    if not rows:
+        return None
+    return write_image(path, image_grid(rows, cell=INPUT, row_labels=labels))
 
 
 def plot(summaries: dict, path: Path) -> None:
@@ -307,6 +334,7 @@ def main() -> None:
     (results_dir / "rare.json").write_text(json.dumps({"provenance": prov, "datasets": sets,
                                                        "summary": summaries}, indent=1))
     plot(summaries, results_dir / "rare.png")
+    example_grid(work, contexts, results_dir / "rare_examples.png", ks[len(ks) // 2])
     write_markdown(results_dir / "rare.md", prov, sets, summaries, parts_dir)
     print((results_dir / "rare.md").read_text())
 
@@ -328,20 +356,33 @@ def write_markdown(path: Path, prov: dict, sets: dict, summaries: dict, parts_di
                 lines.append(f"| {k} | {row['draws']} | {c} | {m['recall']:.3f} | {m['precision']:.3f} | "
                              f"{m['f1']:.3f} | {m['macro_f1']:.3f} |")
         lines += ["", "Paired differences (generated minus the other condition; mean over draws, 95% bootstrap CI "
-                  "over test images):", "", "| k | vs | recall | rare F1 | macro-F1 |", "|---|---|---|---|---|"]
+                  "resampling draws and test images):", "", "| k | vs | recall | precision | rare F1 | macro-F1 |",
+                  "|---|---|---|---|---|---|"]
         for k, row in summary.items():
             for vs, ms in row["vs"].items():
                 cells = [f"{ms[m]['diff']:+.3f} [{ms[m]['lo']:+.3f}, {ms[m]['hi']:+.3f}]"
-                         + (" *" if ms[m]["excludes_0"] else "") for m in ("recall", "f1", "macro_f1")]
+                         + (" *" if ms[m]["excludes_0"] else "") for m in ("recall", "precision", "f1", "macro_f1")]
                 lines.append(f"| {k} | {vs.split('-', 1)[1]} | " + " | ".join(cells) + " |")
         lines += ["", "(* the CI excludes 0.) Selected epochs per k: "
-                  + "; ".join(f"k={k}: {row['selected_epochs']}" for k, row in summary.items()), ""]
+                  + "; ".join(f"k={k}: {row['selected_epochs']}" for k, row in summary.items()), "",
+                  "The selected epochs' morphology ('from'-class validation images; mean over draws; fallback = no "
+                  "epoch kept the cell):", "",
+                  "| k | outline IoU | size change | target gap | moved N:C | moved nucleus L* | fallbacks |",
+                  "|---|---|---|---|---|---|---|"]
+        for k, row in summary.items():
+            m = row["morphology"]
+            lines.append(f"| {k} | {m['outline_iou']:.2f} | {m['size_change']:.2f} | {m['target_gap']:.2f} | "
+                         f"{m['moved_nc_ratio']:+.2f} | {m['moved_nucleus_L']:+.2f} | {m['fallbacks']} |")
+        lines.append("")
         first = sorted(parts_dir.glob(f"{name}_k*_d0.json"))
         for part in first[:1]:
             data = json.loads(part.read_text())
             lines += [f"Selection table of {part.stem} (morphology rule; 'from'-class validation images):", "",
                       "```", data["gan"]["table"], "```", ""]
-    lines += ["![rare-class recall vs k](rare.png)", ""]
+    lines += ["![rare-class recall vs k](rare.png)", "",
+              "Per data set, rows: 'from'-class inputs, what the selected epoch made of them (draw 0, middle k), "
+              "real rare-class images:", "",
+              "![examples](rare_examples.png)", ""]
     path.write_text("\n".join(lines))
 
 
