@@ -288,6 +288,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="classcyclegan epochs at constant LR (then a third as "
                     "many decaying; every epoch kept)")
     ap.add_argument("--clf-epochs", type=int, default=15)
+    ap.add_argument("--measured-only", action="store_true", help="summarise the parts already measured (each data "
+                    "set with the draws it has), measure nothing new")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--allow-dirty", action="store_true")
     ap.add_argument("--work", default="/tmp/stainshift_rare_bench")
@@ -319,6 +321,8 @@ def main() -> None:
                 if part.exists():
                     results[name][part.stem] = json.loads(part.read_text())
                     continue
+                if args.measured_only:
+                    continue
                 print(f"{name}: k={k} draw {draw}", flush=True)
                 start = time.perf_counter()
                 result = {**run_part(ds, parts, classes, test_x, test_y, k, draw, args, work),
@@ -328,6 +332,8 @@ def main() -> None:
                 results[name][part.stem] = result
     summaries, sets = {}, {}
     for name, (ds, _, classes, _, test_y) in contexts.items():
+        if not results[name]:
+            continue
         summaries[name] = summarise(name, results[name], classes, test_y, ds["target"])
         sets[name] = {"classes": classes, "from": ds["source"], "to": ds["target"], "n_test_per_class": ds["n_test"],
                       "n_common_train": ds["n_common"], "n_val_from": ds["n_val"]}
