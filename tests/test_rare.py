@@ -144,7 +144,7 @@ def test_rare_select_scores_every_kept_epoch_and_best_resolves_to_it(sim, traine
     assert "selected epoch" in capsys.readouterr().out
 
 
-def test_rare_generate_writes_a_class_folder_with_a_manifest_and_resumes(sim, trained, tmp_path):
+def test_rare_generate_writes_a_class_folder_with_a_manifest_and_resumes(sim, trained, tmp_path, capsys):
     from stainshift.project import load_project
 
     project, pair = load_project(sim), ClassPair("clinic", "lymphocyte", "blast")
@@ -168,6 +168,9 @@ def test_rare_generate_writes_a_class_folder_with_a_manifest_and_resumes(sim, tr
         generate(project, pair, 33, tmp_path / "g2", epoch=2)
     with pytest.raises(StainshiftError, match="test split"):
         generate(project, pair, 2, tmp_path / "g3", epoch=2, split="test")
+    # named as a domain, the folder is announced as generated
+    assert main(["domains", "add", "gen", str(out), "--project", str(tmp_path)]) == 0
+    assert "holds generated images" in capsys.readouterr().out
 
 
 def test_rare_generate_cli_before_any_selection_points_at_rare_select(sim, tmp_path, capsys):

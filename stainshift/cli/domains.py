@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from stainshift.errors import ProjectError
 
@@ -64,6 +65,21 @@ def _number_or_auto(text: str | None) -> float | str | None:
         raise ProjectError(f"--cell-diameter {text!r}: give a number of pixels or 'auto'") from None
 
 
+def _generation_manifest(path: Path) -> str | None:
+    """The manifest that marks ``path`` as written by `synth generate` or `rare generate`, with its kind."""
+    for manifest in (path / "manifest.json", path.parent / "manifest.json"):
+        try:
+            kind = json.loads(manifest.read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            continue
+        from stainshift.rare import KIND as RARE
+        from stainshift.synth.generate import KIND as SYNTH
+
+        if kind in (RARE, SYNTH):
+            return f"{manifest}: {kind}"
+    return None
+
+
 def run_add(args: argparse.Namespace) -> int:
     from stainshift.data.domains import add_domain
     from stainshift.project import load_or_new_project
@@ -83,6 +99,9 @@ def run_add(args: argparse.Namespace) -> int:
         n_masks = sum(s.mask is not None for s in samples)
         print(f"added domain '{args.name}': {len(samples)} images in {len(labels)} classes ({', '.join(labels)}), "
               f"{n_masks} with masks -> {project.file}")
+        generated = _generation_manifest(Path(args.path))
+        if generated:
+            print(f"note: {args.path} holds generated images ({generated}); none of them is a real cell")
         if args.fields:
             from stainshift.data.fields import cells_per_field, field_cells
 
