@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ import cv2
 import numpy as np
 import pandas as pd
 from provenance import record, require_clean
+from synthesis import data_root
 
 from stainshift.classify.baseline import predict, train_baseline
 from stainshift.classify.stain_augment import HedJitter
@@ -56,10 +56,6 @@ PARTS = RESULTS / "rare_parts"
 VIEW, INPUT = 72, 64   # every image: shorter side to 72 px (the small preset's load size), centre 64 px
 N_BOOT = 2000
 LR = 5e-4  # the demo preset's rate: a 2-core budget allows ~600 steps per run
-
-
-def data_root() -> Path:
-    return Path(os.environ.get("STAINSHIFT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def view(image: np.ndarray) -> np.ndarray:

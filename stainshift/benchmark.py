@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from stainshift import provenance, runs
-from stainshift.atomic import atomic_path, atomic_write_text
+from stainshift.atomic import atomic_write_text, save_figure
 from stainshift.errors import StainshiftError
 from stainshift.harmonize import HarmonizeRequest, harmonize
 from stainshift.models.kinds import Kind
@@ -588,10 +588,7 @@ def write_tables(result: BenchmarkResult, out: Path, r: BenchmarkRequest, made: 
     plot_accuracy_vs_epoch(ax, t, "cyclegan", label="{classifier}: cyclegan")
     ax.set(xlabel="CycleGAN epoch", ylabel=f"accuracy on {r.src} test", title="dotted: original, dashed: fine-tuned")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(result.files["plot"]) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, result.files["plot"])
 
 
 def plot_accuracy_vs_epoch(ax, frame: pd.DataFrame, method: str, label: str = "{classifier}", **style) -> None:
@@ -659,7 +656,4 @@ def plot_label_curve(curve: pd.DataFrame, src: str, dst: str, path: Path) -> Non
            ylim=(0, 1), title=f"{src} -> {dst}: {int(curve.draws.max())} draws per point, 95% CI")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)

@@ -47,8 +47,8 @@ import numpy as np
 import torch
 
 from stainshift import runs
-from stainshift.atomic import atomic_path, atomic_write_text
-from stainshift.data.datasets import rescale, to_tensor, to_uint8
+from stainshift.atomic import atomic_write_text, save_figure
+from stainshift.data.datasets import rescale, to_tensor, to_uint8, training_factor
 from stainshift.data.domains import Sample, read_sample
 from stainshift.data.io import write_image
 from stainshift.data.scale import scale_factor
@@ -111,9 +111,8 @@ def rare_request(pair: ClassPair, **fields: Any) -> TrainRequest:
 def training_view(image: np.ndarray, preprocessing: dict[str, Any]) -> np.ndarray:
     """``image`` rescaled as the run's training rescaled its domain (shorter side to ``load_size`` without a
     project cell diameter, else by the recorded scale factor)."""
-    load_size = preprocessing.get("load_size")
-    factor = load_size / min(image.shape[:2]) if load_size else float(preprocessing.get("scale") or 1.0)
-    return rescale(image, factor)
+    scale = float(preprocessing.get("scale") or 1.0)
+    return rescale(image, training_factor(image.shape, scale, preprocessing.get("load_size")))
 
 
 @torch.inference_mode()
@@ -375,11 +374,7 @@ def plot_selection(sel: RareSelection, path: Path) -> Path:
     ax.legend(fontsize=5)
     fig.suptitle(f"{sel.details['domain']}: {sel.details['from']} -> {sel.details['to']}, {sel.run_dir.name}: "
                  f"epoch {sel.epoch} ({sel.rule}{', fallback' if sel.fallback else ''})", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def format_table(sel: RareSelection) -> str:

@@ -100,7 +100,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from stainshift import runs
-from stainshift.atomic import atomic_path, atomic_write_text
+from stainshift.atomic import atomic_write_text, save_figure
 from stainshift.class_guard import class_recalls, histogram, histogram_drift
 from stainshift.data.batching import group_by_shape
 from stainshift.data.datasets import center_crop_tensor, load_cell, to_tensor
@@ -824,11 +824,7 @@ def plot_selection(sel: Selection, path: Path) -> Path:
         ax.legend(fontsize=6)
     fig.suptitle(f"{sel.run_dir.parent.parent.name} {sel.run_dir.parent.name}/{sel.run_dir.name}: "
                  f"rule {sel.rule}" + (" (fallback)" if sel.fallback else ""), fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def format_table(sel: Selection) -> str:

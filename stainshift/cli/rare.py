@@ -28,6 +28,7 @@ interrupted run resumes with the same arguments. OUT is a class folder a domain 
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
+    from stainshift.cli.harmonize import _epoch
     from stainshift.cli.train import add_training_options
 
     group = sub.add_parser("rare", help="rare-class images: translate one class of a domain into another",
@@ -59,7 +60,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p = action("generate", "write images of the 'to' class made from the 'from' class")
     p.add_argument("--n", type=int, required=True, help="images to generate")
     p.add_argument("--out", required=True, help="output folder (OUT/<to>/*.png, OUT/manifest.json)")
-    p.add_argument("--epoch", default="best", help="best (the selected one), last or a kept epoch number")
+    p.add_argument("--epoch", type=_epoch, default="best", help="best (the selected one), last or a kept epoch number")
     p.add_argument("--run-id")
     p.add_argument("--split", default="train", choices=("train", "val"),
                    help="the 'from' images translated: train (default) or val (never test)")
@@ -117,8 +118,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from stainshift.project import load_project
     from stainshift.rare import generate
 
-    epoch = int(args.epoch) if str(args.epoch).isdigit() else args.epoch
-    manifest = generate(load_project(args.project), _pair(args), args.n, args.out, method=args.method, epoch=epoch,
+    manifest = generate(load_project(args.project), _pair(args), args.n, args.out, method=args.method, epoch=args.epoch,
                         run_id=args.run_id, seed=args.seed, split=args.split, device=args.device,
                         progress=not args.quiet)
     config = manifest["config"]

@@ -175,10 +175,15 @@ def paired_crop_flip(image: np.ndarray, mask: np.ndarray, size: int, rng: np.ran
     return out[0], out[1]
 
 
+def training_factor(shape: tuple[int, ...], scale: float, load_size: int | None) -> float:
+    """The resize factor training applies to an image of ``shape``: the domain's ``scale``, or without a common
+    cell diameter (``load_size`` set) the one that brings the shorter side to ``load_size``, as the reference does."""
+    return load_size / min(shape[:2]) if load_size else scale
+
+
 def _load_scaled(sample: Sample, scale: float, load_size: int | None) -> tuple[np.ndarray, float]:
     image = read_sample(sample)
-    if load_size:  # no common cell diameter: resize the shorter side to load_size, as the reference does
-        scale = load_size / min(image.shape[:2])
+    scale = training_factor(image.shape, scale, load_size)
     return rescale(image, scale), scale
 
 

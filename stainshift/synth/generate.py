@@ -29,7 +29,7 @@ import torch
 
 from stainshift import runs
 from stainshift.atomic import atomic_write_text
-from stainshift.data.datasets import rescale_mask
+from stainshift.data.datasets import rescale_mask, training_factor
 from stainshift.data.io import IMAGE_EXTENSIONS, read_mask, write_image
 from stainshift.errors import DataError, StainshiftError
 from stainshift.models.kinds import Modality
@@ -217,7 +217,7 @@ def generate(project: Project, domain: str, masks: str | Path, out: str | Path, 
         if not (item.stem in done and all((out / f).exists() for f in files.values())):
             torch.manual_seed(_seed(seed, i))  # noise channels and sampled styles
             # without a project cell diameter, training resized each image's shorter side to load_size
-            factor = load_size / min(item.values.shape) if load_size else scale
+            factor = training_factor(item.values.shape, scale, load_size)
             small = rescale_mask(item.values, factor)
             if cell_by_cell:
                 y = compose_field(translator, small, rescale_mask(item.instance, factor),
