@@ -36,7 +36,7 @@ def test_cli_method_list_is_the_registry_s_image_methods():
     harmonize_parser = parser._subparsers._group_actions[0].choices["harmonize"]
     method = next(a for a in harmonize_parser._actions if a.dest == "method")
     assert tuple(method.choices) == methods() == ("reinhard", "macenko", "histogram", "cyclegan", "colorization",
-                                                         "cut")
+                                                         "cut", "distilled")
 
 
 @pytest.mark.parametrize("method", ["reinhard", "macenko", "histogram"])

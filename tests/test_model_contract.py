@@ -66,9 +66,15 @@ def check_contract(project: Project, name: str) -> None:
     between = entry(name).between_classes
     src, classes = ("clinic", ("lymphocyte", "eosinophil")) if between else ("hgtp", None)
 
+    teacher = {}  # a student learns from a trained translator: a tiny cyclegan's epoch
+    if (option := model_class(name).teacher_option) is not None:
+        teacher = {option: str(runs.epoch_file(train(project, TrainRequest(
+            src, "clinic", preset="tiny", seed=3, run_id=f"teacher-of-{name}", progress=False, track=False,
+            overrides={"epochs": 1, "keep_epochs": (1,)})).run_dir, 1))}
+
     def request(run_id: str, epochs: int, resume: bool = False) -> TrainRequest:
         return TrainRequest(src, "clinic", method=name, preset="tiny", seed=3, run_id=run_id, resume=resume,
-                            overrides={"epochs": epochs, "epochs_decay": 0, "keep_epochs": (1, 2)},
+                            overrides={"epochs": epochs, "epochs_decay": 0, "keep_epochs": (1, 2), **teacher},
                             progress=False, track=False, classes=classes)
 
     torch.manual_seed(3)

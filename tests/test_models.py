@@ -119,12 +119,17 @@ def test_image_pool_replays_history_and_round_trips():
 def test_registry_and_paper_presets():
     learned = {name: model_class(name) for name in names(Kind.LEARNED)}
     from stainshift.models.class_cyclegan import ClassCycleGAN
+    from stainshift.models.distilled import Distilled
     from stainshift.models.mask_cyclegan import MaskCycleGAN
     from stainshift.models.pix2pix import Pix2Pix
     from stainshift.models.pix2pixhd import Pix2PixHD
 
     assert {"cyclegan": CycleGAN, "colorization": ColorizationGAN, "cut": CUT, "pix2pix": Pix2Pix,
-            "pix2pixhd": Pix2PixHD, "maskcyclegan": MaskCycleGAN, "classcyclegan": ClassCycleGAN} == learned
+            "pix2pixhd": Pix2PixHD, "maskcyclegan": MaskCycleGAN, "classcyclegan": ClassCycleGAN,
+            "distilled": Distilled} == learned
+    student = model_options("distilled", "paper")  # StainNet: 1x1 convs 3 -> 32 -> 32 -> 3, SGD 0.01, cosine
+    assert (student.channels, student.layers, student.optimizer, student.lr, student.epochs, student.batch_size,
+            student.crop_size) == (32, 3, "sgd", 0.01, 300, 10, 256)
     rare = model_options("classcyclegan", "paper")  # paper 003's block 3: the block 1 CycleGAN, 200 epochs
     assert (rare.ngf, rare.n_blocks, rare.epochs + rare.epochs_decay, rare.keep_epochs) == \
         (64, 9, 200, (10, 15, 20, 25, 200))

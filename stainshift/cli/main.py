@@ -11,6 +11,7 @@ from stainshift.cli import (
     benchmark,
     classify,
     demo,
+    distill,
     domains,
     harmonize,
     pipeline,
@@ -22,7 +23,8 @@ from stainshift.cli import (
 )
 from stainshift.errors import StainshiftError
 
-COMMAND_GROUPS = (demo, simulate, domains, train, select, harmonize, classify, benchmark, synth, rare, pipeline)
+COMMAND_GROUPS = (demo, simulate, domains, train, select, harmonize, classify, benchmark, synth, rare, distill,
+                  pipeline)
 
 
 def common_options() -> argparse.ArgumentParser:

@@ -174,6 +174,7 @@ class TranslationModel(nn.Module):
     options_type: ClassVar[type[ModelOptions]]
     data_regime: ClassVar[DataRegime] = DataRegime.UNPAIRED   # what the trainer puts in a batch
     scoring: ClassVar[EpochScoring] = EpochScoring.TRANSLATION  # how `select` scores the kept epochs
+    teacher_option: ClassVar[str | None] = None  # a student of another translator: the option naming its epoch file
 
     def __init__(self, options: ModelOptions) -> None:
         super().__init__()

@@ -105,6 +105,8 @@ for _args in (
      "pix2pix lightness -> chroma, trained on the target alone"),
     ("cut", "stainshift.models.cut:CUT", Kind.LEARNED,
      "contrastive unpaired translation (CUT / FastCUT): one generator, patch-wise contrastive loss"),
+    ("distilled", "stainshift.models.distilled:Distilled", Kind.LEARNED,
+     "pixel-wise student (1x1 convolutions, then a 3-D colour table) of a learned harmonizer: `stainshift distill`"),
 ):
     register(_args[0], _args[1], _args[2], summary=_args[3])
 for _args in (
