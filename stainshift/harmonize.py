@@ -357,7 +357,8 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
         translator, meta = load_epoch(path)
         model = translator.to(device)
         ckpt_hash = checkpoints.file_hash(path)
-        scale = source_scale(project, r.src, meta)  # the GAN saw cells at the common diameter: show them that way
+        # the GAN saw cells at the common diameter: show them that way; a pixel-wise model needs no rescaling
+        scale = 1.0 if translator.pixelwise else source_scale(project, r.src, meta)
 
     skipped: list[str] = []
     rows: list[dict[str, object]] = []

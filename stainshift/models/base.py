@@ -106,6 +106,7 @@ class Translator(nn.Module):
 
     model_name: str
     options: ModelOptions
+    pixelwise: bool = False   # each output pixel depends on its input pixel alone (so any scale gives the same map)
     multiple: int
     min_size: int
     in_channels: int

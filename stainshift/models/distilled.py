@@ -88,6 +88,8 @@ def apply_lut(lut: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class DistilledTranslator(Translator):
     """The student: the lookup table in eval mode (when ``lut_size`` > 0 and ``use_lut``), the network otherwise."""
 
+    pixelwise = True
+
     def __init__(self, model_name: str, network: nn.Sequential, options: DistilledOptions) -> None:
         super().__init__(model_name, options, multiple=1)
         self.network = network
