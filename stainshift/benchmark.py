@@ -191,8 +191,18 @@ def learned_runs(project: Project, r: BenchmarkRequest) -> dict[str, dict[int | 
     return out
 
 
-def _label(method: str, gan_seed: int | None, what: str) -> str:
+def condition_label(method: str, gan_seed: int | None, what: str) -> str:
+    """A learned condition's name in the tables: ``<method> [s<gan seed>] <what>`` (``what``: ``e3``,
+    ``selected (labelled)``)."""
     return f"{method} {what}" if gan_seed is None else f"{method} s{gan_seed} {what}"
+
+
+def selection_classifier_name(r: BenchmarkRequest) -> str:
+    """The name of the classifier the benchmark trains to select epochs: ``<default name>-select-s<seed>``."""
+    from stainshift.classify.train import default_name
+
+    arch, loss = CLASSIFIERS[r.selection_classifier]
+    return f"{default_name(r.dst, arch, loss, r.norm)}-select-s{r.selection_seed}"
 
 
 def _conditions(project: Project, r: BenchmarkRequest,
@@ -207,8 +217,8 @@ def _conditions(project: Project, r: BenchmarkRequest,
             for epoch in runs.kept_epochs(run):
                 folder, reused = _images(project, r, runs.learned_condition(run, r.src, r.dst, epoch), method, epoch,
                                          run)
-                conditions.append(Condition(_label(method, gan_seed, f"e{epoch}"), method, folder, epoch, gan_seed,
-                                            run, reused))
+                conditions.append(Condition(condition_label(method, gan_seed, f"e{epoch}"), method, folder, epoch,
+                                            gan_seed, run, reused))
     return conditions
 
 
@@ -339,11 +349,8 @@ def run_benchmark(project: Project, r: BenchmarkRequest, argv: list[str] | None 
     chosen: list[Chosen] = []
     selector = None
     if learned:
-        arch, loss = CLASSIFIERS[r.selection_classifier]
-        from stainshift.classify.train import default_name
-
         selector, _ = _classifier(project, r, r.selection_classifier, r.selection_seed,
-                                  name=f"{default_name(r.dst, arch, loss, r.norm)}-select-s{r.selection_seed}")
+                                  name=selection_classifier_name(r))
         chosen = _select(project, r, selector, learned, out)
 
     records: list[dict[str, Any]] = []
@@ -365,8 +372,8 @@ def run_benchmark(project: Project, r: BenchmarkRequest, argv: list[str] | None 
             aug_labels.append(label)
             augmented_models[label] = augmented
         for c in chosen:
-            picked = _label(c.method, c.gan_seed, f"e{c.epoch}")
-            label = _label(c.method, c.gan_seed, f"selected ({c.rule})")
+            picked = condition_label(c.method, c.gan_seed, f"e{c.epoch}")
+            label = condition_label(c.method, c.gan_seed, f"selected ({c.rule})")
             m.rows[label] = m.rows[picked]
             m.meta[label] = {**m.meta[picked], "selected_by": Path(selector).parent.name if selector else None,
                              "selection_fallback": c.fallback, "selection_reason": c.reason}
@@ -409,8 +416,8 @@ def _label_curve(project: Project, r: BenchmarkRequest, model: Path, conditions:
         if c.rule == "labelled" and c.method not in first_seed:
             first_seed[c.method] = c
     for c in first_seed.values():
-        shot.append(ShotCondition(_label(c.method, c.gan_seed, f"selected ({c.rule})"), model,
-                                  folders[_label(c.method, c.gan_seed, f"e{c.epoch}")]))
+        shot.append(ShotCondition(condition_label(c.method, c.gan_seed, f"selected ({c.rule})"), model,
+                                  folders[condition_label(c.method, c.gan_seed, f"e{c.epoch}")]))
     if "augment" in refs:
         shot.append(ShotCondition(refs["augment"], augmented[refs["augment"]]))
     rows, correct = label_curve(project, r.src, shot, sorted(set(r.shots)), r.shot_draws, r.seed,
@@ -459,9 +466,9 @@ def _seed_table(summary: pd.DataFrame, chosen: list[Chosen], learned: dict[str, 
         for rule in RULES:
             picked, best, worst, verdicts = [], [], [], []
             for gan_seed, run in by_seed.items():
-                kept = [_label(method, gan_seed, f"e{e}") for e in runs.kept_epochs(run)]
+                kept = [condition_label(method, gan_seed, f"e{e}") for e in runs.kept_epochs(run)]
                 accs = [float(by_label.loc[k, "accuracy"]) for k in kept if k in by_label.index]
-                label = _label(method, gan_seed, f"selected ({rule})")
+                label = condition_label(method, gan_seed, f"selected ({rule})")
                 if label not in by_label.index or not accs:
                     continue
                 row = by_label.loc[label]

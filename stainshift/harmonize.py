@@ -5,7 +5,10 @@ Classical methods (reinhard, macenko, histogram) are fitted on the target domain
 (cyclegan, colorization, ...) load a kept epoch of a training run (``--epoch N``, ``last``, or ``best`` from the
 run's ``selected.json``), and rescale the input as their epoch file says training did (a one-line warning when
 the project file now says otherwise). Outputs mirror the input tree with the same file names, types and sizes, and
-a ``manifest.csv`` (input, output, method, epoch, checkpoint hash). Inputs are never written to.
+a ``manifest.csv`` (input, output, method, epoch, checkpoint hash). Inputs are never written to. A learned
+method's epoch can also come from the mlflow model registry (``model="models:/NAME/VERSION"``,
+:mod:`stainshift.model_registry`), and under ``torchrun`` the files are split across processes
+(:mod:`stainshift.shard`).
 
 Learned models run fully convolutionally at the input's size (after the same scale harmonization as in training).
 An input that was shrunk to the common cell diameter comes back at its size with its own detail: the translation's
@@ -68,6 +71,10 @@ class HarmonizeRequest:
     skip_bad: bool = False
     keep_detail: bool = True  # learned methods: carry the translation's colour change onto the full-size input
     progress: bool = True
+    model: str | None = None  # a registered harmonizer (models:/NAME/VERSION) instead of a run's epoch; src, dst and
+    #                           method must be its own (stainshift.model_registry.resolve tells them)
+    shard: tuple[int, int] | None = None  # (rank, world): only the files i % world == rank of the sorted list, rows
+    #                                       to a partial manifest that stainshift.shard merges
 
 
 @dataclass
@@ -332,6 +339,16 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
         raise StainshiftError(f"--batch-size {r.batch_size}: use 1 or more")
     if r.rule is not None and r.rule not in RULES:
         raise StainshiftError(f"unknown rule '{r.rule}'; use one of {', '.join(RULES)}")
+    if r.shard is not None and not 0 <= r.shard[0] < r.shard[1]:
+        raise StainshiftError(f"shard {r.shard}: use (rank, world) with 0 <= rank < world")
+    registered = None
+    if r.model is not None:
+        from stainshift.model_registry import resolve
+
+        if r.run_id is not None or r.rule is not None:
+            raise StainshiftError("--model names one epoch of one run: drop --run-id and --rule")
+        registered = resolve(project, r.model)
+        registered.check_request(r.src, r.dst, r.method, r.epoch)
     method = entry(r.method)
     if method.between_classes:
         raise StainshiftError(f"{r.method} turns one class of a domain into another, not a stain into another: use "
@@ -341,6 +358,10 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
                               f"images; harmonize takes one of {', '.join(methods())}")
     project.domain(r.src), project.domain(r.dst)
     root, files = _inputs(project, r)
+    if r.shard is not None:
+        from stainshift.shard import take
+
+        files = take(files, *r.shard)
     out_dir = Path(r.out).resolve() if r.out else runs.harmonized_dir(project, r.src, r.dst, r.method)
     if out_dir == root or out_dir.is_relative_to(root):
         raise StainshiftError(f"{out_dir}: output folder lies inside the input folder {root}; choose another --out")
@@ -353,7 +374,12 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
     if not learned:
         model: nn.Module = fit_classical(project, r.method, r.dst, r.fit_images, project.seed).to(device)
     else:
-        path, epoch, selection = runs.resolve_epoch(project, r.src, r.dst, r.method, r.epoch, r.run_id, r.rule)
+        if registered is not None:
+            from stainshift.model_registry import fetch
+
+            path, epoch = fetch(project, registered), registered.epoch
+        else:
+            path, epoch, selection = runs.resolve_epoch(project, r.src, r.dst, r.method, r.epoch, r.run_id, r.rule)
         translator, meta = load_epoch(path)
         model = translator.to(device)
         ckpt_hash = checkpoints.file_hash(path)
@@ -390,10 +416,24 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
     for batch in stream_shape_batches(readable(), lambda item: item[1].shape, r.batch_size):
         flush(batch)
 
+    if r.shard is not None:
+        from stainshift.shard import write_partial
+
+        manifest = write_partial(out_dir, *r.shard, rows, skipped)
+    else:
+        manifest = write_manifest(out_dir, rows)
+    return HarmonizeResult(out_dir, len(rows), manifest, epoch, ckpt_hash, skipped, selection)
+
+
+MANIFEST_FIELDS = ("input", "output", "method", "epoch", "checkpoint")
+
+
+def write_manifest(out_dir: Path, rows: Sequence[dict[str, object]]) -> Path:
+    """``out_dir/manifest.csv``: one row per output, sorted by input path, written atomically."""
     manifest = out_dir / "manifest.csv"
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["input", "output", "method", "epoch", "checkpoint"])
+    writer = csv.DictWriter(buffer, fieldnames=list(MANIFEST_FIELDS))
     writer.writeheader()
     writer.writerows(sorted(rows, key=lambda row: str(row["input"])))
     atomic_write_text(manifest, buffer.getvalue())
-    return HarmonizeResult(out_dir, len(rows), manifest, epoch, ckpt_hash, skipped, selection)
+    return manifest

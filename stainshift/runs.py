@@ -12,14 +12,17 @@
           config.json  last.pt  manifest.json
           epochs/epoch_NNN.pt                  kept epochs (translator only, with options and preprocessing)
           samples/epoch_NNN.png
+          export/epoch_NNN.onnx                `stainshift export` (a kept epoch as ONNX, verified)
           selected.json                        the latest selection (what `--epoch best` reads)
           selections/<rule>[--<classifier>].json   every selection, per rule and classifier
           selection.csv  selection.png
         <method>/harmonized/                   `stainshift harmonize` output
         benchmark/                             `stainshift benchmark` tables and plot
           images/<condition>/                  harmonized test images, one folder per method and epoch
+        report/index.html  report/files/       `stainshift report`: the static page and the files it shows
       <domain>.<from>_to_<domain>.<to>/        a class pair of one domain (`stainshift rare`), laid out as a pair
       pipelines/<recipe>-<hash>.json           the steps a recipe finished, per set of variables (`pipeline run`)
+      registry/<model>/v<version>/             epoch files fetched from the mlflow model registry (`--model`)
 
 A model that learns from the target domain alone (its data regime needs no source) serves every source of that
 target: :func:`serving_run` finds its newest run under any ``*_to_<dst>`` pair.
@@ -267,12 +270,41 @@ def benchmark_images(project: Project, src: str, dst: str, condition: str | None
     return root / condition if condition else root
 
 
+def benchmark_table(project: Project, src: str, dst: str) -> Path:
+    """One row per reported classifier and condition (what ``stainshift benchmark`` measured)."""
+    return benchmark_dir(project, src, dst) / "benchmark.csv"
+
+
+def report_dir(project: Project, src: str, dst: str) -> Path:
+    """Default output of ``stainshift report``: ``index.html`` and the ``files/`` it links to."""
+    return pair_dir(project, src, dst) / "report"
+
+
 def learned_condition(run: Path, src: str, dst: str, epoch: int) -> str:
     """The image-folder name of a learned run's epoch: method and run, plus the run's pair when it serves another
     pair (a target-only model), so a newer run never reuses an older run's images."""
     method, pair = run.parent.name, run.parent.parent.name
     prefix = method if pair == f"{src}_to_{dst}" else f"{method}_{pair}"
     return f"{prefix}_{run.name}_e{epoch}"
+
+
+def export_file(run: Path, epoch: int, fmt: str = "onnx") -> Path:
+    """Default output of ``stainshift export`` for a kept epoch: ``<run>/export/epoch_NNN.<fmt>``."""
+    return run / "export" / f"epoch_{epoch:03d}.{fmt}"
+
+
+def checkpoint_export_file(checkpoint: Path, fmt: str = "onnx") -> Path:
+    """Default output of ``stainshift export --checkpoint``: the run's ``export/`` for an epoch file inside a run
+    (``<run>/epochs/epoch_NNN.pt``), else the file's own name and folder with the format's suffix."""
+    number = checkpoint.stem.removeprefix("epoch_")
+    if checkpoint.parent.name == "epochs" and checkpoint.stem.startswith("epoch_") and number.isdigit():
+        return export_file(checkpoint.parent.parent, int(number), fmt)
+    return checkpoint.with_suffix(f".{fmt}")
+
+
+def registry_cache(project: Project, name: str, version: int) -> Path:
+    """Where a registered harmonizer's epoch file is kept once fetched from the model registry."""
+    return project.runs / "registry" / name / f"v{version}"
 
 
 # -- classifiers --------------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 - :func:`tracked_run`: a run for the duration of a ``with`` block (classifiers, the demo);
 - :class:`RunTracker`: a run that outlives one call, started or resumed by id (training, which resumes);
-- :func:`log_to_run`: tags, stepped metrics and artifacts added to an existing (possibly finished) run (selection).
+- :func:`log_to_run`: tags, stepped metrics and artifacts added to an existing (possibly finished) run (selection);
+- the model registry (same URI): :func:`create_version`, :func:`model_versions`, :func:`download` (used by
+  :mod:`stainshift.model_registry`, which decides what is registered).
 
 Artifacts go to ``<runs>/mlartifacts`` next to the database instead of mlflow's default ``./mlruns`` in whatever
 folder the user happens to be in.
@@ -12,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +109,83 @@ def log_to_run(project: Project, run_id: str, tags: Mapping[str, str] | None = N
         client.log_batch(run_id, metrics=batch)
     for path in artifacts:
         client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+
+# -- the model registry -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelVersion:
+    """One version of a registered model, as plain values."""
+
+    name: str
+    version: int
+    source: str  # where its artifacts are (the artifact URI of the run that logged them)
+    run_id: str  # that mlflow run
+    tags: dict[str, str]
+    description: str
+
+
+def _registry(project: Project):
+    return _mlflow().MlflowClient(tracking_uri=project.tracking_uri, registry_uri=project.tracking_uri)
+
+
+def _version(v: Any) -> ModelVersion:
+    return ModelVersion(v.name, int(v.version), v.source, v.run_id or "", dict(v.tags or {}), v.description or "")
+
+
+def registered_models(project: Project) -> list[str]:
+    """Names of every registered model in the project's registry."""
+    return sorted(m.name for m in _registry(project).search_registered_models())
+
+
+def model_versions(project: Project, name: str) -> list[ModelVersion]:
+    """Every version of model ``name``, oldest first (empty when there is no such model)."""
+    if name not in registered_models(project):
+        return []
+    found = _registry(project).search_model_versions(f"name='{name}'")
+    return sorted((_version(v) for v in found), key=lambda v: v.version)
+
+
+def version_by_alias(project: Project, name: str, alias: str) -> ModelVersion | None:
+    """The version of ``name`` that ``alias`` (set in the mlflow UI, e.g. ``champion``) points to, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _version(_registry(project).get_model_version_by_alias(name, alias))
+    except MlflowException:
+        return None
+
+
+def create_version(project: Project, experiment: str, run_name: str, name: str, files: Iterable[Path],
+                   params: Mapping[str, Any], metrics: Mapping[str, float], tags: Mapping[str, str],
+                   description: str, model_description: str) -> ModelVersion:
+    """A new version of model ``name`` (created if new): an mlflow run of ``experiment`` logs ``files`` under
+    ``model/`` with ``params`` and ``metrics``; the version points at that folder and carries ``tags``."""
+    with tracked_run(project, experiment, run_name, params, tags) as mlflow:
+        mlflow.log_metrics(dict(metrics))
+        for path in files:
+            mlflow.log_artifact(str(path), artifact_path="model")
+        run = mlflow.active_run().info
+    client = _registry(project)
+    if name not in registered_models(project):
+        client.create_registered_model(name, description=model_description)
+    source = client.get_run(run.run_id).info.artifact_uri.rstrip("/") + "/model"
+    return _version(client.create_model_version(name, source, run_id=run.run_id, tags=dict(tags),
+                                                description=description))
+
+
+def download(project: Project, artifact_uri: str, folder: Path) -> Path:
+    """Download one artifact (file or folder URI) into ``folder``; returns its local path."""
+    import mlflow.artifacts
+
+    _mlflow()
+    before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # one file: no progress bar on stderr
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(folder),
+                                                        tracking_uri=project.tracking_uri,
+                                                        registry_uri=project.tracking_uri))
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = before

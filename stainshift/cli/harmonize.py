@@ -9,8 +9,12 @@ EXAMPLE = """examples:
   stainshift harmonize --src hgtp --dst clinic --method reinhard
   stainshift harmonize --src hgtp --dst clinic --method cyclegan --epoch 3
   stainshift harmonize --src hgtp --dst clinic --method cyclegan --epoch best --input new_smears/ --out out/
+  stainshift harmonize --model models:/stainshift-hgtp_to_clinic-cyclegan/1 --input new_smears/ --out out/
+  torchrun --nproc_per_node 4 -m stainshift harmonize --src hgtp --dst clinic --method reinhard   # files split
 Output (default runs/<src>_to_<dst>/<method>/harmonized/) mirrors the input tree, same names, types and sizes,
-plus manifest.csv (input, output, method, epoch, checkpoint hash). Inputs are never overwritten."""
+plus manifest.csv (input, output, method, epoch, checkpoint hash). Inputs are never overwritten.
+--model takes a harmonizer registered with `stainshift models register` (pair, method and epoch from the registry).
+Under torchrun each process translates every N-th file and rank 0 writes the one manifest."""
 
 
 def _epoch(text: str) -> str | int:
@@ -28,11 +32,13 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("harmonize", parents=[common], help="translate images to another domain's staining",
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--src", required=True, help="source domain")
-    p.add_argument("--dst", required=True, help="target domain")
-    p.add_argument("--method", default="cyclegan", choices=names(images_only=True))
-    p.add_argument("--epoch", type=_epoch, default="best",
+    p.add_argument("--src", help="source domain (required unless --model gives it)")
+    p.add_argument("--dst", help="target domain (required unless --model gives it)")
+    p.add_argument("--method", choices=names(images_only=True), help="default cyclegan (or the --model's)")
+    p.add_argument("--epoch", type=_epoch,
                    help="best (the epoch `stainshift select` chose; needs a selection), last, or N (default best)")
+    p.add_argument("--model", metavar="URI", help="a registered harmonizer: models:/NAME/VERSION, models:/NAME/latest "
+                   "or models:/NAME@ALIAS (see `stainshift models list`); --src/--dst/--method then come from it")
     p.add_argument("--rule", choices=RULES, help="with --epoch best: the newest selection by this rule (default: "
                    "the latest selection made, selected.json; after `stainshift benchmark` that is the labelled "
                    "rule's choice by the selection classifier)")
@@ -53,15 +59,34 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from stainshift.harmonize import HarmonizeRequest, harmonize
+    from stainshift.errors import StainshiftError
+    from stainshift.harmonize import HarmonizeRequest
     from stainshift.project import load_project
+    from stainshift.shard import harmonize_distributed
 
-    request = HarmonizeRequest(src=args.src, dst=args.dst, method=args.method, epoch=args.epoch, rule=args.rule,
-                               input=args.input,
+    project = load_project(args.project)
+    src, dst, method = args.src, args.dst, args.method or "cyclegan"
+    registered = None
+    if args.model:  # what the version does not say the user need not repeat (harmonize checks what they did say)
+        from stainshift.model_registry import resolve
+        from stainshift.train.distributed import from_env
+
+        if from_env().enabled and not args.model.rstrip("/").split("/")[-1].isdigit():
+            raise StainshiftError(f"--model {args.model}: under torchrun every process must load the same version; "
+                                  "pin its number, e.g. models:/NAME/3 (see `stainshift models list`)")
+        registered = resolve(project, args.model)
+        src, dst, method = src or registered.src, dst or registered.dst, args.method or registered.method
+    if not src or not dst:
+        raise StainshiftError("harmonize needs --src and --dst (or --model models:/NAME/VERSION)")
+    asked_epoch = "best" if args.epoch is None else args.epoch
+    request = HarmonizeRequest(src=src, dst=dst, method=method, epoch=asked_epoch, rule=args.rule, input=args.input,
                                out=args.out, run_id=args.run_id, tile=args.tile, overlap=args.overlap,
                                batch_size=args.batch_size, device=args.device, skip_bad=args.skip_bad,
-                               keep_detail=args.keep_detail, progress=not args.quiet)
-    result = harmonize(load_project(args.project), request)
+                               keep_detail=args.keep_detail, progress=not args.quiet,
+                               model=registered.uri if registered else None)  # latest / alias: pinned now
+    result = harmonize_distributed(project, request)
+    if result is None:  # another torchrun rank than 0: rank 0 reports for all
+        return 0
     for reason in result.skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     if not args.quiet:
@@ -70,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
             chosen = result.selection
             by = f", classifier {Path(chosen['classifier']).parent.name}" if chosen.get("classifier") else ""
             epoch += f" (best by the {chosen['rule']} rule{by})"
-        print(f"harmonized {result.n_images} images with {args.method}{epoch} -> {result.out_dir} "
+        if registered is not None:
+            epoch += f" ({registered.uri})"
+        print(f"harmonized {result.n_images} images with {method}{epoch} -> {result.out_dir} "
               f"(manifest: {result.manifest.name})")
     return 0

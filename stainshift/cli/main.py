@@ -13,9 +13,12 @@ from stainshift.cli import (
     demo,
     distill,
     domains,
+    export,
     harmonize,
+    models,
     pipeline,
     rare,
+    report,
     select,
     simulate,
     synth,
@@ -23,8 +26,8 @@ from stainshift.cli import (
 )
 from stainshift.errors import StainshiftError
 
-COMMAND_GROUPS = (demo, simulate, domains, train, select, harmonize, classify, benchmark, synth, rare, distill,
-                  pipeline)
+COMMAND_GROUPS = (demo, simulate, domains, train, select, harmonize, models, classify, benchmark, report, synth,
+                  rare, distill, export, pipeline)
 
 
 def common_options() -> argparse.ArgumentParser:

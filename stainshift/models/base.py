@@ -80,8 +80,12 @@ class ModelOptions:
         return self.epochs + self.epochs_decay
 
 
-def _ceil_to(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
+def side_padding(n: int, multiple: int, min_size: int) -> tuple[int, int]:
+    """Padding (before, after) of a side of ``n`` px up to a multiple of ``multiple`` and at least ``min_size``.
+    Written with positive floor division and ``sym_max`` so that it also traces with symbolic sizes (ONNX export:
+    a negative floor division becomes a truncating Div there)."""
+    total = torch.sym_max((n + multiple - 1) // multiple * multiple, min_size) - n
+    return total // 2, total - total // 2
 
 
 def check_keys(what: str, state: Any, keys: Iterable[str]) -> dict[str, Any]:
@@ -129,15 +133,12 @@ class Translator(nn.Module):
             raise StainshiftError(f"a {self.model_name} translator takes Bx{self.in_channels}xHxW batches (got shape "
                                   f"{tuple(x.shape)})")
         h, w = x.shape[-2:]
-        ph, pw = max(_ceil_to(h, self.multiple), self.min_size) - h, max(_ceil_to(w, self.multiple), self.min_size) - w
-        if ph or pw:
-            pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-            mode = "reflect" if max(pads[:2]) < w and max(pads[2:]) < h else "replicate"
-            x = F.pad(x, pads, mode=mode)
-        y = self.translate_padded(x)
-        if ph or pw:
-            y = y[..., ph // 2: ph // 2 + h, pw // 2: pw // 2 + w]
-        return y
+        (top, bottom), (left, right) = (side_padding(n, self.multiple, self.min_size) for n in (h, w))
+        if not (top or bottom or left or right):
+            return self.translate_padded(x)
+        mode = "reflect" if max(left, right) < w and max(top, bottom) < h else "replicate"
+        y = self.translate_padded(F.pad(x, (left, right, top, bottom), mode=mode))
+        return y[..., top: top + h, left: left + w]
 
     def checkpoint(self) -> dict[str, Any]:
         """Everything needed to rebuild this translator without its run: model name, options, weights (on CPU)."""

@@ -112,14 +112,17 @@ class DistilledTranslator(Translator):
     def table_8bit(self) -> np.ndarray:
         """Every 8-bit colour's output (2^24 x 3 uint8, 48 MiB), interpolated from :meth:`lut`: for 8-bit images
         the trilinear lookup then becomes one gather per pixel (:meth:`translate_8bit`)."""
+        if self.options.lut_size == 0:
+            raise StainshiftError("this student has no colour table (lut_size 0); train it with --set lut_size=33")
         if self._table_8bit is None:
-            levels = torch.arange(256, dtype=torch.float32) / 255
+            lut = self.lut()
+            levels = torch.arange(256, dtype=torch.float32, device=lut.device) / 255
             rows = []
             with torch.no_grad():
                 for r in levels:  # one red level at a time: 65,536 colours per call, bounded memory
                     g, b = torch.meshgrid(levels, levels, indexing="ij")
                     x = torch.stack([torch.full_like(g, r), g, b])[None]
-                    rows.append((apply_lut(self.lut(), x).clamp(0, 1)[0] * 255).round().to(torch.uint8))
+                    rows.append((apply_lut(lut, x).clamp(0, 1)[0] * 255).round().to(torch.uint8).cpu())
             self._table_8bit = torch.stack(rows).permute(0, 2, 3, 1).reshape(-1, 3).numpy()
         return self._table_8bit
 

@@ -45,7 +45,7 @@ from torch import nn
 
 from stainshift.errors import StainshiftError
 from stainshift.losses import GAN_MODES, GANLoss, l1_loss
-from stainshift.models.base import ModelOptions, TranslationModel, Translator
+from stainshift.models.base import ModelOptions, TranslationModel, Translator, side_padding
 from stainshift.models.kinds import DataRegime, EpochScoring
 from stainshift.nets.generators import NORMS
 from stainshift.nets.pix2pixhd_nets import (
@@ -324,13 +324,11 @@ def _padded(x: torch.Tensor, multiple: int, min_size: int, fn: Callable[[torch.T
             ) -> torch.Tensor:
     """``fn`` of ``x`` reflection-padded to a multiple of ``multiple`` (and at least ``min_size``), cropped back."""
     h, w = x.shape[-2:]
-    ph = max(-(-h // multiple) * multiple, min_size) - h
-    pw = max(-(-w // multiple) * multiple, min_size) - w
-    if not (ph or pw):
+    (top, bottom), (left, right) = (side_padding(n, multiple, min_size) for n in (h, w))
+    if not (top or bottom or left or right):
         return fn(x)
-    pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-    mode = "reflect" if max(pads[:2]) < w and max(pads[2:]) < h else "replicate"
-    return fn(F.pad(x, pads, mode=mode))[..., ph // 2: ph // 2 + h, pw // 2: pw // 2 + w]
+    mode = "reflect" if max(left, right) < w and max(top, bottom) < h else "replicate"
+    return fn(F.pad(x, (left, right, top, bottom), mode=mode))[..., top: top + h, left: left + w]
 
 
 class Pix2PixHDTranslator(Translator):

@@ -1,4 +1,5 @@
-"""Optional data-parallel training through ``torchrun``: gloo on CPU, NCCL on GPU.
+"""Optional data-parallel training through ``torchrun``: gloo on CPU, NCCL on GPU (and the process group that
+sharded ``harmonize`` joins, :mod:`stainshift.shard`).
 
 Each process takes every ``world``-th item of the epoch plan, gradients are averaged with an all-reduce after each
 backward pass (the models call ``grad_sync``), and only rank 0 writes files and logs. Without ``torchrun`` (no
@@ -7,8 +8,9 @@ backward pass (the models call ``grad_sync``), and only rank 0 writes files and 
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +39,36 @@ def init_from_env(device: torch.device) -> Dist:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Dist(rank=dist.get_rank(), world=dist.get_world_size())
+
+
+def from_env() -> Dist:
+    """This process's rank and the world size as torchrun's environment gives them (without joining a group)."""
+    return Dist(rank=int(os.environ.get("RANK", "0")), world=int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def local_rank() -> int:
+    """This process's index on its machine (torchrun's ``LOCAL_RANK``), e.g. to pick its GPU."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+@contextlib.contextmanager
+def process_group(info: Dist, backend: str = "gloo") -> Iterator[None]:
+    """The torchrun process group for the duration of a ``with`` block (nothing when ``info`` is one process)."""
+    joined = info.enabled and not dist.is_initialized()
+    if joined:
+        dist.init_process_group(backend=backend)
+    try:
+        yield
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+def all_true(flag: bool) -> bool:
+    """Whether ``flag`` holds on every process (a barrier too: it returns once all have called it)."""
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
 
 
 def all_reduce_grads(parameters: Iterable[torch.nn.Parameter]) -> None:
