@@ -439,8 +439,11 @@ def test_mkdocs_builds_strict_and_offline(tmp_path):
     assert (site / "index.html").is_file()
     assert (site / "benchmarks" / "results" / "demo_before_after.png").is_file()  # docs/hooks.py copied it
     assert (site / "benchmarks" / "results" / "cross_site.html").is_file()  # and rendered the report
-    pages = list(site.glob("*.html"))
-    assert not [p.name for p in pages if "cdnjs" in p.read_text(encoding="utf-8")], "the site must work offline"
+    # nothing the pages load comes from the network: no remote src / href / @import / url() in any built file
+    remote = re.compile(r"""(?:\bsrc=|<link[^>]*\bhref=|@import\s+|url\()\s*["']?(?:https?:)?//""", re.I)
+    loads = [p.relative_to(site) for p in site.rglob("*") if p.suffix in (".html", ".css", ".js")
+             and remote.search(p.read_text(encoding="utf-8", errors="replace"))]
+    assert not loads, f"the site must work offline; these load from the network: {loads}"
 
 
 def test_every_docs_page_is_in_the_nav():
