@@ -99,7 +99,7 @@ def _optimisers(project, teacher_file: Path, quiet: bool) -> list[dict]:
 
 
 def _accuracy(project, seeds: list[int], students: dict[int, Path], quiet: bool) -> dict:
-    from stainshift.benchmark import BenchmarkRequest, _classifier, _correct, run_benchmark
+    from stainshift.benchmark import BenchmarkRequest, benchmark_classifier, correct_mask, run_benchmark
     from stainshift.classify.evaluate import evaluate
     from stainshift.classify.models import load_classifier
     from stainshift.data.splits import samples_in
@@ -109,7 +109,7 @@ def _accuracy(project, seeds: list[int], students: dict[int, Path], quiet: bool)
     request = BenchmarkRequest(SRC, DST, classifiers=("resnet18",), gan_seeds=tuple(seeds), stain_augment=(),
                                progress=not quiet)
     result = run_benchmark(project, request, sys.argv)
-    classifier = load_classifier(_classifier(project, request, "resnet18", request.seed)[0])
+    classifier = load_classifier(benchmark_classifier(project, request, "resnet18", request.seed)[0])
     originals = {s.key: s.path for s in samples_in(project, SRC, "test")}
     out: dict = {"benchmark": str(runs.benchmark_dir(project, SRC, DST) / "benchmark.md"), "seeds": {}}
     summary = result.summary.set_index("condition")
@@ -127,7 +127,7 @@ def _accuracy(project, seeds: list[int], students: dict[int, Path], quiet: bool)
                    for name, folder in folders.items()}
         reports["original"] = evaluate(classifier, project, SRC, "test", n_boot=0)
         keys = list(reports["original"].keys)
-        correct = {name: _correct(rep, keys) for name, rep in reports.items()}
+        correct = {name: correct_mask(rep, keys) for name, rep in reports.items()}
         pb = PairedBootstrap(len(keys), 2000, seed=0)
         diff = pb.difference(correct["student"], correct["teacher"])
         ssim = {"student_to_teacher": [], "teacher_to_input": [], "student_to_input": []}

@@ -223,8 +223,8 @@ def _conditions(project: Project, r: BenchmarkRequest,
 
 
 # -- classifiers --------------------------------------------------------------------------------------------------
-def _classifier(project: Project, r: BenchmarkRequest, spec: str, seed: int, stain_augment: str | None = None,
-                name: str | None = None) -> tuple[Path, bool]:
+def benchmark_classifier(project: Project, r: BenchmarkRequest, spec: str, seed: int,
+                         stain_augment: str | None = None, name: str | None = None) -> tuple[Path, bool]:
     """A target-domain classifier: reused when one made by exactly this request exists, else trained."""
     from stainshift.classify.train import ClassifierRequest, default_name, reuse_check, train_classifier
 
@@ -276,7 +276,8 @@ def _select(project: Project, r: BenchmarkRequest, selector: Path, learned: dict
 
 
 # -- the table ----------------------------------------------------------------------------------------------------
-def _correct(report: Any, keys: list[str] | None) -> np.ndarray:
+def correct_mask(report: Any, keys: list[str] | None) -> np.ndarray:
+    """Per test image, whether ``report`` classified it right (``keys``: the image order every condition shares)."""
     if keys is not None and list(report.keys) != keys:
         raise StainshiftError("the conditions were evaluated on different test images; report this as a bug")
     return np.asarray(report.y_true) == np.asarray(report.y_pred)
@@ -325,7 +326,7 @@ class _Measurements:
             self._loaded[classifier] = load_classifier(classifier)
         report = evaluate(self._loaded[classifier], self.project, self.src, "test", harmonized_root=folder,
                           n_boot=0)
-        self.rows[label] = _correct(report, self.keys)
+        self.rows[label] = correct_mask(report, self.keys)
         self.keys = list(report.keys)
         self.meta[label] = {"macro_f1": report.macro_f1, "n": report.n, **info}
 
@@ -349,7 +350,7 @@ def run_benchmark(project: Project, r: BenchmarkRequest, argv: list[str] | None 
     chosen: list[Chosen] = []
     selector = None
     if learned:
-        selector, _ = _classifier(project, r, r.selection_classifier, r.selection_seed,
+        selector, _ = benchmark_classifier(project, r, r.selection_classifier, r.selection_seed,
                                   name=selection_classifier_name(r))
         chosen = _select(project, r, selector, learned, out)
 
@@ -358,7 +359,7 @@ def run_benchmark(project: Project, r: BenchmarkRequest, argv: list[str] | None 
     pb = None
     curve = None
     for spec in r.classifiers:
-        model, model_reused = _classifier(project, r, spec, r.seed)
+        model, model_reused = benchmark_classifier(project, r, spec, r.seed)
         m = _Measurements(project, r.src)
         for c in conditions:
             m.measure(c.label, model, c.folder, method=c.method, epoch=c.epoch, gan_seed=c.gan_seed,
@@ -366,7 +367,7 @@ def run_benchmark(project: Project, r: BenchmarkRequest, argv: list[str] | None 
         aug_labels = []
         augmented_models: dict[str, Path] = {}
         for kind in r.stain_augment:
-            augmented, reused = _classifier(project, r, spec, r.seed, stain_augment=kind)
+            augmented, reused = benchmark_classifier(project, r, spec, r.seed, stain_augment=kind)
             label = f"stain augmentation ({kind})"
             m.measure(label, augmented, None, method=f"augment-{kind}", classifier_reused=reused)
             aug_labels.append(label)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -177,15 +176,7 @@ def download(project: Project, artifact_uri: str, folder: Path) -> Path:
     """Download one artifact (file or folder URI) into ``folder``; returns its local path."""
     import mlflow.artifacts
 
-    _mlflow()
-    before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # one file: no progress bar on stderr
-    try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(folder),
-                                                        tracking_uri=project.tracking_uri,
-                                                        registry_uri=project.tracking_uri))
-    finally:
-        if before is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = before
+    _mlflow()  # the progress bar is off for the whole process (stainshift/__init__.py): one file at a time here
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(folder),
+                                                    tracking_uri=project.tracking_uri,
+                                                    registry_uri=project.tracking_uri))
