@@ -70,13 +70,10 @@ def _teacher_run(project, seed: int, quiet: bool) -> Path:
 
 
 def _student(project, seed: int, quiet: bool) -> tuple[Path, dict]:
-    request = DistillRequest(SRC, DST, teacher_run=f"cpu-s{seed}", progress=not quiet)
-    path, epoch, _ = runs.resolve_epoch(project, SRC, DST, "cyclegan", "best", f"cpu-s{seed}")
-    from stainshift.distill import student_run_id
-    from stainshift.train import checkpoints
+    from stainshift.distill import student_run
 
-    run = runs.method_dir(project, SRC, DST, "distilled") / student_run_id(
-        "cyclegan", epoch, "cpu", seed, checkpoints.file_hash(path))
+    request = DistillRequest(SRC, DST, teacher_run=f"cpu-s{seed}", progress=not quiet)
+    run = student_run(project, request)
     if not (run / "distill.json").exists():
         distill(project, dataclasses.replace(request, resume=runs.last_state(run).exists()))
     return run, json.loads((run / "distill.json").read_text())

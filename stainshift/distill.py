@@ -73,6 +73,18 @@ def student_run_id(method: str, epoch: int, preset: str, seed: int, teacher_sha:
     return f"{method}-e{epoch}-{preset}-s{seed}-{teacher_sha[:8]}"
 
 
+def _teacher(project: Project, r: DistillRequest) -> tuple[Path, int, dict | None, int, str]:
+    """The teacher's epoch file, epoch, selection record, the student's seed and the student's run id."""
+    path, epoch, selection = runs.resolve_epoch(project, r.src, r.dst, r.teacher, r.epoch, r.teacher_run, r.rule)
+    seed = r.seed if r.seed is not None else int(runs.read_config(path.parent.parent).get("seed", 0))
+    return path, epoch, selection, seed, student_run_id(r.teacher, epoch, r.preset, seed, checkpoints.file_hash(path))
+
+
+def student_run(project: Project, request: DistillRequest) -> Path:
+    """The run folder ``distill`` trains (or resumes) for ``request``."""
+    return runs.method_dir(project, request.src, request.dst, STUDENT) / _teacher(project, request)[4]
+
+
 def distill(project: Project, request: DistillRequest) -> DistillResult:
     """Train the student of the teacher epoch, check it, and make it the pair's ``distilled`` harmonizer."""
     r = request
@@ -83,15 +95,13 @@ def distill(project: Project, request: DistillRequest) -> DistillResult:
                               f"({', '.join(learned)}); classical methods are already pixel-wise")
     if r.check_images < 1:
         raise StainshiftError(f"--check-images {r.check_images}: use 1 or more")
-    path, epoch, selection = runs.resolve_epoch(project, r.src, r.dst, r.teacher, r.epoch, r.teacher_run, r.rule)
+    path, epoch, selection, seed, run_id = _teacher(project, r)
     teacher = {"method": r.teacher, "run": path.parent.parent.name, "epoch": epoch, "file": str(path),
                "sha256": checkpoints.file_hash(path),
                "selection": None if selection is None else {k: selection.get(k) for k in ("rule", "classifier")}}
-    seed = r.seed if r.seed is not None else int(runs.read_config(path.parent.parent).get("seed", 0))
     result = train(project, TrainRequest(
         r.src, r.dst, method=STUDENT, preset=r.preset, seed=seed, overrides={**r.overrides, "teacher": str(path)},
-        run_id=student_run_id(r.teacher, epoch, r.preset, seed, teacher["sha256"]), resume=r.resume, device=r.device,
-        progress=r.progress, track=r.track))
+        run_id=run_id, resume=r.resume, device=r.device, progress=r.progress, track=r.track))
     run = result.run_dir
     last = runs.kept_epochs(run)[-1]
     checks = check_student(project, r.src, path, runs.epoch_file(run, last), r.check_images, project.seed)
