@@ -142,11 +142,25 @@ def part_file(parts: Path, k: int, seed: int, cond: str) -> Path:
     return parts / f"k{k}_s{seed}_{cond.replace('+', '_').replace('(', '-').replace(')', '')}.json"
 
 
+def parse_condition(cond: str) -> tuple[bool, str | None, bool]:
+    """'RD+SD(pix2pix)+aug' -> (real images in, synthetic source 'pix2pix', augmented)."""
+    synth = cond.split("SD(")[1].split(")")[0] if "SD(" in cond else None
+    return cond.startswith("RD"), synth, cond.endswith("+aug")
+
+
+def conditions_for(generators: list[str], aug_generators: list[str]) -> list[str]:
+    plain = ["RD", "RD+SD(sim)"] + [c for g in generators for c in (f"SD({g})", f"RD+SD({g})")]
+    augmented = (["RD+aug"] + [f"RD+SD({g})+aug" for g in aug_generators]) if aug_generators else []
+    return plain + augmented
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--k", default="20", help="numbers of real training images, e.g. 20,60")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--generators", default="pix2pix,pix2pixhd")
+    parser.add_argument("--aug-generators", default="pix2pix",
+                        help="generators also measured with the U-Net's augmentation (RD+SD+aug vs RD+aug); '' = none")
     parser.add_argument("--gen-iters", type=int, default=600)
     parser.add_argument("--iters", type=int, default=300, help="U-Net iterations")
     parser.add_argument("--batch", type=int, default=8)
@@ -162,6 +176,10 @@ def main() -> None:
     ks = [int(v) for v in args.k.split(",")]
     seeds = [int(v) for v in args.seeds.split(",")]
     generators = [g for g in args.generators.split(",") if g]
+    aug_generators = [g for g in args.aug_generators.split(",") if g]
+    if not set(aug_generators) <= set(generators):
+        parser.error(f"--aug-generators {args.aug_generators}: each must also be in --generators")
+    conditions = conditions_for(generators, aug_generators)
     config = {"site": "jtsc", "k": ks, "seeds": seeds, "generators": generators, "gen_iters": args.gen_iters,
               "iters": args.iters, "batch": args.batch, "n_synth": args.n_synth, "n_test": N_TEST}
     prov = record(config)
@@ -182,7 +200,7 @@ def main() -> None:
             sd = {"sim": simulator_images(site, full, db)}
             gen_seconds = {}
             for g in generators:
-                if all(part_file(parts, k, seed, c).exists() for c in (f"SD({g})", f"RD+SD({g})")):
+                if all(part_file(parts, k, seed, c).exists() for c in conditions if parse_condition(c)[1] == g):
                     continue
                 model, gen_seconds[g] = train_generator(g, real_x, real_y, seed, args.gen_iters, args.quiet)
                 sd[g] = generate(model, synth_y)
@@ -190,27 +208,26 @@ def main() -> None:
             for g, v in sd.items():
                 pictures[k].setdefault(g, v[:6])
             rd_unet = None
-            conditions = ["RD", "RD+SD(sim)"] + [c for g in generators for c in (f"SD({g})", f"RD+SD({g})")]
             for cond in conditions:
                 path = part_file(parts, k, seed, cond)
                 if path.exists() and not args.quick:
                     continue
-                name = cond.split("(")[-1].rstrip(")") if "SD" in cond else None
+                real, name, augmented = parse_condition(cond)
                 if name is not None and name not in sd:
                     continue
-                data = ([(real_x, real_y)] if cond.startswith("RD") else []) + \
-                    ([(sd[name], synth_y)] if name is not None else [])
+                data = ([(real_x, real_y)] if real else []) + ([(sd[name], synth_y)] if name is not None else [])
                 t0 = time.time()
-                unet = train(data, False, seed, args.iters, min(96, *site.size), args.batch)
+                unet = train(data, augmented, seed, args.iters, min(96, *site.size), args.batch)
                 dice = dice_per_image(predict(unet, test_x), test_y)
                 row = {"k": k, "seed": seed, "condition": cond, "dice": dice.tolist(),
                        "seconds": round(time.time() - t0, 1), "commit": prov["commit"], "dirty": prov["dirty"],
                        "started": prov["started"], "config": config}
                 if cond == "RD":
                     rd_unet = unet
-                if name is not None and rd_unet is None and part_file(parts, k, seed, "RD").exists():
+                wants_fd = name is not None and not augmented  # the +aug rows share their SD images' FD
+                if wants_fd and rd_unet is None and part_file(parts, k, seed, "RD").exists():
                     rd_unet = train([(real_x, real_y)], False, seed, args.iters, min(96, *site.size), args.batch)
-                if name is not None and rd_unet is not None:
+                if wants_fd and rd_unet is not None:
                     f_test_a = unet_features(rd_unet, test_x[:half])
                     f_test_b = unet_features(rd_unet, test_x[half:])
                     row["fd"] = frechet_distance(unet_features(rd_unet, sd[name][:half]), f_test_b)
@@ -234,7 +251,7 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
     for k in sorted({r["k"] for r in rows}):
         at_k = [r for r in rows if r["k"] == k]
         seeds = sorted({r["seed"] for r in at_k})
-        conds = sorted({r["condition"] for r in at_k}, key=lambda c: (c != "RD", c.startswith("SD"), c))
+        conds = sorted({r["condition"] for r in at_k}, key=lambda c: (c not in ("RD", "RD+aug"), c.startswith("SD"), c))
         complete = [c for c in conds if all(any(r["seed"] == s and r["condition"] == c for r in at_k) for s in seeds)]
         scores = {c: np.stack([np.asarray(next(r for r in at_k if r["seed"] == s and r["condition"] == c)["dice"])
                                .mean(axis=1) for s in seeds]) for c in complete}
@@ -244,6 +261,9 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         for c in complete:
             value = boot.mean_score(scores[c])
             diff = boot.score_difference(scores[c], scores["RD"]) if c != "RD" else None
+            _, name, augmented = parse_condition(c)
+            aug_diff = boot.score_difference(scores[c], scores["RD+aug"]) \
+                if augmented and name is not None and "RD+aug" in scores else None
             fds = [r["fd"] for r in at_k if r["condition"] == c and "fd" in r]
             floors = [r["fd_floor"] for r in at_k if r["condition"] == c and "fd_floor" in r]
             commits = sorted({r["commit"] for r in at_k if r["condition"] == c})
@@ -252,13 +272,18 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
                             "vs_rd": diff.value if diff else 0.0, "vs_rd_low": diff.low if diff else 0.0,
                             "vs_rd_high": diff.high if diff else 0.0,
                             "verdict": diff.verdict() if diff else "(reference)",
+                            "vs_rd_aug": None if aug_diff is None else
+                            {"value": aug_diff.value, "low": aug_diff.low, "high": aug_diff.high,
+                             "verdict": aug_diff.verdict()},
                             "fd": float(np.mean(fds)) if fds else None,
                             "fd_floor": float(np.mean(floors)) if floors else None, "commits": commits})
             vs = "reference" if diff is None else \
                 f"{diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] {diff.verdict()}"
+            vs_aug = "" if aug_diff is None else \
+                f"{aug_diff.value:+.3f} [{aug_diff.low:+.3f}, {aug_diff.high:+.3f}] {aug_diff.verdict()}"
             fd = "" if not fds else f"{np.mean(fds):.2f} (floor {np.mean(floors):.2f})"
             table.append(f"| {k} | {c} | {value.value:.3f} [{value.low:.3f}, {value.high:.3f}] | "
-                         f"{' / '.join(f'{v:.3f}' for v in scores[c].mean(axis=1))} | {vs} | {fd} | "
+                         f"{' / '.join(f'{v:.3f}' for v in scores[c].mean(axis=1))} | {vs} | {vs_aug} | {fd} | "
                          f"{', '.join(commits)} |")
     config = rows[0]["config"] if rows else {}
     (out / "synthesis_generators.json").write_text(json.dumps({"provenance": prov, "rows": summary}, indent=1))
@@ -275,8 +300,12 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         "per test image; value = mean over images and seeds, 95% paired bootstrap CI; 'vs RD' = paired difference. "
         "FD = Frechet distance of the RD U-Net encoder's pooled features, 50 generated vs 50 real test images; "
         "floor = the other 50 real test images vs the same 50.", "",
-        "| k | training data | Dice [95% CI] | per seed | vs RD [95% CI] | FD (real-vs-real floor) | commits |",
-        "|---|---|---|---|---|---|---|", *table, "",
+        "'+aug' = the U-Net's flips, blur, sharpening, noise, channel inversion, brightness, contrast and "
+        "desaturation on every training image (synthesis.py's augmentation); 'vs RD+aug' = paired difference to "
+        "RD with the same augmentation.", "",
+        "| k | training data | Dice [95% CI] | per seed | vs RD [95% CI] | vs RD+aug [95% CI] | "
+        "FD (real-vs-real floor) | commits |",
+        "|---|---|---|---|---|---|---|---|", *table, "",
         "Inception FID was not measured: no Inception weights file is on this machine (`select --fid-model PATH` "
         "takes one).", "", "![masks and generated images](synthesis_generators.png)", ""]
     (out / "synthesis_generators.md").write_text("\n".join(lines))
