@@ -551,23 +551,36 @@ def score_translations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str
     whole, boxes = _load_whole(src_val, source_scale(project, src, meta))
     source = torch.stack([frame_and_crop(x, box, size) for x, box in zip(whole, boxes, strict=True)])
     target = _load(dst_val, scale_factor(project, dst), size)
-    inception = None
-    if ctx.fid_model is not None:
-        from stainshift.inception import load_inception
-
-        inception = load_inception(ctx.fid_model, ctx.device)
-    scorer = _Scorer(model, labels, target, ctx.device, ctx.batch_size, inception)
+    scorer = _Scorer(model, labels, target, ctx.device, ctx.batch_size, _inception(ctx))
     if model is not None:
         scorer.references = guard_references(ctx, scorer, whole, boxes, dst_val, size)
+    scores = _score_epochs(ctx, scorer, first, source,
+                           lambda translator: translate_and_crop(translator, whole, size, ctx.device, boxes=boxes))
+    return scores, {"src": len(src_val), "dst": len(dst_val), "size": size}
 
-    scores = [scorer.score(0, source, None)]
+
+def _inception(ctx: ScoringContext) -> torch.nn.Module | None:
+    if ctx.fid_model is None:
+        return None
+    from stainshift.inception import load_inception
+
+    return load_inception(ctx.fid_model, ctx.device)
+
+
+def _score_epochs(ctx: ScoringContext, scorer: _Scorer, first: torch.nn.Module, epoch0: torch.Tensor,
+                  output: Callable[[torch.nn.Module], torch.Tensor]) -> list[EpochScores]:
+    """Epoch 0 (``epoch0``, the images as they are), then every kept epoch's ``output(translator)``; the first
+    kept epoch's translator is ``first`` (already loaded), the rest are loaded one at a time. A row's seconds
+    include making its output."""
+    epochs = runs.kept_epochs(ctx.run)
+    scores = [scorer.score(0, epoch0, None)]
     for epoch in tqdm(epochs, desc=f"select {ctx.method}", unit="epoch", disable=not ctx.progress):
         translator = (first if epoch == epochs[0] else load_epoch(runs.epoch_file(ctx.run, epoch))[0]).to(ctx.device)
         start = time.perf_counter()
-        row = scorer.score(epoch, source, translate_and_crop(translator, whole, size, ctx.device, boxes=boxes))
-        row.seconds = round(time.perf_counter() - start, 3)  # translation included
+        row = scorer.score(epoch, epoch0, output(translator))
+        row.seconds = round(time.perf_counter() - start, 3)
         scores.append(row)
-    return scores, {"src": len(src_val), "dst": len(dst_val), "size": size}
+    return scores
 
 
 def guard_references(ctx: ScoringContext, scorer: _Scorer, whole: Sequence[torch.Tensor], boxes: Sequence[Box],
@@ -640,24 +653,16 @@ def score_generations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str,
     mask_side = seen["src" if domain != ctx.dst else "dst"]
     real = _load_as_trained(val, mask_side, size)
     masks = _masks(val, mask_side, size)
-    inception = None
-    if ctx.fid_model is not None:
-        from stainshift.inception import load_inception
-
-        inception = load_inception(ctx.fid_model, ctx.device)
     target = _load_as_trained(reference, seen["dst"], size)
-    scorer = _Scorer(model, labels, target, ctx.device, ctx.batch_size, inception)
-    scores = [scorer.score(0, real, None)]
-    for epoch in tqdm(epochs, desc=f"select {ctx.method}", unit="epoch", disable=not ctx.progress):
-        translator = (first if epoch == epochs[0] else load_epoch(runs.epoch_file(ctx.run, epoch))[0]).to(ctx.device)
-        start = time.perf_counter()
+    scorer = _Scorer(model, labels, target, ctx.device, ctx.batch_size, _inception(ctx))
+
+    @torch.inference_mode()
+    def generate(translator: torch.nn.Module) -> torch.Tensor:
         torch.manual_seed(0)  # the same noise and sampled styles for every epoch
-        with torch.inference_mode():
-            generated = torch.cat([translator(b.to(ctx.device)).float().cpu() for b in _batches(masks, 16)])
-        row = scorer.score(epoch, real, generated)
-        row.seconds = round(time.perf_counter() - start, 3)
-        scores.append(row)
-    return scores, {"val": len(val), "reference": len(reference), "size": size, "masks_domain": domain}
+        return torch.cat([translator(b.to(ctx.device)).float().cpu() for b in _batches(masks, 16)])
+
+    return _score_epochs(ctx, scorer, first, real, generate), \
+        {"val": len(val), "reference": len(reference), "size": size, "masks_domain": domain}
 
 
 # A model's ``scoring`` picks its scorer (and the SSIM minimum it defaults to).

@@ -162,3 +162,26 @@ def test_distill_errors(project, capsys):
     assert main(["train", "distilled", "--src", "hgtp", "--dst", "clinic", "--preset", "tiny", "--no-track",
                  "--project", str(project.file)]) == 2
     assert "stainshift distill" in capsys.readouterr().err
+
+
+def test_a_moved_project_still_resumes_its_student(tmp_path):
+    """The teacher's file is recorded relative to the project folder, so copying the project elsewhere (and
+    removing the original) leaves the student's run resumable there."""
+    import shutil
+
+    from stainshift.project import load_project
+
+    first = simulated_project(tmp_path / "here", per_class=2, split=(0.5, 0.25, 0.25))
+    train(first, TrainRequest("hgtp", "clinic", run_id="teacher", progress=False, track=False,
+                              overrides={**TINY_CYCLEGAN, "epochs": 1, "keep_epochs": (1,)}))
+    run = distill(first, DistillRequest("hgtp", "clinic", epoch="last", preset="tiny", progress=False,
+                                        track=False)).run_dir
+    assert runs.read_config(run)["options"]["teacher"] == "runs/hgtp_to_clinic/cyclegan/teacher/epochs/epoch_001.pt"
+    shutil.copytree(tmp_path / "here", tmp_path / "there")
+    shutil.rmtree(tmp_path / "here")
+
+    moved = load_project(tmp_path / "there" / "stainshift.toml")
+    resumed = distill(moved, DistillRequest("hgtp", "clinic", epoch="last", preset="tiny", progress=False,
+                                            track=False, resume=True, overrides={"epochs": 3, "keep_epochs": (3,)}))
+    assert resumed.run_dir == tmp_path / "there" / run.relative_to(tmp_path / "here")
+    assert resumed.epoch == 3 and runs.kept_epochs(resumed.run_dir) == [2, 3]

@@ -32,6 +32,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from stainshift.errors import StainshiftError
+from stainshift.losses import l1_loss
 from stainshift.models.kinds import DataRegime, EpochScoring
 from stainshift.models.pool import ImagePool
 from stainshift.nets.averaging import WeightAverage
@@ -177,6 +178,7 @@ class TranslationModel(nn.Module):
     data_regime: ClassVar[DataRegime] = DataRegime.UNPAIRED   # what the trainer puts in a batch
     scoring: ClassVar[EpochScoring] = EpochScoring.TRANSLATION  # how `select` scores the kept epochs
     teacher_option: ClassVar[str | None] = None  # a student of another translator: the option naming its epoch file
+    file_options: ClassVar[tuple[str, ...]] = ()  # options naming files: kept project-relative in a run's records
 
     def __init__(self, options: ModelOptions) -> None:
         super().__init__()
@@ -272,6 +274,31 @@ class TranslationModel(nn.Module):
         loss.backward()
         self.grad_sync(params)
         self.optimizers[key].step()
+
+    def _conditional_gan_step(self, cond: torch.Tensor, fake: torch.Tensor, real: torch.Tensor,
+                              lambda_l1: float) -> dict[str, float]:
+        """One step of a conditional GAN (pix2pix's objective): ``self.D`` judges (condition, image) pairs, then
+        ``self.G`` (whose output ``fake`` is) learns to fool it while staying within L1 of ``real``."""
+        self._requires_grad([self.D], True)
+        self.optimizers["D"].zero_grad(set_to_none=True)
+        with self.autocast():
+            loss_D_fake = self.gan_loss(self.D(torch.cat([cond, fake.detach().to(cond.dtype)], 1)), False)
+            loss_D_real = self.gan_loss(self.D(torch.cat([cond, real], 1)), True)
+            loss_D = 0.5 * (loss_D_fake + loss_D_real)
+        self._step("D", loss_D, self._params(self.D))
+
+        self._requires_grad([self.D], False)
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        with self.autocast():
+            loss_gan = self.gan_loss(self.D(torch.cat([cond, fake.to(cond.dtype)], 1)), True, False)
+            loss_l1 = l1_loss(fake, real) * lambda_l1
+            loss_G = loss_gan + loss_l1
+        self._step("G", loss_G, self._params(self.G))
+        self._requires_grad([self.D], True)
+
+        names = ("G_gan", "G_L1", "G", "D_real", "D_fake", "D")
+        values = torch.stack([loss_gan, loss_l1, loss_G, loss_D_real, loss_D_fake, loss_D]).detach().float().tolist()
+        return dict(zip(names, values, strict=True))
 
     @staticmethod
     def _requires_grad(nets: Iterable[nn.Module], flag: bool) -> None:

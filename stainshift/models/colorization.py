@@ -14,7 +14,7 @@ import kornia.color
 import torch
 from torch import nn
 
-from stainshift.losses import GAN_MODES, GANLoss, l1_loss
+from stainshift.losses import GAN_MODES, GANLoss
 from stainshift.models.base import ModelOptions, TranslationModel, Translator
 from stainshift.models.kinds import DataRegime
 from stainshift.nets.discriminators import PatchDiscriminator
@@ -128,25 +128,4 @@ class ColorizationGAN(TranslationModel):
         with self.autocast():
             fake_ab = self.G(L)
 
-        # discriminator: real (L, ab) vs generated (L, G(L))
-        self._requires_grad([self.D], True)
-        self.optimizers["D"].zero_grad(set_to_none=True)
-        with self.autocast():
-            loss_D_fake = self.gan_loss(self.D(torch.cat([L, fake_ab.detach().to(L.dtype)], 1)), False)
-            loss_D_real = self.gan_loss(self.D(torch.cat([L, ab], 1)), True)
-            loss_D = 0.5 * (loss_D_fake + loss_D_real)
-        self._step("D", loss_D, self._params(self.D))
-
-        # generator: fool the discriminator and stay close (L1) to the true chroma
-        self._requires_grad([self.D], False)
-        self.optimizers["G"].zero_grad(set_to_none=True)
-        with self.autocast():
-            loss_gan = self.gan_loss(self.D(torch.cat([L, fake_ab.to(L.dtype)], 1)), True, False)
-            loss_l1 = l1_loss(fake_ab, ab) * o.lambda_L1
-            loss_G = loss_gan + loss_l1
-        self._step("G", loss_G, self._params(self.G))
-        self._requires_grad([self.D], True)
-
-        names = ("G_gan", "G_L1", "G", "D_real", "D_fake", "D")
-        values = torch.stack([loss_gan, loss_l1, loss_G, loss_D_real, loss_D_fake, loss_D]).detach().float().tolist()
-        return dict(zip(names, values, strict=True))
+        return self._conditional_gan_step(L, fake_ab, ab, o.lambda_L1)  # D: real (L, ab) vs (L, G(L))

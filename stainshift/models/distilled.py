@@ -165,6 +165,7 @@ class Distilled(TranslationModel):
     options_type = DistilledOptions
     options: DistilledOptions
     teacher_option: ClassVar[str | None] = "teacher"
+    file_options: ClassVar[tuple[str, ...]] = ("teacher",)
 
     def __init__(self, options: DistilledOptions) -> None:
         super().__init__(options)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from stainshift.losses import GAN_MODES, GANLoss, l1_loss
+from stainshift.losses import GAN_MODES, GANLoss
 from stainshift.models.base import ModelOptions, TranslationModel, Translator
 from stainshift.models.kinds import DataRegime, EpochScoring
 from stainshift.models.mask_input import MaskInputOptions, MaskTranslator
@@ -115,23 +115,4 @@ class Pix2Pix(TranslationModel):
         with self.autocast():
             fake = self.G(cond)
 
-        self._requires_grad([self.D], True)
-        self.optimizers["D"].zero_grad(set_to_none=True)
-        with self.autocast():
-            loss_D_fake = self.gan_loss(self.D(torch.cat([cond, fake.detach().to(cond.dtype)], 1)), False)
-            loss_D_real = self.gan_loss(self.D(torch.cat([cond, real], 1)), True)
-            loss_D = 0.5 * (loss_D_fake + loss_D_real)
-        self._step("D", loss_D, self._params(self.D))
-
-        self._requires_grad([self.D], False)
-        self.optimizers["G"].zero_grad(set_to_none=True)
-        with self.autocast():
-            loss_gan = self.gan_loss(self.D(torch.cat([cond, fake.to(cond.dtype)], 1)), True, False)
-            loss_l1 = l1_loss(fake, real) * o.lambda_L1
-            loss_G = loss_gan + loss_l1
-        self._step("G", loss_G, self._params(self.G))
-        self._requires_grad([self.D], True)
-
-        names = ("G_gan", "G_L1", "G", "D_real", "D_fake", "D")
-        values = torch.stack([loss_gan, loss_l1, loss_G, loss_D_real, loss_D_fake, loss_D]).detach().float().tolist()
-        return dict(zip(names, values, strict=True))
+        return self._conditional_gan_step(cond, fake, real, o.lambda_L1)

@@ -47,6 +47,7 @@ from stainshift.errors import StainshiftError
 from stainshift.losses import GAN_MODES, GANLoss, l1_loss
 from stainshift.models.base import ModelOptions, TranslationModel, Translator, side_padding
 from stainshift.models.kinds import DataRegime, EpochScoring
+from stainshift.models.mask_input import MaskInputOptions
 from stainshift.nets.generators import NORMS
 from stainshift.nets.pix2pixhd_nets import (
     FeatureEncoder,
@@ -55,7 +56,7 @@ from stainshift.nets.pix2pixhd_nets import (
     MultiscaleDiscriminator,
     paint_instances,
 )
-from stainshift.synth.encoding import N_REGIONS, MaskInput, encode, input_channels, regions
+from stainshift.synth.encoding import N_REGIONS, input_channels, regions
 
 PERCEPTUAL_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)  # reference VGGLoss, shallow to deep
 REGION_NAMES = ("background", "cytoplasm", "nucleus")
@@ -66,7 +67,7 @@ _PERCEPTUAL_FIX = ("pass perceptual=PATH of a VGG19 state dict (torchvision vgg1
 
 
 @dataclass(frozen=True, kw_only=True)
-class Pix2PixHDOptions(ModelOptions):
+class Pix2PixHDOptions(MaskInputOptions):
     """pix2pixHD options; the defaults are the reference's (NVIDIA pix2pixHD, ``paper`` preset) except the
     perceptual loss, which needs a local weights file (``perceptual``)."""
 
@@ -91,8 +92,6 @@ class Pix2PixHDOptions(ModelOptions):
     n_downsample_e: int = 4
     n_clusters: int = 10            # K-means style clusters per region
     edges: bool = True              # region-boundary channel (the reference's instance edge map)
-    mask_input: str = "onehot"      # "onehot" regions or a "colour"-coded mask
-    noise_channels: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.perceptual, Path):  # checkpoints are loaded with weights_only: keep plain strings
@@ -100,14 +99,14 @@ class Pix2PixHDOptions(ModelOptions):
         super().__post_init__()
 
     def check(self) -> list[str]:
-        problems = []
-        for name, valid in (("norm", NORMS), ("gan_mode", GAN_MODES), ("mask_input", tuple(MaskInput))):
+        problems = super().check()
+        for name, valid in (("norm", NORMS), ("gan_mode", GAN_MODES)):
             if getattr(self, name) not in valid:
                 problems.append(f"{name} {getattr(self, name)!r} is not one of {', '.join(valid)}")
         if min(self.ngf, self.ndf, self.n_layers_d, self.num_d, self.n_downsample_global) < 1:
             problems.append("ngf, ndf, n_layers_d, num_d and n_downsample_global must be >= 1")
-        if min(self.n_blocks_global, self.n_blocks_local, self.niter_fix_global, self.noise_channels) < 0:
-            problems.append("n_blocks_global, n_blocks_local, niter_fix_global and noise_channels must be >= 0")
+        if min(self.n_blocks_global, self.n_blocks_local, self.niter_fix_global) < 0:
+            problems.append("n_blocks_global, n_blocks_local and niter_fix_global must be >= 0")
         if self.n_local_enhancers not in (0, 1):
             problems.append(f"n_local_enhancers must be 0 or 1 (got {self.n_local_enhancers})")
         elif self.n_local_enhancers and self.ngf % 2:
@@ -355,7 +354,7 @@ class Pix2PixHDTranslator(Translator):
 
     def _paint(self, labels: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         o = self.options
-        x = encode(labels, o.mask_input, o.edges, o.noise_channels)
+        x = o.encode(labels)
         if features is not None:
             x = torch.cat([x, features.to(x.dtype)], 1)
         return self.generator(x).float().add(1).div(2).clamp(0, 1)
@@ -399,6 +398,7 @@ class Pix2PixHD(TranslationModel):
     scoring = EpochScoring.GENERATION
     options_type = Pix2PixHDOptions
     options: Pix2PixHDOptions
+    file_options = ("perceptual",)
 
     @classmethod
     def presets(cls) -> dict[str, ModelOptions]:
@@ -488,7 +488,7 @@ class Pix2PixHD(TranslationModel):
         real = self._batch(batch, "image") * 2 - 1
         labels = self._batch(batch, "mask", channels=1)
         self.train()
-        x = encode(labels, o.mask_input, o.edges, o.noise_channels)
+        x = o.encode(labels)
         condition = x[:, :o.condition_channels]
         frozen = self.global_frozen()
         if frozen:  # no gradients, so Adam leaves the global generator's weights (and moments) alone

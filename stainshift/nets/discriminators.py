@@ -8,6 +8,19 @@ from torch import nn
 from stainshift.nets.generators import _uses_bias, init_weights, norm_layer
 
 
+def _strided_convs(in_ch: int, ndf: int, strides: list[int], norm: str) -> tuple[list[nn.Module], int]:
+    """A stride-2 4x4 convolution to ``ndf`` channels without norm, then one normed 4x4 convolution per stride
+    (channels 2ndf, 4ndf, ... capped at 8ndf), LeakyReLU 0.2 after each; returns the layers and their last width."""
+    make_norm, bias = norm_layer(norm), _uses_bias(norm)
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+    ch = ndf
+    for n, stride in enumerate(strides, start=1):
+        nxt = ndf * min(2**n, 8)
+        layers += [nn.Conv2d(ch, nxt, 4, stride=stride, padding=1, bias=bias), make_norm(nxt), nn.LeakyReLU(0.2, True)]
+        ch = nxt
+    return layers, ch
+
+
 class PatchDiscriminator(nn.Module):
     """Convolutional real/fake classifier of overlapping patches: one logit per patch (no sigmoid).
 
@@ -20,15 +33,7 @@ class PatchDiscriminator(nn.Module):
         super().__init__()
         if n_layers < 1 or ndf < 1:
             raise ValueError(f"n_layers and ndf must be >= 1 (got {n_layers}, {ndf})")
-        make_norm, bias = norm_layer(norm), _uses_bias(norm)
-        layers: list[nn.Module] = [nn.Conv2d(in_ch, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
-        ch = ndf
-        for n in range(1, n_layers + 1):
-            nxt = ndf * min(2**n, 8)
-            stride = 2 if n < n_layers else 1
-            layers += [nn.Conv2d(ch, nxt, 4, stride=stride, padding=1, bias=bias), make_norm(nxt),
-                       nn.LeakyReLU(0.2, True)]
-            ch = nxt
+        layers, ch = _strided_convs(in_ch, ndf, [2] * (n_layers - 1) + [1], norm)
         layers.append(nn.Conv2d(ch, 1, 4, stride=1, padding=1))
         self.model = nn.Sequential(*layers)
         init_weights(self)
@@ -54,13 +59,7 @@ class GlobalDiscriminator(nn.Module):
         super().__init__()
         if n_layers < 1 or ndf < 1:
             raise ValueError(f"n_layers and ndf must be >= 1 (got {n_layers}, {ndf})")
-        make_norm, bias = norm_layer(norm), _uses_bias(norm)
-        layers: list[nn.Module] = [nn.Conv2d(in_ch, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
-        ch = ndf
-        for n in range(1, n_layers):
-            nxt = ndf * min(2**n, 8)
-            layers += [nn.Conv2d(ch, nxt, 4, stride=2, padding=1, bias=bias), make_norm(nxt), nn.LeakyReLU(0.2, True)]
-            ch = nxt
+        layers, ch = _strided_convs(in_ch, ndf, [2] * (n_layers - 1), norm)
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(ch, 1)
         init_weights(self)

@@ -166,13 +166,39 @@ class Trainer:
             raise StainshiftError(f"{run}: a run with this id exists; pass --resume to continue it or another --run-id")
         return run, None
 
+    def _file_paths(self, options: dict[str, Any], portable: bool) -> dict[str, Any]:
+        """The model's file options made project-relative (``portable``, for the run's records, so a moved project
+        still resumes) or absolute again (relative ones are read against the project folder)."""
+        root = self.project.root.resolve()
+        out = dict(options)
+        for key in model_class(self.request.method).file_options:
+            if not out.get(key):
+                continue
+            path = Path(out[key])
+            if portable:
+                out[key] = path.relative_to(root).as_posix() if path.is_absolute() and path.is_relative_to(root) \
+                    else str(path)
+            else:
+                out[key] = str(path if path.is_absolute() else root / path)
+        return out
+
+    def _asked(self) -> dict[str, Any]:
+        """The request's overrides; file options given as relative paths are read against the working folder."""
+        asked = dict(self.request.overrides)
+        for key in model_class(self.request.method).file_options:
+            if asked.get(key):
+                asked[key] = str(Path(asked[key]).resolve())
+        return asked
+
     def _overrides(self, saved: dict[str, Any] | None) -> dict[str, Any]:
         if saved is None:  # a fresh run, or one started over: its recorded options, then what was asked now
-            base = {k: tuple(v) if isinstance(v, list) else v for k, v in (self._restart_options or {}).items()}
-            return {**base, **self.request.overrides}
-        options = dict(saved["config"]["options"])
-        options.update({k: v for k, v in self.request.overrides.items() if k in _RESUMABLE})
-        changed = {k for k, v in self.request.overrides.items() if k not in _RESUMABLE and options.get(k) != v}
+            base = {k: tuple(v) if isinstance(v, list) else v
+                    for k, v in self._file_paths(self._restart_options or {}, portable=False).items()}
+            return {**base, **self._asked()}
+        options = self._file_paths(saved["config"]["options"], portable=False)
+        asked = self._asked()
+        options.update({k: v for k, v in asked.items() if k in _RESUMABLE})
+        changed = {k for k, v in asked.items() if k not in _RESUMABLE and options.get(k) != v}
         if changed:
             raise StainshiftError(f"--resume cannot change {sorted(changed)} of a saved run; start a new run instead")
         return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
@@ -181,7 +207,7 @@ class Trainer:
         r = self.request
         config = {
             "method": r.method, "preset": r.preset, "src": r.src, "dst": r.dst, "seed": r.seed,
-            "balanced": r.balanced, "options": dataclasses.asdict(self.options),
+            "balanced": r.balanced, "options": self._file_paths(dataclasses.asdict(self.options), portable=True),
             "splits": {d: _file_sha(runs.split_file(self.project, d)) for d in (r.src, r.dst)},
             "scale": self.scales, "n_train": self._n_train(),
             "sample_images": [s.key for s in self.sample_images], "run_id": self.run_dir.name,
@@ -261,8 +287,9 @@ class Trainer:
     def _restore(self, saved: dict[str, Any]) -> None:
         # a run saved before an option existed has no key for it: it was trained with that option's default
         defaults = dataclasses.asdict(options_from_dict(self.request.method, saved["config"]["options"]))
-        identity = {k: v for k, v in defaults.items() if k not in _RESUMABLE}
-        now = {k: v for k, v in dataclasses.asdict(self.options).items() if k not in _RESUMABLE}
+        identity = {k: v for k, v in self._file_paths(defaults, portable=True).items() if k not in _RESUMABLE}
+        now = {k: v for k, v in self._file_paths(dataclasses.asdict(self.options), portable=True).items()
+               if k not in _RESUMABLE}
         if checkpoints.config_hash(identity) != checkpoints.config_hash(now):
             raise StainshiftError(f"{self.run_dir}/last.pt: saved options differ from this model; start a new run")
         self.model.load_training_state(saved["model"])
