@@ -7,6 +7,7 @@
    ``stainshift benchmark``: a GroupNorm ResNet18 trained on the clinic, evaluated on hgtp's test split for the
    original images, the three classical methods and every kept CycleGAN epoch, the epoch selected under both rules,
    the classifier fine-tuned on hgtp as the upper bound; ``harmonize`` with the selected epoch (``--epoch best``);
+   ``report``, the benchmark's HTML page;
 3. draw a before/after grid and summarise.
 
 Everything lands in ``workdir`` (data, ``stainshift.toml``, ``runs/``) and in the ``demo`` mlflow experiment.
@@ -202,7 +203,8 @@ def run_demo(workdir: str | Path = "stainshift-demo", quick: bool = False, progr
     summary.files = {"project": str(project.file), "benchmark": str(bench / "benchmark.md"),
                      "plot": str(bench / "accuracy_vs_epoch.png"), "selection": str(runs.selection_plot(run)),
                      "harmonized": f"{harmonized} (epoch {selection['epoch']}, {selection['rule']} rule)",
-                     "before/after": str(grid), "pipeline": str(result.state)}
+                     "before/after": str(grid), "report": str(runs.report_dir(project, SOURCE, TARGET) / "index.html"),
+                     "pipeline": str(result.state)}
     lap("summary")
 
     params = {**asdict(settings), "gan_run": run.name, "classifier": CLASSIFIER}

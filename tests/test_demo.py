@@ -66,11 +66,13 @@ def test_tiny_demo_end_to_end(tmp_path):
     assert saved["accuracy"] == summary.accuracy and saved["selected"] == summary.selected
     text = (workdir / "summary.md").read_text()
     assert "stain shift costs" in text and "cyclegan selected (labelled)" in text
-    assert set(saved["stage_seconds"]) == {"data", "train-cyclegan", "benchmark", "harmonize", "summary"}
+    assert set(saved["stage_seconds"]) == {"data", "train-cyclegan", "benchmark", "harmonize", "report", "summary"}
+    page = (workdir / "runs" / "hgtp_to_clinic" / "report" / "index.html").read_text()
+    assert saved["files"]["report"].endswith("report/index.html") and "cyclegan selected (labelled)" in page
 
     # the demo is the recipe pipelines/paper_blocks_1_2.toml on the simulated hospitals (colorization left out)
     state = json.loads(next((workdir / "runs" / "pipelines").glob("paper_blocks_1_2-*.json")).read_text())
-    assert list(state["steps"]) == ["train-cyclegan", "benchmark", "harmonize"]
+    assert list(state["steps"]) == ["train-cyclegan", "benchmark", "harmonize", "report"]
     assert state["steps"]["train-cyclegan"]["command"][:6] == ["train", "cyclegan", "--src", "hgtp", "--dst",
                                                                "clinic"]
 
