@@ -47,7 +47,8 @@ from synthesis import (
 
 from stainshift.data.io import cell_regions, read_image, read_mask
 from stainshift.metrics import frechet_distance
-from stainshift.models.registry import build_model, model_options
+from stainshift.models.kinds import DataRegime
+from stainshift.models.registry import build_model, model_class, model_options
 from stainshift.paired_stats import PairedBootstrap
 from stainshift.synth.masks import SEMANTIC, MaskSpec, compose
 from stainshift.synth.render import render_mask
@@ -86,9 +87,10 @@ def simulator_images(site, full, db) -> np.ndarray:
 
 
 def train_generator(method: str, real_x: np.ndarray, real_y: np.ndarray, seed: int, iters: int, quiet: bool):
-    """The generator's ``cpu`` preset trained on the RD pairs (random flips) for ``iters`` iterations; an epoch is
-    one pass over the k pairs, and the learning-rate schedule (constant for half the epochs, then linear decay to 0,
-    as the preset) is stretched over all of them."""
+    """The generator's ``cpu`` preset trained on the RD pairs (random flips; an unpaired model draws its masks and
+    images independently from them) for ``iters`` iterations; an epoch is one pass over the k pairs, and the
+    learning-rate schedule (constant for half the epochs, then linear decay to 0, as the preset) is stretched over
+    all of them."""
     torch.manual_seed(seed)
     batch = model_options(method, "cpu").batch_size
     per_epoch = max(1, len(real_x) // batch)
@@ -96,12 +98,14 @@ def train_generator(method: str, real_x: np.ndarray, real_y: np.ndarray, seed: i
     model = build_model(method, "cpu", epochs=total // 2, epochs_decay=total - total // 2)
     rng = np.random.default_rng([seed, 13])
     b = model.options.batch_size
+    unpaired = model_class(method).data_regime is DataRegime.UNPAIRED_MASK  # maskcyclegan: masks and images apart
     t0 = time.time()
     for step in range(iters):
         idx = rng.integers(len(real_x), size=b)
+        image_idx = rng.integers(len(real_x), size=b) if unpaired else idx
         xs, ms = [], []
-        for i in idx:
-            x, y = real_x[i], VALUES[real_y[i]]
+        for i, j in zip(idx, image_idx, strict=True):
+            x, y = real_x[j], VALUES[real_y[i]]
             if rng.random() < 0.5:
                 x, y = x[:, ::-1], y[:, ::-1]
             if rng.random() < 0.5:
@@ -221,7 +225,7 @@ def main() -> None:
                 dice = dice_per_image(predict(unet, test_x), test_y)
                 row = {"k": k, "seed": seed, "condition": cond, "dice": dice.tolist(),
                        "seconds": round(time.time() - t0, 1), "commit": prov["commit"], "dirty": prov["dirty"],
-                       "started": prov["started"], "config": config}
+                       "started": prov["started"], "machine": prov["machine"]["cpu"], "config": config}
                 if cond == "RD":
                     rd_unet = unet
                 wants_fd = name is not None and not augmented  # the +aug rows share their SD images' FD
@@ -266,7 +270,7 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
                 if augmented and name is not None and "RD+aug" in scores else None
             fds = [r["fd"] for r in at_k if r["condition"] == c and "fd" in r]
             floors = [r["fd_floor"] for r in at_k if r["condition"] == c and "fd_floor" in r]
-            commits = sorted({r["commit"] for r in at_k if r["condition"] == c})
+            commits = sorted({f"{r['commit']} ({r.get('machine', '?')})" for r in at_k if r["condition"] == c})
             summary.append({"k": k, "condition": c, "seeds": seeds, "dice": value.value, "low": value.low,
                             "high": value.high, "per_seed": scores[c].mean(axis=1).round(4).tolist(),
                             "vs_rd": diff.value if diff else 0.0, "vs_rd_low": diff.low if diff else 0.0,
@@ -290,7 +294,7 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
     lines = [
         "# Mask-to-image generators as synthetic data for segmentation (jtsc_tecom)", "",
         f"Tables written at commit {prov['commit']} (dirty: {prov['dirty']}), {prov['started']}, "
-        f"{prov['machine']}; each part's own commit is in the last column and in "
+        f"{prov['machine']}; each part's own commit and CPU are in the last column and in "
         "`synthesis_generators_parts/`.", "",
         f"A fixed test split of {N_TEST} real images; RD = k real image/mask pairs; the shape database and every "
         f"generator see only those k. SD = {config.get('n_synth')} images from synthetic single-cell masks: the "
