@@ -256,23 +256,31 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         at_k = [r for r in rows if r["k"] == k]
         seeds = sorted({r["seed"] for r in at_k})
         conds = sorted({r["condition"] for r in at_k}, key=lambda c: (c not in ("RD", "RD+aug"), c.startswith("SD"), c))
-        complete = [c for c in conds if all(any(r["seed"] == s and r["condition"] == c for r in at_k) for s in seeds)]
-        scores = {c: np.stack([np.asarray(next(r for r in at_k if r["seed"] == s and r["condition"] == c)["dice"])
-                               .mean(axis=1) for s in seeds]) for c in complete}
-        if "RD" not in scores:
+        have = {c: [s for s in seeds if any(r["seed"] == s and r["condition"] == c for r in at_k)] for c in conds}
+
+        def dice(c: str, on: list[int], at_k: list[dict] = at_k) -> np.ndarray:  # (seeds, test images)
+            return np.stack([np.asarray(next(r for r in at_k if r["seed"] == s and r["condition"] == c)["dice"])
+                             .mean(axis=1) for s in on])
+
+        if "RD" not in have:
             continue
-        boot = PairedBootstrap(scores["RD"].shape[1], n_boot=n_boot, seed=0)
-        for c in complete:
-            value = boot.mean_score(scores[c])
-            diff = boot.score_difference(scores[c], scores["RD"]) if c != "RD" else None
+        n_images = dice("RD", have["RD"][:1]).shape[1]
+        boot = PairedBootstrap(n_images, n_boot=n_boot, seed=0)
+        for c in conds:
+            on = [s for s in have[c] if s in have["RD"]]  # a condition is paired with RD on the seeds both have
+            if not on:
+                continue
+            value = boot.mean_score(dice(c, on))
+            diff = boot.score_difference(dice(c, on), dice("RD", on)) if c != "RD" else None
             _, name, augmented = parse_condition(c)
-            aug_diff = boot.score_difference(scores[c], scores["RD+aug"]) \
-                if augmented and name is not None and "RD+aug" in scores else None
+            on_aug = [s for s in on if s in have.get("RD+aug", [])]
+            aug_diff = boot.score_difference(dice(c, on_aug), dice("RD+aug", on_aug)) \
+                if augmented and name is not None and on_aug else None
             fds = [r["fd"] for r in at_k if r["condition"] == c and "fd" in r]
             floors = [r["fd_floor"] for r in at_k if r["condition"] == c and "fd_floor" in r]
             commits = sorted({f"{r['commit']} ({r.get('machine', '?')})" for r in at_k if r["condition"] == c})
-            summary.append({"k": k, "condition": c, "seeds": seeds, "dice": value.value, "low": value.low,
-                            "high": value.high, "per_seed": scores[c].mean(axis=1).round(4).tolist(),
+            summary.append({"k": k, "condition": c, "seeds": on, "dice": value.value, "low": value.low,
+                            "high": value.high, "per_seed": dice(c, on).mean(axis=1).round(4).tolist(),
                             "vs_rd": diff.value if diff else 0.0, "vs_rd_low": diff.low if diff else 0.0,
                             "vs_rd_high": diff.high if diff else 0.0,
                             "verdict": diff.verdict() if diff else "(reference)",
@@ -287,7 +295,8 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
                 f"{aug_diff.value:+.3f} [{aug_diff.low:+.3f}, {aug_diff.high:+.3f}] {aug_diff.verdict()}"
             fd = "" if not fds else f"{np.mean(fds):.2f} (floor {np.mean(floors):.2f})"
             table.append(f"| {k} | {c} | {value.value:.3f} [{value.low:.3f}, {value.high:.3f}] | "
-                         f"{' / '.join(f'{v:.3f}' for v in scores[c].mean(axis=1))} | {vs} | {vs_aug} | {fd} | "
+                         f"{' / '.join(f's{q} {v:.3f}' for q, v in zip(on, dice(c, on).mean(axis=1), strict=True))} | "
+                         f"{vs} | {vs_aug} | {fd} | "
                          f"{', '.join(commits)} |")
     config = rows[0]["config"] if rows else {}
     (out / "synthesis_generators.json").write_text(json.dumps({"provenance": prov, "rows": summary}, indent=1))
@@ -301,7 +310,8 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         f"simulator's renders (sim) or a generator trained on the k pairs ({config.get('gen_iters')} iterations "
         "of its `cpu` preset, no epoch picked by any score). U-Net (ResNet18 encoder, from scratch), "
         f"{config.get('iters')} iterations of batch {config.get('batch')}. Dice = mean of cytoplasm and nucleus Dice "
-        "per test image; value = mean over images and seeds, 95% paired bootstrap CI; 'vs RD' = paired difference. "
+        "per test image; value = mean over images and seeds, 95% paired bootstrap CI; 'vs RD' = paired difference, "
+        "on the seeds both conditions have (the 'per seed' column names them). "
         "FD = Frechet distance of the RD U-Net encoder's pooled features, 50 generated vs 50 real test images; "
         "floor = the other 50 real test images vs the same 50.", "",
         "'+aug' = the U-Net's flips, blur, sharpening, noise, channel inversion, brightness, contrast and "
