@@ -554,7 +554,7 @@ def score_translations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str
     scorer = _Scorer(model, labels, target, ctx.device, ctx.batch_size, _inception(ctx))
     if model is not None:
         scorer.references = guard_references(ctx, scorer, whole, boxes, dst_val, size)
-    scores = _score_epochs(ctx, scorer, first, source,
+    scores = _score_epochs(ctx, scorer, epochs, first, source,
                            lambda translator: translate_and_crop(translator, whole, size, ctx.device, boxes=boxes))
     return scores, {"src": len(src_val), "dst": len(dst_val), "size": size}
 
@@ -567,12 +567,11 @@ def _inception(ctx: ScoringContext) -> torch.nn.Module | None:
     return load_inception(ctx.fid_model, ctx.device)
 
 
-def _score_epochs(ctx: ScoringContext, scorer: _Scorer, first: torch.nn.Module, epoch0: torch.Tensor,
-                  output: Callable[[torch.nn.Module], torch.Tensor]) -> list[EpochScores]:
-    """Epoch 0 (``epoch0``, the images as they are), then every kept epoch's ``output(translator)``; the first
-    kept epoch's translator is ``first`` (already loaded), the rest are loaded one at a time. A row's seconds
-    include making its output."""
-    epochs = runs.kept_epochs(ctx.run)
+def _score_epochs(ctx: ScoringContext, scorer: _Scorer, epochs: list[int], first: torch.nn.Module,
+                  epoch0: torch.Tensor, output: Callable[[torch.nn.Module], torch.Tensor]) -> list[EpochScores]:
+    """Epoch 0 (``epoch0``, the images as they are), then each of ``epochs``' ``output(translator)``; the first
+    one's translator is ``first`` (already loaded), the rest are loaded one at a time. A row's seconds include
+    making its output."""
     scores = [scorer.score(0, epoch0, None)]
     for epoch in tqdm(epochs, desc=f"select {ctx.method}", unit="epoch", disable=not ctx.progress):
         translator = (first if epoch == epochs[0] else load_epoch(runs.epoch_file(ctx.run, epoch))[0]).to(ctx.device)
@@ -661,7 +660,7 @@ def score_generations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str,
         torch.manual_seed(0)  # the same noise and sampled styles for every epoch
         return torch.cat([translator(b.to(ctx.device)).float().cpu() for b in _batches(masks, 16)])
 
-    return _score_epochs(ctx, scorer, first, real, generate), \
+    return _score_epochs(ctx, scorer, epochs, first, real, generate), \
         {"val": len(val), "reference": len(reference), "size": size, "masks_domain": domain}
 
 
