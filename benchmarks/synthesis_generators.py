@@ -11,7 +11,8 @@ training images k (RD = the first k of synthesis.py's pool order, so RD20 is ins
 - the shape database is built from the k RD masks only, and the synthetic masks (single-cell crops) from it;
 - SD(sim): the stain simulator's renders of those masks (hgtp protocol), as in synthesis.py;
 - SD(<generator>): the generator trained on the k RD image/mask pairs (the model's ``cpu`` preset, a fixed number
-  of iterations, no epoch chosen by any score), then run on the same synthetic masks;
+  of passes over the k pairs, so k = 60 gets three times the iterations of k = 20; no epoch chosen by any score),
+  then run on the same synthetic masks;
 - a U-Net per condition: RD, RD+SD(...) (half of each batch real) and SD(...) alone.
 
 Image quality: Frechet distance on the project's own features (the penultimate pooled features of the seed's
@@ -165,7 +166,8 @@ def main() -> None:
     parser.add_argument("--generators", default="pix2pix,pix2pixhd")
     parser.add_argument("--aug-generators", default="pix2pix",
                         help="generators also measured with the U-Net's augmentation (RD+SD+aug vs RD+aug); '' = none")
-    parser.add_argument("--gen-iters", type=int, default=600)
+    parser.add_argument("--gen-iters", type=int, default=600,
+                        help="generator iterations per 20 real pairs: k pairs get gen_iters * k / 20, the same passes")
     parser.add_argument("--iters", type=int, default=300, help="U-Net iterations")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--n-synth", type=int, default=120)
@@ -184,7 +186,7 @@ def main() -> None:
     if not set(aug_generators) <= set(generators):
         parser.error(f"--aug-generators {args.aug_generators}: each must also be in --generators")
     conditions = conditions_for(generators, aug_generators)
-    config = {"site": "jtsc", "k": ks, "seeds": seeds, "generators": generators, "gen_iters": args.gen_iters,
+    config = {"site": "jtsc", "k": ks, "seeds": seeds, "generators": generators, "gen_iters_per_20": args.gen_iters,
               "iters": args.iters, "batch": args.batch, "n_synth": args.n_synth, "n_test": N_TEST}
     prov = record(config)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -202,11 +204,12 @@ def main() -> None:
         for seed in seeds:
             full, synth_y, db = synthetic_masks(site, rd, args.n_synth, seed)
             sd = {"sim": simulator_images(site, full, db)}
-            gen_seconds = {}
+            gen_seconds, gen_iters = {}, {}
             for g in generators:
                 if all(part_file(parts, k, seed, c).exists() for c in conditions if parse_condition(c)[1] == g):
                     continue
-                model, gen_seconds[g] = train_generator(g, real_x, real_y, seed, args.gen_iters, args.quiet)
+                gen_iters[g] = max(2, round(args.gen_iters * k / 20))
+                model, gen_seconds[g] = train_generator(g, real_x, real_y, seed, gen_iters[g], args.quiet)
                 sd[g] = generate(model, synth_y)
             pictures.setdefault(k, {"masks": synth_y[:6], **{g: v[:6] for g, v in sd.items()}})
             for g, v in sd.items():
@@ -238,6 +241,7 @@ def main() -> None:
                     row["fd_floor"] = frechet_distance(f_test_a, f_test_b)
                 if name is not None and name in gen_seconds:
                     row["generator_seconds"] = gen_seconds[name]
+                    row["generator_iterations"] = gen_iters[name]
                 path.write_text(json.dumps(row))
                 if not args.quiet:
                     fd = f", FD {row['fd']:.2f} (floor {row['fd_floor']:.2f})" if "fd" in row else ""
@@ -307,8 +311,10 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         "`synthesis_generators_parts/`.", "",
         f"A fixed test split of {N_TEST} real images; RD = k real image/mask pairs; the shape database and every "
         f"generator see only those k. SD = {config.get('n_synth')} images from synthetic single-cell masks: the "
-        f"simulator's renders (sim) or a generator trained on the k pairs ({config.get('gen_iters')} iterations "
-        "of its `cpu` preset, no epoch picked by any score). U-Net (ResNet18 encoder, from scratch), "
+        f"simulator's renders (sim) or a generator trained on the k pairs "
+        f"({config.get('gen_iters_per_20', config.get('gen_iters'))} iterations per 20 pairs, so the same passes over "
+        "the pairs at every k, of its `cpu` preset; no epoch picked by any score). "
+        "U-Net (ResNet18 encoder, from scratch), "
         f"{config.get('iters')} iterations of batch {config.get('batch')}. Dice = mean of cytoplasm and nucleus Dice "
         "per test image; value = mean over images and seeds, 95% paired bootstrap CI; 'vs RD' = paired difference, "
         "on the seeds both conditions have (the 'per seed' column names them). "
