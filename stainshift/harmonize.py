@@ -26,7 +26,7 @@ import csv
 import io
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,9 @@ from stainshift.train import checkpoints
 
 @dataclass(frozen=True)
 class HarmonizeRequest:
-    src: str
-    dst: str
-    method: str = "cyclegan"
+    src: str | None = None  # None only with ``model``, which names its pair
+    dst: str | None = None
+    method: str | None = None  # None = cyclegan, or the ``model``'s method
     epoch: str | int = "best"
     rule: str | None = None  # with epoch "best": None = the latest selection (selected.json), else that rule's
     input: Path | None = None
@@ -71,8 +71,8 @@ class HarmonizeRequest:
     skip_bad: bool = False
     keep_detail: bool = True  # learned methods: carry the translation's colour change onto the full-size input
     progress: bool = True
-    model: str | None = None  # a registered harmonizer (models:/NAME/VERSION) instead of a run's epoch; src, dst and
-    #                           method must be its own (stainshift.model_registry.resolve tells them)
+    model: str | None = None  # a registered harmonizer (models:/NAME/VERSION, /latest or @ALIAS) instead of a run's
+    #                           epoch; src, dst and method default to its own and must match it when given
     shard: tuple[int, int] | None = None  # (rank, world): only the files i % world == rank of the sorted list, rows
     #                                       to a partial manifest that stainshift.shard merges
 
@@ -86,6 +86,8 @@ class HarmonizeResult:
     checkpoint: str | None
     skipped: list[str]
     selection: dict | None = None  # for --epoch best: the selection record used (rule, classifier, reason)
+    method: str = ""
+    model: str | None = None  # the registered version used, pinned (models:/NAME/VERSION) when asked by alias
 
 
 # -- loading a method ---------------------------------------------------------------------------------------------
@@ -348,7 +350,13 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
         if r.run_id is not None or r.rule is not None:
             raise StainshiftError("--model names one epoch of one run: drop --run-id and --rule")
         registered = resolve(project, r.model)
+        r = replace(r, src=r.src or registered.src, dst=r.dst or registered.dst,
+                    method=r.method or registered.method, model=registered.uri)
         registered.check_request(r.src, r.dst, r.method, r.epoch)
+    elif not r.src or not r.dst:
+        raise StainshiftError("harmonize needs --src and --dst (or --model models:/NAME/VERSION)")
+    elif r.method is None:
+        r = replace(r, method="cyclegan")
     method = entry(r.method)
     if method.between_classes:
         raise StainshiftError(f"{r.method} turns one class of a domain into another, not a stain into another: use "
@@ -422,7 +430,7 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
         manifest = write_partial(out_dir, *r.shard, rows, skipped)
     else:
         manifest = write_manifest(out_dir, rows)
-    return HarmonizeResult(out_dir, len(rows), manifest, epoch, ckpt_hash, skipped, selection)
+    return HarmonizeResult(out_dir, len(rows), manifest, epoch, ckpt_hash, skipped, selection, r.method, r.model)
 
 
 MANIFEST_FIELDS = ("input", "output", "method", "epoch", "checkpoint")

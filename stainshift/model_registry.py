@@ -7,7 +7,7 @@ experiment, and tagged with where it came from: ``stainshift.src`` / ``dst`` / `
 and provenance (training code version, registering commit, training mlflow run).
 
     >>> version, new = register(project, "hgtp", "clinic")                   # after `stainshift select`
-    >>> harmonize(project, HarmonizeRequest("hgtp", "clinic", model=version.uri))
+    >>> harmonize(project, HarmonizeRequest(model=version.uri))  # pair and method come from the version
 
 ``harmonize --model models:/NAME/VERSION`` (or ``models:/NAME/latest``, ``models:/NAME@ALIAS``) fetches the epoch
 file into ``runs/registry/`` (checked against its sha256) and loads it as any epoch file, weights only: nothing

@@ -105,6 +105,21 @@ def test_harmonize_from_the_registry_matches_the_epoch_byte_for_byte(project, fi
     assert code == 0 and f"epoch {version.epoch} ({version.uri})" in out
 
 
+def test_the_python_api_takes_pair_and_method_from_the_model_and_pins_latest(project, first, tmp_path):
+    version = first[0]
+    alone = harmonize(project, HarmonizeRequest(model=version.uri, out=tmp_path / "alone", progress=False))
+    by_epoch = harmonize(project, HarmonizeRequest("hgtp", "clinic", epoch=version.epoch, out=tmp_path / "epoch",
+                                                   progress=False))
+    assert (alone.method, alone.model, alone.epoch) == ("cyclegan", version.uri, version.epoch)
+    assert _outputs(tmp_path / "alone") == _outputs(tmp_path / "epoch") and by_epoch.model is None
+    latest = harmonize(project, HarmonizeRequest(model=f"models:/{NAME}/latest", out=tmp_path / "latest",
+                                                 progress=False))
+    pinned = resolve(project, f"models:/{NAME}/latest")
+    assert latest.model == pinned.uri and re.fullmatch(rf"models:/{NAME}/\d+", latest.model)
+    with pytest.raises(StainshiftError, match="needs --src and --dst"):
+        harmonize(project, HarmonizeRequest(dst="clinic", out=tmp_path / "none", progress=False))
+
+
 def test_a_damaged_cached_copy_is_fetched_again(project, first):
     version = first[0]
     cached = fetch(project, version)

@@ -65,25 +65,19 @@ def run(args: argparse.Namespace) -> int:
     from stainshift.shard import harmonize_distributed
 
     project = load_project(args.project)
-    src, dst, method = args.src, args.dst, args.method or "cyclegan"
-    registered = None
-    if args.model:  # what the version does not say the user need not repeat (harmonize checks what they did say)
-        from stainshift.model_registry import resolve
+    if args.model:
         from stainshift.train.distributed import from_env
 
         if from_env().enabled and not args.model.rstrip("/").split("/")[-1].isdigit():
             raise StainshiftError(f"--model {args.model}: under torchrun every process must load the same version; "
                                   "pin its number, e.g. models:/NAME/3 (see `stainshift models list`)")
-        registered = resolve(project, args.model)
-        src, dst, method = src or registered.src, dst or registered.dst, args.method or registered.method
-    if not src or not dst:
-        raise StainshiftError("harmonize needs --src and --dst (or --model models:/NAME/VERSION)")
     asked_epoch = "best" if args.epoch is None else args.epoch
-    request = HarmonizeRequest(src=src, dst=dst, method=method, epoch=asked_epoch, rule=args.rule, input=args.input,
-                               out=args.out, run_id=args.run_id, tile=args.tile, overlap=args.overlap,
-                               batch_size=args.batch_size, device=args.device, skip_bad=args.skip_bad,
-                               keep_detail=args.keep_detail, progress=not args.quiet,
-                               model=registered.uri if registered else None)  # latest / alias: pinned now
+    # with --model, what the version says (pair, method) need not be repeated; harmonize checks what was said
+    request = HarmonizeRequest(src=args.src, dst=args.dst, method=args.method, epoch=asked_epoch, rule=args.rule,
+                               input=args.input, out=args.out, run_id=args.run_id, tile=args.tile,
+                               overlap=args.overlap, batch_size=args.batch_size, device=args.device,
+                               skip_bad=args.skip_bad, keep_detail=args.keep_detail, progress=not args.quiet,
+                               model=args.model)
     result = harmonize_distributed(project, request)
     if result is None:  # another torchrun rank than 0: rank 0 reports for all
         return 0
@@ -95,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
             chosen = result.selection
             by = f", classifier {Path(chosen['classifier']).parent.name}" if chosen.get("classifier") else ""
             epoch += f" (best by the {chosen['rule']} rule{by})"
-        if registered is not None:
-            epoch += f" ({registered.uri})"
-        print(f"harmonized {result.n_images} images with {method}{epoch} -> {result.out_dir} "
+        if result.model is not None:
+            epoch += f" ({result.model})"
+        print(f"harmonized {result.n_images} images with {result.method}{epoch} -> {result.out_dir} "
               f"(manifest: {result.manifest.name})")
     return 0
