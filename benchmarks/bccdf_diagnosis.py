@@ -9,7 +9,11 @@ same test cells (paired bootstrap of the test images):
 1. context: translate the whole field (what ``harmonize`` does) vs only the cell's framed window; with instance
    normalization a field full of red cells could normalize differently from a window;
 2. the translator: the bccd-crop GAN vs the bccdf GAN, both applied to the bccdf windows;
-3. the images: the bccdf GAN applied to the bccd crops.
+3. the images: the bccdf GAN applied to the bccd crops;
+4. the size of what is translated: only the part of the window the classifier reads (its 96 px centre at the
+   common diameter, about 1.5 cell diameters, the size of the GAN's training crops) vs the whole window (2.8
+   diameters, about 180 px); the bccd crops are about 90 px at that scale, so they are translated at the size the
+   GAN was trained on.
 
 Seed-0 `cpu` runs (``cpu-s0``), epochs 1, 3, 5; carry mode (``keep_detail``), as harmonize does by default, at
 the scale each GAN was trained with. Each question is one paired comparison (means over the three epochs, the
@@ -36,6 +40,7 @@ from stainshift import runs
 from stainshift.atomic import atomic_write_text
 from stainshift.classify.evaluate import evaluate_arrays
 from stainshift.classify.models import load_classifier
+from stainshift.data.datasets import center_crop as centre_crop
 from stainshift.data.domains import crop_box, read_sample
 from stainshift.data.io import read_image, write_image
 from stainshift.data.scale import scale_factor
@@ -57,6 +62,12 @@ def translate(model, image: np.ndarray, scale: float) -> np.ndarray:
     """``image`` harmonized as :func:`stainshift.harmonize.harmonize` does by default (keep-detail)."""
     small, out = translate_one(model, image, scale)
     return back_to_size(image, small, out, keep_detail=True)
+
+
+def classifier_view(image: np.ndarray, scale: float, size: int) -> np.ndarray:
+    """The centre of ``image`` that the classifier reads after rescaling by ``scale`` and cropping ``size`` px
+    (2 px of margin so the rescaled crop stays inside it)."""
+    return centre_crop(image, min(min(image.shape[:2]), int(np.ceil(size / scale)) + 2))
 
 
 def main() -> None:
@@ -85,6 +96,7 @@ def main() -> None:
     raw_correct = {d: score(d, raw[d]) for d in cells}
     by: dict[tuple[str, str], list[np.ndarray]] = {}
     examples = {"bccdf raw window": raw["bccdf"][:6], "bccd raw crop": raw["bccd"][:6]}
+    views = [classifier_view(r, scales["bccdf"], clf.input_size) for r in raw["bccdf"]]
     for epoch in epochs:
         models, trained = {}, {}
         for d, run in gans.items():
@@ -104,6 +116,10 @@ def main() -> None:
                                                   for r in raw["bccdf"]],
             ("bccdf", "bccd GAN, window only"): [translate(models["bccd"], r, scaled("bccd", "bccdf"))
                                                  for r in raw["bccdf"]],
+            ("bccdf", "bccdf GAN, classifier's view only"): [
+                translate(models["bccdf"], view, scaled("bccdf", "bccdf")) for view in views],
+            ("bccdf", "bccd GAN, classifier's view only"): [
+                translate(models["bccd"], view, scaled("bccd", "bccdf")) for view in views],
             ("bccd", "bccd GAN, crop"): [translate(models["bccd"], r, scaled("bccd", "bccd")) for r in raw["bccd"]],
             ("bccd", "bccdf GAN, crop"): [translate(models["bccdf"], r, scaled("bccdf", "bccd")) for r in raw["bccd"]],
         }
@@ -125,7 +141,9 @@ def main() -> None:
 
     questions = [("1. context (bccdf images)", "bccdf", "bccdf GAN, whole field", "bccdf GAN, window only"),
                  ("2. translator (bccdf windows)", "bccdf", "bccd GAN, window only", "bccdf GAN, window only"),
-                 ("3. images (bccd crops)", "bccd", "bccdf GAN, crop", "bccd GAN, crop")]
+                 ("3. images (bccd crops)", "bccd", "bccdf GAN, crop", "bccd GAN, crop"),
+                 ("4. size translated (bccdf windows)", "bccdf", "bccdf GAN, classifier's view only",
+                  "bccdf GAN, window only")]
     answers = [{"question": q, "images": d, "a": a, "b": b, "a_minus_b": paired(d, a, b)} for q, d, a, b in questions]
     versus_raw = [{"images": d, "condition": n, "minus_raw": paired(d, n, None)} for d, n in by]
     meta["seconds"] = time.perf_counter() - start
