@@ -45,6 +45,7 @@ from stainshift.data.io import cell_regions, read_image, read_mask
 from stainshift.paired_stats import PairedBootstrap
 from stainshift.synth.masks import SEMANTIC, MaskSpec, compose
 from stainshift.synth.render import render_mask
+from stainshift.synth.segmenter import dice_per_image, predict, train_segmenter
 from stainshift.synth.shapes import build_database
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -161,71 +162,11 @@ def augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> 
     return np.clip(x, 0, 255).astype(np.uint8), np.ascontiguousarray(target)
 
 
-def random_crop(image: np.ndarray, target: np.ndarray, crop: int, rng: np.random.Generator):
-    h, w = target.shape
-    y = int(rng.integers(0, h - crop + 1))
-    x = int(rng.integers(0, w - crop + 1))
-    return image[y:y + crop, x:x + crop], target[y:y + crop, x:x + crop]
-
-
-# -- the segmentation model ----------------------------------------------------------------------------------------
-def make_unet(seed: int) -> torch.nn.Module:
-    import segmentation_models_pytorch as smp
-
-    torch.manual_seed(seed)
-    return smp.Unet("resnet18", encoder_weights=None, classes=3, decoder_channels=(128, 64, 32, 16, 8))
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0).sub(0.5)
-
-
 def train(sources: list[tuple[np.ndarray, np.ndarray]], augmented: bool, seed: int, iters: int, crop: int,
           batch: int, progress: Callable[[int], None] | None = None) -> torch.nn.Module:
-    """A U-Net trained for ``iters`` steps; each batch takes equal shares from each (images, targets) source."""
-    model = make_unet(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    rng = np.random.default_rng([seed, 99])
-    model.train()
-    for step in range(iters):
-        xs, ys = [], []
-        for b in range(batch):
-            images, targets = sources[b % len(sources)]
-            k = int(rng.integers(len(images)))
-            x, y = random_crop(images[k], targets[k], crop, rng)
-            if augmented:
-                x, y = augment(x, y, rng)
-            xs.append(x)
-            ys.append(y)
-        logits = model(to_tensor(np.stack(xs)))
-        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(np.stack(ys)).long())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if progress:
-            progress(step)
-    return model
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
-    model.eval()
-    h, w = images.shape[1:3]
-    ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
-    padded = np.pad(images, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="reflect")
-    out = [model(to_tensor(padded[i:i + 16])).argmax(1)[:, :h, :w].numpy() for i in range(0, len(images), 16)]
-    return np.concatenate(out).astype(np.uint8)
-
-
-def dice_per_image(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """(n, 2) Dice of cytoplasm and nucleus per image (1 when a class is absent from both)."""
-    out = np.zeros((len(pred), 2))
-    for j, cls in enumerate((1, 2)):
-        p, t = pred == cls, truth == cls
-        inter = (p & t).sum(axis=(1, 2))
-        total = p.sum(axis=(1, 2)) + t.sum(axis=(1, 2))
-        out[:, j] = np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
-    return out
+    """The package's U-Net (:mod:`stainshift.synth.segmenter`), with paper 001's augmentation when ``augmented``."""
+    return train_segmenter(sources, seed, iters, crop, batch, augment=augment if augmented else None,
+                           progress=progress)
 
 
 # -- the run ------------------------------------------------------------------------------------------------------

@@ -34,17 +34,7 @@ import cv2
 import numpy as np
 import torch
 from provenance import record, require_clean
-from synthesis import (
-    N_TEST,
-    data_root,
-    dice_per_image,
-    jtsc_site,
-    load_pair,
-    predict,
-    split,
-    to_tensor,
-    train,
-)
+from synthesis import N_TEST, data_root, jtsc_site, load_pair, split, train
 
 from stainshift.data.io import cell_regions, read_image, read_mask
 from stainshift.metrics import frechet_distance
@@ -53,6 +43,7 @@ from stainshift.models.registry import build_model, model_class, model_options
 from stainshift.paired_stats import PairedBootstrap
 from stainshift.synth.masks import SEMANTIC, MaskSpec, compose
 from stainshift.synth.render import render_mask
+from stainshift.synth.segmenter import dice_per_image, predict, to_tensor
 from stainshift.synth.shapes import build_database
 
 RESULTS = Path(__file__).resolve().parent / "results"
