@@ -34,7 +34,7 @@ reference, would fail a faithful epoch too. If every epoch that
 passes the SSIM gate fails the guard, the guard is set aside and the reason says so.
 """
 
-RULES = ("labelled", "label-free")
+RULES = ("labelled", "label-free", "segmentation")  # segmentation: mask-to-image runs only (select.py)
 DEFAULT_SSIM_MIN = 0.70
 SSIM_BLUR = 1.0          # px: Gaussian blur before SSIM (morphology, not pixel noise or GAN texture)
 DEFAULT_TIE_TOL = 0.01

@@ -34,22 +34,28 @@ Mask -> image models (``scoring`` :attr:`~stainshift.models.kinds.EpochScoring.G
 :func:`score_generations` generates the domain's validation images from their masks and scores them against the
 domain's real train images (``fd``, ``color``, ``fid``) and, with a classifier, by macro-F1 on the masks' classes;
 their ``ssim`` is to the real image of the same mask, and their SSIM minimum defaults to 0 (no gate). Epoch 0 is
-then the real validation images: the real-vs-real floor of each distance. Training a segmenter per epoch on the
-generated images would be the direct measure; it costs minutes per epoch on CPU and lives in
-``benchmarks/synthesis.py``.
+then the real validation images: the real-vs-real floor of each distance. With ``rule="segmentation"`` each epoch
+also generates the images of the domain's TRAIN masks, a U-Net (:mod:`stainshift.synth.segmenter`, the same seed
+for every epoch, ``segmenter_iters`` steps) learns to segment them, and ``dice`` is its mean foreground Dice on the
+real validation images and masks: the direct measure of what the images are worth as training data (about a minute
+per epoch on 2 CPU cores at 300 steps). Epoch 0's ``dice`` is the U-Net trained on the real train images.
 
 Rules (``rule``; default: ``labelled`` when a classifier is given, the source's labels being its class folders;
 ``label-free`` otherwise):
 
 - ``labelled``: maximize macro-F1 among the epochs with ``ssim >= ssim_min``; epochs within ``tie_tol`` (absolute)
   of the best macro-F1 are tied, and the tie goes to the lowest colour distance, then the earliest epoch. By default
-  ``tie_tol`` is the binomial standard error of the best score, ``sqrt(f (1 - f) / n)`` for ``n`` labelled images
-  (at least 0.01): with 60 validation images and F1 near 0.7 that is 0.06, so differences of a few images, which are
-  noise, do not decide and the colour distance does;
+  ``tie_tol`` is the binomial standard error of the best score, ``sqrt(p (1 - p) / n)`` for ``n`` labelled images
+  with the Agresti-Coull proportion ``p = (f n + 2) / (n + 4)`` (so a perfect score on 16 images still carries an
+  error of 0.075, not 0), at least 0.01: with 60 validation images and F1 near 0.7 that is 0.06, so differences of
+  a few images, which are noise, do not decide and the colour distance does;
 - ``label-free``: minimize the feature Frechet distance among the epochs with ``ssim >= ssim_min`` (no labels
   needed; without a classifier there are no features and the colour distance is minimized instead); values within
   ``tie_tol`` *relative* to the best (default 0.01) are tied, and ties go to the lowest colour distance, then the
   earliest epoch;
+- ``segmentation`` (mask-to-image runs only): maximize ``dice`` among the epochs with ``ssim >= ssim_min`` (0 by
+  default for these models); epochs within ``tie_tol`` (absolute, default 0.01) of the best are tied, and the tie
+  goes to the lowest colour distance, then the earliest epoch;
 - both rules first leave out the epochs that fail the class guard (:mod:`stainshift.class_guard`; thresholds in
   :mod:`stainshift.rules`): ``labelled`` an epoch with a class recalled below ``RECALL_MIN`` (a class that another
   epoch recalls at ``RECALL_WITNESS`` or more), ``label-free`` one
@@ -145,9 +151,12 @@ METRICS = {  # column -> (label, higher is better)
     "color": ("colour distance to target (SW1, L*a*b*)", False),
     "fd": ("feature Frechet distance to target", False),
     "fid": ("Inception FID to target", False),
+    "dice": ("segmentation Dice on real validation masks", True),
 }
 PLOT_TITLES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "ssim": "SSIM to input (structure)",
-               "color": "colour distance to target", "fd": "feature Frechet distance", "fid": "Inception FID"}
+               "color": "colour distance to target", "fd": "feature Frechet distance", "fid": "Inception FID",
+               "dice": "segmenter Dice (real val)"}
+SEGMENTER_ITERS = 300  # U-Net steps per epoch for the segmentation rule (benchmarks/synthesis.py's setting)
 
 
 @runtime_checkable
@@ -183,6 +192,7 @@ class EpochScores:
     worst_class: str | None = None   # ... and its class
     recalls: dict[str, float] | None = None  # every such class's recall (the guard's witnesses are per class)
     drift: float | None = None       # predicted-class histogram: TV distance to the nearer reference (class guard)
+    dice: float | None = None        # segmentation rule: Dice on real validation masks of a U-Net trained on them
     seconds: float = 0.0
 
     @property
@@ -207,7 +217,7 @@ class EpochScores:
 class Choice:
     epoch: int
     rule: str
-    primary: str      # the metric the rule optimized: macro_f1, fd or color
+    primary: str      # the metric the rule optimized: macro_f1, dice, fd or color
     fallback: bool    # no epoch reached ssim_min: the highest-SSIM epoch was taken
     reason: str
     tie_tol: float | None = None  # the tolerance used (None: fallback, no ranking)
@@ -270,6 +280,11 @@ def choose_epoch(scores: Sequence[EpochScores], rule: str, ssim_min: float = DEF
             raise StainshiftError("the labelled rule needs a target-domain classifier (pass --classifier PATH) "
                                   "or use --rule label-free")
         primary = "macro_f1"
+    elif rule == "segmentation":
+        if any(s.dice is None for s in candidates):
+            raise StainshiftError("the segmentation rule ranks mask-to-image runs by a segmenter's Dice; these "
+                                  "scores have none: select again with --rule segmentation on such a run")
+        primary = "dice"
     else:
         primary = "fd" if all(s.fd is not None for s in candidates) else "color"
 
@@ -302,12 +317,18 @@ def choose_epoch(scores: Sequence[EpochScores], rule: str, ssim_min: float = DEF
     finite = [s for s in passing if math.isfinite(value(s))]
     if not finite:
         raise StainshiftError(f"no epoch has a finite {primary} score; check the classifier and the data")
+    higher = METRICS[primary][1]
     if primary == "macro_f1":
         best = max(finite, key=value)
         top = value(best)
         if tie_tol is None:
-            n = best.n_labelled or best.n_images
-            tie_tol = max(DEFAULT_TIE_TOL, math.sqrt(max(top * (1 - top), 0.0) / max(n, 1)))
+            n = max(best.n_labelled or best.n_images, 1)
+            p = (top * n + 2) / (n + 4)  # Agresti-Coull: the plain error vanishes at a score of 0 or 1
+            tie_tol = max(DEFAULT_TIE_TOL, math.sqrt(p * (1 - p) / n))
+        tied = [s for s in finite if value(s) >= top - tie_tol]
+    elif higher:  # dice: absolute tolerance
+        top = max(value(s) for s in finite)
+        tie_tol = DEFAULT_TIE_TOL if tie_tol is None else tie_tol
         tied = [s for s in finite if value(s) >= top - tie_tol]
     else:
         top = min(value(s) for s in finite)
@@ -315,7 +336,7 @@ def choose_epoch(scores: Sequence[EpochScores], rule: str, ssim_min: float = DEF
         tied = [s for s in finite if value(s) <= top + tie_tol * abs(top)]
     pick = min(tied, key=lambda s: (s.color, s.epoch))
     label = METRICS[primary][0]
-    best_word = "highest" if primary == "macro_f1" else "lowest"
+    best_word = "highest" if higher else "lowest"
     reason = (f"{best_word} {label} ({value(pick):.4g}) among {len(passing)} of {len(candidates)} epochs with "
               f"SSIM >= {ssim_min:.2f}" + (f" ({gated} before the class guard)" if gated != len(passing) else ""))
     if len(tied) > 1:
@@ -519,6 +540,7 @@ class ScoringContext:
     device: torch.device
     fid_model: str | Path | None
     progress: bool
+    segmenter_iters: int = SEGMENTER_ITERS
 
 
 def score_translations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str, Any]]:
@@ -568,15 +590,20 @@ def _inception(ctx: ScoringContext) -> torch.nn.Module | None:
 
 
 def _score_epochs(ctx: ScoringContext, scorer: _Scorer, epochs: list[int], first: torch.nn.Module,
-                  epoch0: torch.Tensor, output: Callable[[torch.nn.Module], torch.Tensor]) -> list[EpochScores]:
+                  epoch0: torch.Tensor, output: Callable[[torch.nn.Module], torch.Tensor],
+                  extra: Callable[[torch.nn.Module | None], dict[str, Any]] | None = None) -> list[EpochScores]:
     """Epoch 0 (``epoch0``, the images as they are), then each of ``epochs``' ``output(translator)``; the first
-    one's translator is ``first`` (already loaded), the rest are loaded one at a time. A row's seconds include
-    making its output."""
+    one's translator is ``first`` (already loaded), the rest are loaded one at a time. ``extra(translator)`` (None
+    for epoch 0) adds fields to a row. A row's seconds include making its output."""
     scores = [scorer.score(0, epoch0, None)]
+    if extra is not None:
+        scores[0] = dataclasses.replace(scores[0], **extra(None))
     for epoch in tqdm(epochs, desc=f"select {ctx.method}", unit="epoch", disable=not ctx.progress):
         translator = (first if epoch == epochs[0] else load_epoch(runs.epoch_file(ctx.run, epoch))[0]).to(ctx.device)
         start = time.perf_counter()
         row = scorer.score(epoch, epoch0, output(translator))
+        if extra is not None:
+            row = dataclasses.replace(row, **extra(translator))
         row.seconds = round(time.perf_counter() - start, 3)
         scores.append(row)
     return scores
@@ -656,12 +683,64 @@ def score_generations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str,
     scorer = _Scorer(model, labels, target, ctx.device, ctx.batch_size, _inception(ctx))
 
     @torch.inference_mode()
-    def generate(translator: torch.nn.Module) -> torch.Tensor:
+    def generate(translator: torch.nn.Module, from_masks: torch.Tensor = masks) -> torch.Tensor:
         torch.manual_seed(0)  # the same noise and sampled styles for every epoch
-        return torch.cat([translator(b.to(ctx.device)).float().cpu() for b in _batches(masks, 16)])
+        return torch.cat([translator(b.to(ctx.device)).float().cpu() for b in _batches(from_masks, 16)])
 
-    return _score_epochs(ctx, scorer, epochs, first, real, generate), \
-        {"val": len(val), "reference": len(reference), "size": size, "masks_domain": domain}
+    extra, counts = None, {}
+    if ctx.rule == "segmentation":
+        train = _subset([s for s in samples_in(project, domain, "train") if s.mask is not None],
+                        ctx.max_images or 200)
+        if len(train) < 2:
+            raise StainshiftError(f"domain '{domain}' has {len(train)} training images with masks; the "
+                                  "segmentation rule trains a segmenter on images generated from them (need 2+)")
+        train_masks = _masks(train, mask_side, size)
+        train_real = _load_as_trained(train, mask_side, size)
+        dice = SegmenterDice(train_masks, masks, real, ctx.project.seed, ctx.segmenter_iters)
+
+        def extra(translator: torch.nn.Module | None) -> dict[str, Any]:
+            return {"dice": dice(train_real if translator is None else generate(translator, train_masks))}
+
+        counts = {"train_masks": len(train), "segmenter_iters": ctx.segmenter_iters}
+    return _score_epochs(ctx, scorer, epochs, first, real, generate, extra), \
+        {"val": len(val), "reference": len(reference), "size": size, "masks_domain": domain, **counts}
+
+
+class SegmenterDice:
+    """The segmentation rule's score: a U-Net (:mod:`stainshift.synth.segmenter`) trained for ``iters`` steps on
+    images drawn from the training masks, then its mean foreground Dice on the real validation images and masks.
+    The same seed for every epoch, so epochs differ only by their images. Label ids: the masks' distinct values."""
+
+    MAX_LABELS = 16
+
+    def __init__(self, train_masks: torch.Tensor, val_masks: torch.Tensor, val_images: torch.Tensor, seed: int,
+                 iters: int) -> None:
+        values = torch.unique(torch.cat([train_masks.flatten(), val_masks.flatten()]))
+        if len(values) > self.MAX_LABELS:
+            raise StainshiftError(f"the masks hold {len(values)} label values; the segmentation rule needs semantic "
+                                  f"masks (at most {self.MAX_LABELS} labels, e.g. 0/128/255), not instance masks")
+        self.values, self.seed, self.iters = values, seed, iters
+        self.train_labels = self._labels(train_masks)
+        self.val_labels = self._labels(val_masks)
+        self.val_images = self._uint8(val_images)
+
+    def _labels(self, masks: torch.Tensor) -> np.ndarray:
+        return torch.bucketize(masks[:, 0].contiguous(), self.values).numpy().astype(np.int64)
+
+    @staticmethod
+    def _uint8(images: torch.Tensor) -> np.ndarray:
+        return images.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy()
+
+    def __call__(self, train_images: torch.Tensor) -> float:
+        from stainshift.synth.segmenter import dice_per_image, predict, train_segmenter
+
+        classes = len(self.values)
+        size = self.train_labels.shape[-1]
+        with torch.enable_grad():
+            unet = train_segmenter([(self._uint8(train_images), self.train_labels)], self.seed, self.iters, size,
+                                   batch=8, classes=classes)
+        foreground = range(1, classes)
+        return float(dice_per_image(predict(unet, self.val_images), self.val_labels, foreground).mean())
 
 
 # A model's ``scoring`` picks its scorer (and the SSIM minimum it defaults to).
@@ -677,7 +756,8 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
                  classifier: Classifier | str | Path | None = None, rule: str | None = None,
                  ssim_min: float | None = None, run_id: str | None = None, max_images: int | None = None,
                  progress: bool = True, tie_tol: float | None = None, batch_size: int = 16,
-                 device: str = "auto", track: bool = True, fid_model: str | Path | None = None) -> Selection:
+                 device: str = "auto", track: bool = True, fid_model: str | Path | None = None,
+                 segmenter_iters: int = SEGMENTER_ITERS) -> Selection:
     """Score every kept epoch of the latest (or ``run_id``) ``method`` run of ``src -> dst`` and pick one.
 
     ``classifier``: a target-domain classifier (path for ``load_classifier``, or an object following
@@ -685,7 +765,8 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
     given). ``max_images`` caps the images taken from each validation split (class by class). Writes
     ``selected.json``, ``selection.csv``, ``selection.png`` and the manifest / mlflow updates (``track=False``: no
     mlflow); see the module docstring. ``fid_model``: ``"fid-helper"`` or an Inception feature-extractor file, to
-    add the (reported, not ranked) Inception FID column.
+    add the (reported, not ranked) Inception FID column. ``segmenter_iters``: the U-Net steps per epoch of the
+    ``segmentation`` rule (mask-to-image runs).
     """
     if rule is not None and rule not in RULES:
         raise StainshiftError(f"unknown rule '{rule}'; use one of {', '.join(RULES)}")
@@ -705,6 +786,11 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
                               "--rule label-free")
     project.domain(src), project.domain(dst)
     run = runs.find_run(project, src, dst, method, run_id)
+    if rule == "segmentation" and scoring is not EpochScoring.GENERATION:
+        raise StainshiftError(f"the segmentation rule scores mask-to-image runs (pix2pix, pix2pixhd, maskcyclegan), "
+                              f"not {method}; use --rule labelled or label-free")
+    if segmenter_iters < 1:
+        raise StainshiftError(f"segmenter_iters={segmenter_iters}: give at least 1 U-Net step per epoch")
     if scoring not in EPOCH_SCORERS:
         raise StainshiftError(f"select cannot score {scoring.value} models such as {method} yet; pick an epoch "
                               "yourself (--epoch N) from the run's samples/ grids")
@@ -712,7 +798,7 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
     model, classifier_name = _classifier(project, classifier, dev)
     rule = rule or ("labelled" if model is not None else "label-free")
     context = ScoringContext(project, run, src, dst, method, runs.read_config(run), model, rule, max_images,
-                             batch_size, dev, fid_model, progress)
+                             batch_size, dev, fid_model, progress, segmenter_iters)
     scores, extra = EPOCH_SCORERS[scoring](context)
     choice = choose_epoch(scores, rule, ssim_min, tie_tol)
     generation = scoring is EpochScoring.GENERATION
@@ -835,7 +921,7 @@ def format_table(sel: Selection) -> str:
     """The per-epoch score table as text (the CLI prints it)."""
     keys = [k for k in METRICS if any(getattr(s, k) is not None for s in sel.scores)]
     heads = {"accuracy": "accuracy", "macro_f1": "macro-F1", "ssim": "SSIM", "color": "colour", "fd": "feat-FD",
-             "fid": "FID"}
+             "fid": "FID", "dice": "Dice"}
     lines = ["  epoch " + " ".join(f"{heads[k]:>9s}" for k in keys)]
     for s in sel.scores:
         cells = " ".join(f"{'-':>9s}" if getattr(s, k) is None else f"{getattr(s, k):9.3f}" for k in keys)

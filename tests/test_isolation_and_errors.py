@@ -133,6 +133,7 @@ def trained(tmp_path_factory):
     (["train", "cyclegan", "--src", "hgtp", "--dst", "clinic", "--resume", "--run-id", "nope"], "to resume"),
     (["select", "--src", "hgtp", "--dst", "clinic", "--classifier", "missing.pt"], "no classifier file"),
     (["select", "--src", "hgtp", "--dst", "clinic", "--run-id", "nope"], "no cyclegan run 'nope'"),
+    (["select", "--src", "hgtp", "--dst", "clinic", "--rule", "segmentation"], "scores mask-to-image runs"),
     (["harmonize", "--src", "hgtp", "--dst", "clinic", "--epoch", "9"], "epoch 9 was not kept"),
     (["harmonize", "--src", "hgtp", "--dst", "clinic", "--epoch", "best", "--rule", "label-free"],
      "no epoch selected by the label-free rule"),

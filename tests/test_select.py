@@ -74,9 +74,13 @@ def test_labelled_rule_respects_the_ssim_minimum_and_breaks_ties_by_colour():
 
 
 def test_default_tie_tolerance_is_the_standard_error_of_the_best_score():
-    # best F1 0.72 over 100 images: SE = sqrt(0.72 * 0.28 / 100) = 0.045 -> 0.70 is tied, 0.60 is not
+    # best F1 0.72 over 100 images: p = (72 + 2) / 104, SE = sqrt(p (1 - p) / 100) = 0.045 -> 0.70 is tied, 0.60 not
     choice = choose_epoch(TABLE, "labelled", ssim_min=0.8)
-    assert choice.tie_tol == pytest.approx(0.0449, abs=1e-3)
+    assert choice.tie_tol == pytest.approx(0.0453, abs=1e-4)
+    # a perfect score on 16 images is not certain: p = 18 / 20, SE 0.075, so 0.94 ties with 1.00
+    perfect = [_row(1, 0.85, 3.0, f1=1.0, n=16), _row(2, 0.85, 2.0, f1=0.94, n=16), _row(3, 0.85, 1.0, f1=0.80, n=16)]
+    choice = choose_epoch(perfect, "labelled", ssim_min=0.8)
+    assert choice.tie_tol == pytest.approx(0.075, abs=1e-3) and choice.epoch == 2
     table = [*TABLE[:2], _row(2, 0.85, 2.5, f1=0.70), *TABLE[3:]]
     assert choose_epoch(table, "labelled", ssim_min=0.8).epoch == 2
     # with 1000 images the same difference is no longer a tie

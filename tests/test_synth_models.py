@@ -134,6 +134,50 @@ def test_select_scores_generation_epochs_against_the_real_floor(trained):
     assert record["epoch"] == min((1, 2), key=lambda e: rows[e]["color"])  # label-free, no classifier: colour
 
 
+def test_the_segmentation_rule_ranks_epochs_by_a_segmenters_dice_on_real_masks(trained):
+    from stainshift import runs
+
+    assert main(["select", "--src", "clinic", "--dst", "clinic", "--method", "pix2pix", "--no-track", "--rule",
+                 "segmentation", "--segmenter-iters", "40", *_flags(trained)]) == 0
+    run = runs.method_dir(trained, "clinic", "clinic", "pix2pix") / "t"
+    record = json.loads(runs.selected_file(run).read_text())
+    dice = {r["epoch"]: r["dice"] for r in record["scores"]}
+    assert record["rule"] == "segmentation" and set(dice) == {0, 1, 2} and all(0 <= d <= 1 for d in dice.values())
+    # the U-Net trained on the real train images segments the real validation cells better than one trained on
+    # what a 2-epoch tiny generator draws from the same masks
+    assert dice[0] > max(dice[1], dice[2])
+    assert dice[record["epoch"]] >= max(dice[1], dice[2]) - 0.01
+    # the label-free record is kept beside it: one rule does not overwrite the other's
+    assert json.loads(runs.selection_file(run, "label-free", None, "clinic").read_text())["rule"] == "label-free"
+
+
+def test_segmenter_dice_prefers_images_that_follow_their_masks():
+    """Images drawn from their own masks teach the U-Net; the same images under other masks do not."""
+    from stainshift.select import SegmenterDice
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((12, 1, 32, 32), np.float32)
+    for i in range(12):  # a disc of 128 with a 255 core at a random place
+        yy, xx = np.mgrid[:32, :32]
+        cy, cx = rng.integers(10, 22, size=2)
+        r = np.hypot(yy - cy, xx - cx)
+        masks[i, 0][r < 9] = 128
+        masks[i, 0][r < 4] = 255
+    palette = {0: (0.9, 0.85, 0.8), 128: (0.7, 0.5, 0.8), 255: (0.3, 0.1, 0.5)}
+
+    def draw(m: np.ndarray) -> torch.Tensor:
+        image = np.zeros((len(m), 3, 32, 32), np.float32)
+        for value, colour in palette.items():
+            image += (m == value) * np.asarray(colour, np.float32)[None, :, None, None]
+        return torch.from_numpy(image + rng.normal(0, 0.03, image.shape).astype(np.float32)).clamp(0, 1)
+
+    train, val = torch.from_numpy(masks[:8]), torch.from_numpy(masks[8:])
+    score = SegmenterDice(train, val, draw(masks[8:]), seed=0, iters=60)
+    faithful = score(draw(masks[:8]))
+    shuffled = score(draw(np.roll(masks[:8], 1, axis=0)))  # each image drawn from the next cell's mask
+    assert faithful > 0.7 and faithful > shuffled + 0.2
+
+
 def test_generate_writes_a_layout_a_domain_reads_with_manifest_and_coco(trained, synthetic_masks, tmp_path, capsys):
     out = tmp_path / "gen"
     assert main(["synth", "generate", "--domain", "clinic", "--masks", str(synthetic_masks), "--out", str(out),
