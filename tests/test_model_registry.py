@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import warnings
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -118,6 +127,42 @@ def test_the_python_api_takes_pair_and_method_from_the_model_and_pins_latest(pro
     assert latest.model == pinned.uri and re.fullmatch(rf"models:/{NAME}/\d+", latest.model)
     with pytest.raises(StainshiftError, match="needs --src and --dst"):
         harmonize(project, HarmonizeRequest(dst="clinic", out=tmp_path / "none", progress=False))
+
+
+def test_mlflow_ui_as_the_docs_start_it_shows_the_runs_and_the_registered_model(project, first):
+    """docs/deployment.md: `mlflow ui --backend-store-uri sqlite:///runs/mlflow.db` in the project folder."""
+    exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
+    if exe is None:
+        pytest.skip("no mlflow command on PATH or beside this Python")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([exe, "ui", "--backend-store-uri", "sqlite:///runs/mlflow.db", "--port", str(port)],
+                              cwd=project.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)
+
+    def get(path: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return json.loads(response.read())
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                experiments = get("/api/2.0/mlflow/experiments/search?max_results=100")["experiments"]
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"mlflow ui did not start: {server.stderr.read().decode()[-2000:]}") from None
+                time.sleep(1)
+        config = json.loads((project.runs / "hgtp_to_clinic" / "cyclegan" / "r1" / "config.json").read_text())
+        run = get(f"/api/2.0/mlflow/runs/get?run_id={config['mlflow_run_id']}")["run"]
+        assert run["info"]["experiment_id"] in {e["experiment_id"] for e in experiments}
+        models = get("/api/2.0/mlflow/registered-models/search")["registered_models"]
+        assert NAME in {m["name"] for m in models}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def test_a_damaged_cached_copy_is_fetched_again(project, first):
