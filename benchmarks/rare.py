@@ -20,7 +20,9 @@ For each k (real rare-class training images) and draw (which k, seeded):
    the "from" class's training images;
 2. four classifiers (the project's BaselineCNN, 64 px, same seed and schedule) are trained on the common classes
    plus: ``real`` the k images; ``oversample`` the k images repeated to k + N; ``augment`` the k images plus N
-   stain-jittered (HED) copies of them; ``generated`` the k images plus the N generated ones;
+   stain-jittered (HED) copies of them; ``generated`` the k images plus the N generated ones; ``oversample+generated``
+   the k images repeated to k + N/2 plus N/2 generated ones (as many rare-class images as ``oversample``, so a gain
+   over it is not a shift of the class prior);
 3. rare-class recall, precision and F1 and the macro-F1 on the fixed test split; paired differences against
    ``oversample``, ``augment`` and ``real`` with 95% bootstrap CIs resampling both the draws and the test images
    (the same resample for both conditions).
@@ -175,7 +177,9 @@ def run_part(ds: dict, parts: dict, classes: list[str], test_x: np.ndarray, test
     rng = np.random.default_rng([draw, k, 5])
     augmented = [jitter(real[j % k], rng) for j in range(args.n_gen)]
     oversampled = [real[j % k] for j in range(args.n_gen)]
-    conditions = {"real": [], "oversample": oversampled, "augment": augmented, "generated": generated}
+    half = args.n_gen // 2
+    conditions = {"real": [], "oversample": oversampled, "augment": augmented, "generated": generated,
+                  "oversample+generated": oversampled[:args.n_gen - half] + generated[:half]}
     out = {"k": k, "draw": draw, "rare_files": [f.name for f in picked], "gan": gan, "conditions": {}}
     for name, extra in conditions.items():
         xs = np.stack(common_x + real + extra)
@@ -185,7 +189,7 @@ def run_part(ds: dict, parts: dict, classes: list[str], test_x: np.ndarray, test
         pred = predict(model, test_x)
         out["conditions"][name] = {"pred": pred.tolist(), "seconds": round(time.perf_counter() - start, 1),
                                    **rare_metrics(test_y, pred, rare_i, len(classes))}
-        print(f"  {tag} {name:10s} recall {out['conditions'][name]['recall']:.3f} precision "
+        print(f"  {tag} {name:20s} recall {out['conditions'][name]['recall']:.3f} precision "
               f"{out['conditions'][name]['precision']:.3f} macro-F1 {out['conditions'][name]['macro_f1']:.3f}",
               flush=True)
     return out
@@ -210,18 +214,31 @@ def paired(parts_k: list[dict], test_y: np.ndarray, rare_i: int, n_classes: int,
     return {"diff": point, "lo": float(lo), "hi": float(hi), "excludes_0": bool(lo > 0 or hi < 0)}
 
 
+CONDITIONS = ("real", "oversample", "augment", "generated", "oversample+generated")
+COMPARISONS = (("generated", "oversample"), ("generated", "augment"), ("generated", "real"),
+               ("oversample+generated", "oversample"))
+
+
 def summarise(name: str, results: dict, classes: list[str], test_y: np.ndarray, target: str) -> dict:
+    """Per k: each condition's means over the draws that measured it, and the paired differences (on the draws
+    that measured both; parts written before a condition existed lack it)."""
     rare_i = classes.index(target)
     summary = {}
     for k in sorted({p["k"] for p in results.values()}):
         parts_k = [p for p in results.values() if p["k"] == k]
         row = {"draws": len(parts_k)}
-        for c in ("real", "oversample", "augment", "generated"):
-            row[c] = {m: float(np.mean([p["conditions"][c][m] for p in parts_k]))
-                      for m in ("recall", "precision", "f1", "macro_f1")}
-        row["vs"] = {f"generated-{b}": {m: paired(parts_k, test_y, rare_i, len(classes), "generated", b, m)
-                                        for m in ("recall", "precision", "f1", "macro_f1")}
-                     for b in ("oversample", "augment", "real")}
+        for c in CONDITIONS:
+            having = [p for p in parts_k if c in p["conditions"]]
+            if having:
+                row[c] = {m: float(np.mean([p["conditions"][c][m] for p in having]))
+                          for m in ("recall", "precision", "f1", "macro_f1")}
+                row[c]["draws"] = len(having)
+        row["vs"] = {}
+        for a, b in COMPARISONS:
+            both = [p for p in parts_k if a in p["conditions"] and b in p["conditions"]]
+            if both:
+                row["vs"][f"{a}|{b}"] = {m: paired(both, test_y, rare_i, len(classes), a, b, m)
+                                         for m in ("recall", "precision", "f1", "macro_f1")}
         row["selected_epochs"] = [p["gan"]["selected_epoch"] for p in parts_k]
         chosen = [next(r for r in p["gan"]["scores"] if r["epoch"] == p["gan"]["selected_epoch"]) for p in parts_k]
         row["morphology"] = {key: float(np.nanmean([c.get(key, np.nan) for c in chosen]))
@@ -262,8 +279,11 @@ def plot(summaries: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(summaries), figsize=(4.6 * len(summaries), 3.4), squeeze=False)
     for ax, (name, summary) in zip(axes[0], summaries.items(), strict=True):
         ks = sorted(int(k) for k in summary)
-        for c, style in (("real", "o:"), ("oversample", "s--"), ("augment", "^--"), ("generated", "D-")):
-            ax.plot(ks, [summary[str(k)][c]["recall"] for k in ks], style, label=c)
+        for c, style in (("real", "o:"), ("oversample", "s--"), ("augment", "^--"), ("generated", "D-"),
+                         ("oversample+generated", "v-")):
+            at = [k for k in ks if c in summary[str(k)]]
+            if at:
+                ax.plot(at, [summary[str(k)][c]["recall"] for k in at], style, label=c)
         ax.set_xticks(ks)
         ax.set_xlabel("real rare-class training images k")
         ax.set_ylabel("rare-class recall (test)")
@@ -349,22 +369,26 @@ def write_markdown(path: Path, prov: dict, sets: dict, summaries: dict, parts_di
         s = sets[name]
         lines += [f"## {name}: {s['from']} -> {s['to']} ({len(s['classes'])} classes)", "",
                   f"Test: {s['n_test_per_class']} images per class (fixed). Common classes: {s['n_common_train']} "
-                  f"training images each. Rare class: k real images, plus N generated / oversampled / augmented.", "",
+                  f"training images each. Rare class: k real images, plus N generated / oversampled / augmented, "
+                  "or N/2 oversampled + N/2 generated.", "",
                   "| k | draws | condition | rare recall | rare precision | rare F1 | macro-F1 |",
                   "|---|---|---|---|---|---|---|"]
         for k, row in summary.items():
-            for c in ("real", "oversample", "augment", "generated"):
+            for c in CONDITIONS:
+                if c not in row:
+                    continue
                 m = row[c]
-                lines.append(f"| {k} | {row['draws']} | {c} | {m['recall']:.3f} | {m['precision']:.3f} | "
+                lines.append(f"| {k} | {m['draws']} | {c} | {m['recall']:.3f} | {m['precision']:.3f} | "
                              f"{m['f1']:.3f} | {m['macro_f1']:.3f} |")
-        lines += ["", "Paired differences (generated minus the other condition; mean over draws, 95% bootstrap CI "
-                  "resampling draws and test images):", "", "| k | vs | recall | precision | rare F1 | macro-F1 |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "Paired differences (a minus b; mean over the draws that measured both, 95% bootstrap CI "
+                  "resampling draws and test images):", "",
+                  "| k | a | b | recall | precision | rare F1 | macro-F1 |", "|---|---|---|---|---|---|---|"]
         for k, row in summary.items():
             for vs, ms in row["vs"].items():
+                a, b = vs.split("|")
                 cells = [f"{ms[m]['diff']:+.3f} [{ms[m]['lo']:+.3f}, {ms[m]['hi']:+.3f}]"
                          + (" *" if ms[m]["excludes_0"] else "") for m in ("recall", "precision", "f1", "macro_f1")]
-                lines.append(f"| {k} | {vs.split('-', 1)[1]} | " + " | ".join(cells) + " |")
+                lines.append(f"| {k} | {a} | {b} | " + " | ".join(cells) + " |")
         lines += ["", "(* the CI excludes 0.) Selected epochs per k: "
                   + "; ".join(f"k={k}: {row['selected_epochs']}" for k, row in summary.items()), "",
                   "The selected epochs' morphology ('from'-class validation images; mean over draws; fallback = no "
