@@ -3,7 +3,7 @@
 The same BCCD cells reach the PBC ResNet18 two ways: bccd (the dataset's ready-made crops, 1.2-1.9 cell diameters)
 and bccdf (each cell located in its 640x480 field and framed at 2.8 diameters, PBC's framing). On bccd the CycleGAN
 epochs score about 0.56-0.60 against 0.47 for the raw crops; on bccdf every epoch scores below the raw windows
-(``cross_site.md``). Three controlled swaps separate the suspects, each scored by the reported classifier on the
+(``cross_site.md``). Controlled swaps separate the suspects, each scored by the reported classifier on the
 same test cells (paired bootstrap of the test images):
 
 1. context: translate the whole field (what ``harmonize`` does) vs only the cell's framed window; with instance
@@ -13,7 +13,12 @@ same test cells (paired bootstrap of the test images):
 4. the size of what is translated: only the part of the window the classifier reads (its 96 px centre at the
    common diameter, about 1.5 cell diameters, the size of the GAN's training crops) vs the whole window (2.8
    diameters, about 180 px); the bccd crops are about 90 px at that scale, so they are translated at the size the
-   GAN was trained on.
+   GAN was trained on;
+5. the fix: harmonize's ``crop`` context (:class:`stainshift.harmonize.Context`: tiles of the training crop, each
+   normalized by its own statistics) on the whole field vs its ``image`` context (the whole field at once).
+
+``--split val`` measures the same on the validation cells: harmonize's default context is chosen there, not on the
+test cells the benchmark reports. Writes ``bccdf_diagnosis[_val].md`` (``.json``, ``.jpg``).
 
 Seed-0 `cpu` runs (``cpu-s0``), epochs 1, 3, 5; carry mode (``keep_detail``), as harmonize does by default, at
 the scale each GAN was trained with. Each question is one paired comparison (means over the three epochs, the
@@ -46,7 +51,7 @@ from stainshift.data.io import read_image, write_image
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
 from stainshift.grids import image_grid
-from stainshift.harmonize import back_to_size, source_scale, translate_one
+from stainshift.harmonize import Context, back_to_size, context_crop, source_scale, translate_one
 from stainshift.models.registry import load_epoch
 from stainshift.paired_stats import PairedBootstrap
 from stainshift.project import load_project
@@ -58,9 +63,10 @@ CLASSIFIER = "pbc-resnet18-group"
 EPOCHS = (1, 3, 5)
 
 
-def translate(model, image: np.ndarray, scale: float) -> np.ndarray:
-    """``image`` harmonized as :func:`stainshift.harmonize.harmonize` does by default (keep-detail)."""
-    small, out = translate_one(model, image, scale)
+def translate(model, image: np.ndarray, scale: float, crop: int | None = None) -> np.ndarray:
+    """``image`` harmonized as :func:`stainshift.harmonize.harmonize` does (keep-detail; ``crop``: the crop
+    context's tile size, None for the image context)."""
+    small, out = translate_one(model, image, scale, crop=crop)
     return back_to_size(image, small, out, keep_detail=True)
 
 
@@ -74,6 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", default=str(HERE / "real_sites.toml"))
     parser.add_argument("--epochs", default=",".join(map(str, EPOCHS)), help="kept epochs to translate with")
+    parser.add_argument("--split", default="test", choices=("test", "val"), help="which cells are scored")
     parser.add_argument("--allow-dirty", action="store_true")
     args = parser.parse_args()
     require_clean(args.allow_dirty, "benchmarks/bccdf_diagnosis.py")
@@ -83,7 +90,7 @@ def main() -> None:
     start = time.perf_counter()
     project = load_project(args.project)
     clf = load_classifier(runs.find_classifier(project.runs, CLASSIFIER))
-    cells = {d: [s for s in samples_in(project, d, "test") if s.label in clf.classes] for d in ("bccdf", "bccd")}
+    cells = {d: [s for s in samples_in(project, d, args.split) if s.label in clf.classes] for d in ("bccdf", "bccd")}
     scales = {d: scale_factor(project, d) for d in cells}
     raw = {d: [read_sample(s) for s in cells[d]] for d in cells}
     gans = {d: runs.runs_by_seed(project, d, "pbc", "cyclegan", "cpu-")[0] for d in cells}
@@ -98,11 +105,12 @@ def main() -> None:
     examples = {"bccdf raw window": raw["bccdf"][:6], "bccd raw crop": raw["bccd"][:6]}
     views = [classifier_view(r, scales["bccdf"], clf.input_size) for r in raw["bccdf"]]
     for epoch in epochs:
-        models, trained = {}, {}
+        models, trained, crops = {}, {}, {}
         for d, run in gans.items():
             models[d], meta_d = load_epoch(runs.epoch_file(run, epoch))
             models[d].eval()
             trained[d] = meta_d
+            crops[d] = context_crop(Context.CROP, models[d], meta_d)
 
         def scaled(gan: str, images: str, trained: dict = trained) -> float:
             # the images' own cells at the common diameter: the scale harmonize uses for a GAN trained on them
@@ -120,6 +128,9 @@ def main() -> None:
                 translate(models["bccdf"], view, scaled("bccdf", "bccdf")) for view in views],
             ("bccdf", "bccd GAN, classifier's view only"): [
                 translate(models["bccd"], view, scaled("bccd", "bccdf")) for view in views],
+            ("bccdf", "bccdf GAN, whole field, crop context"): [
+                crop_box(translate(models["bccdf"], read_image(s.path), scaled("bccdf", "bccdf"), crops["bccdf"]),
+                         s.box) for s in cells["bccdf"]],
             ("bccd", "bccd GAN, crop"): [translate(models["bccd"], r, scaled("bccd", "bccd")) for r in raw["bccd"]],
             ("bccd", "bccdf GAN, crop"): [translate(models["bccdf"], r, scaled("bccdf", "bccd")) for r in raw["bccd"]],
         }
@@ -143,13 +154,16 @@ def main() -> None:
                  ("2. translator (bccdf windows)", "bccdf", "bccd GAN, window only", "bccdf GAN, window only"),
                  ("3. images (bccd crops)", "bccd", "bccdf GAN, crop", "bccd GAN, crop"),
                  ("4. size translated (bccdf windows)", "bccdf", "bccdf GAN, classifier's view only",
-                  "bccdf GAN, window only")]
+                  "bccdf GAN, window only"),
+                 ("5. crop context (bccdf fields)", "bccdf", "bccdf GAN, whole field, crop context",
+                  "bccdf GAN, whole field")]
     answers = [{"question": q, "images": d, "a": a, "b": b, "a_minus_b": paired(d, a, b)} for q, d, a, b in questions]
     versus_raw = [{"images": d, "condition": n, "minus_raw": paired(d, n, None)} for d, n in by]
     meta["seconds"] = time.perf_counter() - start
-    write_image(RESULTS / "bccdf_diagnosis.jpg", image_grid(list(examples.values()), cell=128,
+    stem = "bccdf_diagnosis" + ("" if args.split == "test" else f"_{args.split}")
+    write_image(RESULTS / f"{stem}.jpg", image_grid(list(examples.values()), cell=128,
                                                              row_labels=list(examples), label_width=250))
-    atomic_write_text(RESULTS / "bccdf_diagnosis.json", json.dumps(
+    atomic_write_text(RESULTS / f"{stem}.json", json.dumps(
         {"meta": meta, "rows": rows, "questions": answers, "versus_raw": versus_raw}, indent=2, default=str))
     m = meta["machine"]
     lines = ["# bccd whole fields vs crops: where CycleGAN loses accuracy", "",
@@ -157,7 +171,8 @@ def main() -> None:
              f"{meta['seconds']:.0f} s, machine: {m['cpu']}, {m['cores']} cores, CPU only",
              f"- command: `{' '.join(sys.argv)}`",
              f"- seed-0 `cpu` CycleGAN runs of bccd and bccdf -> pbc, epochs {', '.join(map(str, epochs))}; "
-             f"reported classifier `{CLASSIFIER}`; test cells: bccdf {len(cells['bccdf'])}, bccd {len(cells['bccd'])}",
+             f"reported classifier `{CLASSIFIER}`; {args.split} cells: bccdf {len(cells['bccdf'])}, "
+             f"bccd {len(cells['bccd'])}",
              f"- raw accuracy: bccdf windows {raw_correct['bccdf'].mean():.3f}, "
              f"bccd crops {raw_correct['bccd'].mean():.3f}", "",
              "| question | images | a | b | a - b, mean over the epochs (paired 95% CI) |", "|---|---|---|---|---|"]
@@ -173,8 +188,8 @@ def main() -> None:
         lines.append(f"| {item['images']} | {item['condition']} | " + " | ".join(f"{a:.3f}" for a in accs)
                      + f" | {v:+.3f} ({lo:+.3f} to {hi:+.3f}) {verdict} |")
     lines += ["", f"Rows: the first six test cells, raw and as each translation (epoch {epochs[0]}) gives them.", "",
-              "![bccdf diagnosis](bccdf_diagnosis.jpg)", ""]
-    atomic_write_text(RESULTS / "bccdf_diagnosis.md", "\n".join(lines))
+              f"![bccdf diagnosis]({stem}.jpg)", ""]
+    atomic_write_text(RESULTS / f"{stem}.md", "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -14,9 +14,13 @@ Learned models run fully convolutionally at the input's size (after the same sca
 An input that was shrunk to the common cell diameter comes back at its size with its own detail: the translation's
 (blurred) change is upsampled and added to the original (``keep_detail``; :func:`carry_change`), instead of the
 small output being enlarged, which would lose the resolution the common scale took away.
-Images larger than ``tile`` are processed as overlapping tiles blended with feathered (linear ramp) weights;
-instance-normalization layers then use whole-image statistics measured layer by layer over the tiles (see
-:class:`_SharedInstanceNorm`), so tiles are normalized alike and no seams appear where per-tile statistics differ.
+How much of an image a generator sees at once is ``context`` (:class:`Context`): ``image``, the whole image,
+its instance-normalization layers using whole-image statistics (above ``tile`` px the image runs as overlapping
+tiles blended with feathered weights, and :class:`_SharedInstanceNorm` measures those statistics layer by layer
+over the tiles, so no seams appear); or ``crop``, tiles of the size the generator was trained on (its training
+crop, from the epoch file), each normalized by its own statistics as its training crops were, overlapping by a
+third and blended the same way. ``crop`` only changes images larger than that crop (whole fields, large windows);
+which one is the default, and why, is :data:`DEFAULT_CONTEXT`'s comment.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import io
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +58,16 @@ from stainshift.rules import RULES
 from stainshift.train import checkpoints
 
 
+class Context(Enum):
+    """How much of an image a learned (not pixel-wise) translator sees at once."""
+
+    IMAGE = "image"  # the whole image (tiles above ``tile`` px share its normalization statistics)
+    CROP = "crop"    # tiles of its training crop size, each normalized by its own statistics, as in training
+
+
+DEFAULT_CONTEXT = Context.IMAGE
+
+
 @dataclass(frozen=True)
 class HarmonizeRequest:
     src: str | None = None  # None only with ``model``, which names its pair
@@ -70,6 +85,7 @@ class HarmonizeRequest:
     fit_images: int = 200
     skip_bad: bool = False
     keep_detail: bool = True  # learned methods: carry the translation's colour change onto the full-size input
+    context: Context = DEFAULT_CONTEXT  # learned methods: the whole image, or tiles of the training crop size
     progress: bool = True
     model: str | None = None  # a registered harmonizer (models:/NAME/VERSION, /latest or @ALIAS) instead of a run's
     #                           epoch; src, dst and method default to its own and must match it when given
@@ -241,8 +257,10 @@ def translate_batch(model: nn.Module, images: torch.Tensor, max_pixels: int = MA
 
 
 @torch.inference_mode()
-def translate_tiled(model: nn.Module, image: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
-    """Translate one CHW [0,1] image as overlapping ``tile`` x ``tile`` tiles with feathered blending."""
+def translate_tiled(model: nn.Module, image: torch.Tensor, tile: int, overlap: int, shared_norm: bool = True
+                    ) -> torch.Tensor:
+    """Translate one CHW [0,1] image as overlapping ``tile`` x ``tile`` tiles with feathered blending; with
+    ``shared_norm`` the tiles' instance normalization uses the whole image's statistics, else each tile's own."""
     _, h, w = image.shape
     ys, xs = _starts(h, tile, overlap), _starts(w, tile, overlap)
     windows = [(iy, ix) for iy in range(len(ys)) for ix in range(len(xs))]
@@ -251,6 +269,8 @@ def translate_tiled(model: nn.Module, image: torch.Tensor, tile: int, overlap: i
         return image[None, :, ys[iy]:ys[iy] + tile, xs[ix]:xs[ix] + tile]
 
     shared = _SharedInstanceNorm(model)
+    if not shared_norm:
+        shared.layers = []
     if shared.layers:
         shared.measure([(crop(iy, ix), (*_owned(ys, iy, tile, h), *_owned(xs, ix, tile, w))) for iy, ix in windows])
     out = torch.zeros_like(image)
@@ -269,16 +289,31 @@ def translate_tiled(model: nn.Module, image: torch.Tensor, tile: int, overlap: i
 
 
 @torch.inference_mode()
-def translate_one(model: nn.Module, image: np.ndarray, scale: float, tile: int = 512, overlap: int = 64
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def translate_one(model: nn.Module, image: np.ndarray, scale: float, tile: int = 512, overlap: int = 64,
+                  crop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``image`` (RGB uint8) at the common scale and its translation there, as :func:`harmonize` makes them (one
     image at a time, for measurements; :func:`back_to_size` brings it to full size)."""
     small = rescale(image, scale)
-    return small, to_uint8(translate_images(model, to_batch([small]), tile, overlap))[0]
+    return small, to_uint8(translate_images(model, to_batch([small]), tile, overlap, crop))[0]
 
 
-def translate_images(model: nn.Module, batch: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
-    """Translate a BCHW [0,1] batch of same-size images: as a batch, or image by image in tiles above ``tile`` px."""
+def context_crop(context: Context, translator: nn.Module, meta: dict[str, Any]) -> int | None:
+    """The tile size :func:`translate_images` takes for ``context``: the training crop of the epoch file (``crop``
+    context; None when the file does not record one, or for a pixel-wise translator, which has no context)."""
+    if context is Context.IMAGE or getattr(translator, "pixelwise", False):
+        return None
+    seen = (meta.get("preprocessing") or {}).get("src") or {}
+    size = seen.get("crop_size") or (meta.get("options") or {}).get("crop_size")
+    return int(size) if size else None
+
+
+def translate_images(model: nn.Module, batch: torch.Tensor, tile: int, overlap: int, crop: int | None = None
+                     ) -> torch.Tensor:
+    """Translate a BCHW [0,1] batch of same-size images: as a batch, or image by image in tiles above ``tile`` px
+    sharing the image's normalization statistics; with ``crop`` (the ``crop`` context), images larger than it run
+    as ``crop`` px tiles, a third overlapping, each normalized by its own statistics."""
+    if crop is not None and max(batch.shape[2:]) > crop:
+        return torch.stack([translate_tiled(model, image, crop, crop // 3, shared_norm=False) for image in batch])
     if max(batch.shape[2:]) > tile:
         return torch.stack([translate_tiled(model, image, tile, overlap) for image in batch])
     return translate_batch(model, batch)
@@ -377,7 +412,7 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
     epoch: int | None = None
     ckpt_hash: str | None = None
     selection: dict | None = None
-    scale = 1.0
+    scale, crop = 1.0, None
     learned = method.kind is Kind.LEARNED
     if not learned:
         model: nn.Module = fit_classical(project, r.method, r.dst, r.fit_images, project.seed).to(device)
@@ -393,6 +428,7 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
         ckpt_hash = checkpoints.file_hash(path)
         # the GAN saw cells at the common diameter: show them that way; a pixel-wise model needs no rescaling
         scale = 1.0 if translator.pixelwise else source_scale(project, r.src, meta)
+        crop = context_crop(r.context, translator, meta)
 
     skipped: list[str] = []
     rows: list[dict[str, object]] = []
@@ -403,7 +439,7 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
         originals = [img for _, img in items]
         smalls = [rescale(img, scale) for img in originals]
         batch = to_batch(smalls).to(device)
-        done = translate_images(model, batch, r.tile, r.overlap) if learned else model(batch).clamp(0, 1)
+        done = translate_images(model, batch, r.tile, r.overlap, crop) if learned else model(batch).clamp(0, 1)
         outs = to_uint8(done)
         for (src_path, original), small, out in zip(items, smalls, outs, strict=True):
             out = back_to_size(original, small, out, r.keep_detail)  # after scale harmonization

@@ -115,7 +115,7 @@ from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
 from stainshift.device import resolve_device
 from stainshift.errors import StainshiftError
-from stainshift.harmonize import source_scale, translate_images
+from stainshift.harmonize import DEFAULT_CONTEXT, context_crop, source_scale, translate_images
 from stainshift.metrics import (
     frechet_distance,
     lab_pixels,
@@ -390,14 +390,16 @@ def frame_and_crop(image: torch.Tensor, box: Box, size: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def translate_and_crop(translator: nn.Module, images: Sequence[torch.Tensor], size: int, device: torch.device,
-                       tile: int = 512, overlap: int = 64, boxes: Sequence[Box] | None = None) -> torch.Tensor:
-    """Translate whole CHW images the way ``harmonize`` does (same-size batches, tiles above ``tile`` px), then
-    frame each output's cell (``boxes``) and centre-crop it to ``size`` (N x 3 x size x size)."""
+                       tile: int = 512, overlap: int = 64, boxes: Sequence[Box] | None = None,
+                       crop: int | None = None) -> torch.Tensor:
+    """Translate whole CHW images the way ``harmonize`` does (same-size batches, tiles above ``tile`` px, or
+    ``crop`` px tiles in the crop context), then frame each output's cell (``boxes``) and centre-crop it to
+    ``size`` (N x 3 x size x size)."""
     boxes = list(boxes) if boxes is not None else [None] * len(images)
     out: list[torch.Tensor | None] = [None] * len(images)
     for indices in group_by_shape(images).values():
         batch = torch.stack([images[i] for i in indices]).to(device)
-        done = translate_images(translator, batch, tile, overlap)
+        done = translate_images(translator, batch, tile, overlap, crop)
         for i, image in zip(indices, done.float(), strict=True):
             out[i] = frame_and_crop(image.cpu(), boxes[i], size)
     return torch.stack(out)  # type: ignore[arg-type]
@@ -576,8 +578,10 @@ def score_translations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str
     scorer = _Scorer(model, labels, target, ctx.device, ctx.batch_size, _inception(ctx))
     if model is not None:
         scorer.references = guard_references(ctx, scorer, whole, boxes, dst_val, size)
+    crop = context_crop(DEFAULT_CONTEXT, first, meta)  # as harmonize translates by default
     scores = _score_epochs(ctx, scorer, epochs, first, source,
-                           lambda translator: translate_and_crop(translator, whole, size, ctx.device, boxes=boxes))
+                           lambda translator: translate_and_crop(translator, whole, size, ctx.device, boxes=boxes,
+                                                                 crop=crop))
     return scores, {"src": len(src_val), "dst": len(dst_val), "size": size}
 
 

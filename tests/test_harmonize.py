@@ -12,7 +12,7 @@ import torch
 from stainshift.cli.main import build_parser, main
 from stainshift.data.io import list_images, read_image, write_image
 from stainshift.errors import StainshiftError
-from stainshift.harmonize import HarmonizeRequest, harmonize, methods, translate_tiled
+from stainshift.harmonize import HarmonizeRequest, harmonize, methods, translate_images, translate_tiled
 from stainshift.models.registry import build_model
 from stainshift.project import Project
 from stainshift.train.loop import TrainRequest, train
@@ -118,6 +118,24 @@ def test_tiled_matches_whole_image_and_has_no_seams():
 
     for dim in (1, 2):
         assert (jumps(tiled, dim) - jumps(whole, dim)).abs().max() < 0.01
+
+
+def test_crop_context_normalizes_each_training_size_tile_on_its_own():
+    torch.manual_seed(0)
+    translator = build_model("cyclegan", "cpu", ngf=8, n_blocks=2).translator().eval()
+    image = _smooth_image(160)
+    image[:, 100:, 100:] = 0.2  # a dark corner: whole-image statistics differ from a tile's own
+    small = image[:, :64, :64]
+    with torch.inference_mode():
+        own = translator(image[None, :, :48, :48])[0].clamp(0, 1)
+        alone = translator(small[None])[0].clamp(0, 1)
+    local = translate_images(translator, image[None], tile=512, overlap=64, crop=48)[0]
+    whole = translate_images(translator, image[None], tile=512, overlap=64)[0]
+    # the top-left 32 x 32 px belong to the first 48 px tile only (the next starts 32 px on): its own statistics
+    assert torch.allclose(local[:, :32, :32], own[:, :32, :32], atol=1e-5)
+    assert (whole[:, :32, :32] - own[:, :32, :32]).abs().mean() > 0.01
+    # an image no larger than the crop is translated whole in either context
+    assert torch.equal(translate_images(translator, small[None], 512, 64, crop=64)[0], alone)
 
 
 def test_cli_harmonize(project, tmp_path, capsys):
