@@ -14,8 +14,10 @@ same test cells (paired bootstrap of the test images):
    common diameter, about 1.5 cell diameters, the size of the GAN's training crops) vs the whole window (2.8
    diameters, about 180 px); the bccd crops are about 90 px at that scale, so they are translated at the size the
    GAN was trained on;
-5. the fix: harmonize's ``crop`` context (:class:`stainshift.harmonize.Context`: tiles of the training crop, each
-   normalized by its own statistics) on the whole field vs its ``image`` context (the whole field at once).
+5. a fix: harmonize's ``crop`` context (:class:`stainshift.harmonize.Context`: tiles of the training crop, each
+   normalized by its own statistics) on the whole field vs its ``image`` context (the whole field at once);
+6. the other: the ``cell`` context (crop context, then each located cell's crop-size window translated alone and
+   pasted over) vs the ``image`` context.
 
 ``--split val`` measures the same on the validation cells: harmonize's default context is chosen there, not on the
 test cells the benchmark reports. Writes ``bccdf_diagnosis[_val].md`` (``.json``, ``.jpg``).
@@ -51,7 +53,7 @@ from stainshift.data.io import read_image, write_image
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
 from stainshift.grids import image_grid
-from stainshift.harmonize import Context, back_to_size, context_crop, source_scale, translate_one
+from stainshift.harmonize import Context, back_to_size, cell_centres, context_crop, source_scale, translate_one
 from stainshift.models.registry import load_epoch
 from stainshift.paired_stats import PairedBootstrap
 from stainshift.project import load_project
@@ -63,10 +65,10 @@ CLASSIFIER = "pbc-resnet18-group"
 EPOCHS = (1, 3, 5)
 
 
-def translate(model, image: np.ndarray, scale: float, crop: int | None = None) -> np.ndarray:
+def translate(model, image: np.ndarray, scale: float, crop: int | None = None, centres=None) -> np.ndarray:
     """``image`` harmonized as :func:`stainshift.harmonize.harmonize` does (keep-detail; ``crop``: the crop
-    context's tile size, None for the image context)."""
-    small, out = translate_one(model, image, scale, crop=crop)
+    context's tile size, None for the image context; ``centres``: the cells, full-size px, for the cell context)."""
+    small, out = translate_one(model, image, scale, crop=crop, centres=centres)
     return back_to_size(image, small, out, keep_detail=True)
 
 
@@ -104,6 +106,7 @@ def main() -> None:
     by: dict[tuple[str, str], list[np.ndarray]] = {}
     examples = {"bccdf raw window": raw["bccdf"][:6], "bccd raw crop": raw["bccd"][:6]}
     views = [classifier_view(r, scales["bccdf"], clf.input_size) for r in raw["bccdf"]]
+    field_centres = cell_centres(project, "bccdf", cells["bccdf"], 1.0)  # every located cell, full-size px
     for epoch in epochs:
         models, trained, crops = {}, {}, {}
         for d, run in gans.items():
@@ -131,6 +134,9 @@ def main() -> None:
             ("bccdf", "bccdf GAN, whole field, crop context"): [
                 crop_box(translate(models["bccdf"], read_image(s.path), scaled("bccdf", "bccdf"), crops["bccdf"]),
                          s.box) for s in cells["bccdf"]],
+            ("bccdf", "bccdf GAN, whole field, cell context"): [
+                crop_box(translate(models["bccdf"], read_image(s.path), scaled("bccdf", "bccdf"), crops["bccdf"],
+                                   centres), s.box) for s, centres in zip(cells["bccdf"], field_centres, strict=True)],
             ("bccd", "bccd GAN, crop"): [translate(models["bccd"], r, scaled("bccd", "bccd")) for r in raw["bccd"]],
             ("bccd", "bccdf GAN, crop"): [translate(models["bccdf"], r, scaled("bccdf", "bccd")) for r in raw["bccd"]],
         }
@@ -156,6 +162,8 @@ def main() -> None:
                  ("4. size translated (bccdf windows)", "bccdf", "bccdf GAN, classifier's view only",
                   "bccdf GAN, window only"),
                  ("5. crop context (bccdf fields)", "bccdf", "bccdf GAN, whole field, crop context",
+                  "bccdf GAN, whole field"),
+                 ("6. cell context (bccdf fields)", "bccdf", "bccdf GAN, whole field, cell context",
                   "bccdf GAN, whole field")]
     answers = [{"question": q, "images": d, "a": a, "b": b, "a_minus_b": paired(d, a, b)} for q, d, a, b in questions]
     versus_raw = [{"images": d, "condition": n, "minus_raw": paired(d, n, None)} for d, n in by]

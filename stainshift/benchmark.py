@@ -43,7 +43,7 @@ import pandas as pd
 from stainshift import provenance, runs
 from stainshift.atomic import atomic_write_text, save_figure
 from stainshift.errors import StainshiftError
-from stainshift.harmonize import DEFAULT_CONTEXT, HarmonizeRequest, harmonize
+from stainshift.harmonize import HarmonizeRequest, default_context, harmonize
 from stainshift.models.kinds import Kind
 from stainshift.models.registry import names
 from stainshift.project import Project
@@ -155,7 +155,7 @@ def _images(project: Project, r: BenchmarkRequest, name: str, method: str, epoch
     target = runs.benchmark_images(project, r.src, r.dst, name)
     made_by = {"method": method, "epoch": epoch, "run": run.name if run else None,
                "checkpoint": file_hash(runs.epoch_file(run, epoch)) if run is not None and epoch else None,
-               "harmonize": {**HARMONIZE_OPTIONS, "context": DEFAULT_CONTEXT.value},
+               "harmonize": {**HARMONIZE_OPTIONS, "context": default_context(project, r.src).value},
                "splits": _split_hashes(project, r.src, r.dst)}
     record = target / "made_by.json"
     if (target / "manifest.csv").exists() and record.exists() and json.loads(record.read_text()) == made_by:

@@ -115,7 +115,14 @@ from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
 from stainshift.device import resolve_device
 from stainshift.errors import StainshiftError
-from stainshift.harmonize import DEFAULT_CONTEXT, context_crop, source_scale, translate_images
+from stainshift.harmonize import (
+    Context,
+    cell_centres,
+    context_crop,
+    default_context,
+    source_scale,
+    translate_images,
+)
 from stainshift.metrics import (
     frechet_distance,
     lab_pixels,
@@ -391,7 +398,8 @@ def frame_and_crop(image: torch.Tensor, box: Box, size: int) -> torch.Tensor:
 @torch.inference_mode()
 def translate_and_crop(translator: nn.Module, images: Sequence[torch.Tensor], size: int, device: torch.device,
                        tile: int = 512, overlap: int = 64, boxes: Sequence[Box] | None = None,
-                       crop: int | None = None) -> torch.Tensor:
+                       crop: int | None = None, centres: Sequence[Sequence[tuple[float, float]]] | None = None
+                       ) -> torch.Tensor:
     """Translate whole CHW images the way ``harmonize`` does (same-size batches, tiles above ``tile`` px, or
     ``crop`` px tiles in the crop context), then frame each output's cell (``boxes``) and centre-crop it to
     ``size`` (N x 3 x size x size)."""
@@ -399,7 +407,8 @@ def translate_and_crop(translator: nn.Module, images: Sequence[torch.Tensor], si
     out: list[torch.Tensor | None] = [None] * len(images)
     for indices in group_by_shape(images).values():
         batch = torch.stack([images[i] for i in indices]).to(device)
-        done = translate_images(translator, batch, tile, overlap, crop)
+        done = translate_images(translator, batch, tile, overlap, crop,
+                                None if centres is None else [centres[i] for i in indices])
         for i, image in zip(indices, done.float(), strict=True):
             out[i] = frame_and_crop(image.cpu(), boxes[i], size)
     return torch.stack(out)  # type: ignore[arg-type]
@@ -578,10 +587,13 @@ def score_translations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str
     scorer = _Scorer(model, labels, target, ctx.device, ctx.batch_size, _inception(ctx))
     if model is not None:
         scorer.references = guard_references(ctx, scorer, whole, boxes, dst_val, size)
-    crop = context_crop(DEFAULT_CONTEXT, first, meta)  # as harmonize translates by default
+    context = default_context(project, src)  # as harmonize translates by default
+    crop = context_crop(context, first, meta)
+    centres = cell_centres(project, src, src_val, source_scale(project, src, meta)) \
+        if context is Context.CELL and crop is not None else None
     scores = _score_epochs(ctx, scorer, epochs, first, source,
                            lambda translator: translate_and_crop(translator, whole, size, ctx.device, boxes=boxes,
-                                                                 crop=crop))
+                                                                 crop=crop, centres=centres))
     return scores, {"src": len(src_val), "dst": len(dst_val), "size": size}
 
 

@@ -53,10 +53,11 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-keep-detail", dest="keep_detail", action="store_false",
                    help="learned methods: enlarge the output made at the common scale instead of carrying its colour "
                         "change onto the full-size input (loses detail; the behaviour before keep-detail)")
-    p.add_argument("--context", choices=("image", "crop"),
-                   help="learned methods: what the generator sees at once: the whole image, or tiles of its training "
-                        "crop size each normalized on its own, as in training (default: stainshift.harmonize."
-                        "DEFAULT_CONTEXT)")
+    p.add_argument("--context", choices=("image", "crop", "cell"),
+                   help="learned methods: what the generator sees at once: the whole image; tiles of its training "
+                        "crop size, each normalized on its own as in training; or (whole fields) those tiles with "
+                        "each located cell's own crop-size window pasted over (default: cell for a fields domain, "
+                        "else image)")
     p.set_defaults(func=run)
 
 
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from stainshift.errors import StainshiftError
-    from stainshift.harmonize import DEFAULT_CONTEXT, Context, HarmonizeRequest
+    from stainshift.harmonize import Context, HarmonizeRequest
     from stainshift.project import load_project
     from stainshift.shard import harmonize_distributed
 
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                                input=args.input, out=args.out, run_id=args.run_id, tile=args.tile,
                                overlap=args.overlap, batch_size=args.batch_size, device=args.device,
                                skip_bad=args.skip_bad, keep_detail=args.keep_detail, progress=not args.quiet,
-                               context=Context(args.context) if args.context else DEFAULT_CONTEXT,
+                               context=Context(args.context) if args.context else None,
                                model=args.model)
     result = harmonize_distributed(project, request)
     if result is None:  # another torchrun rank than 0: rank 0 reports for all
