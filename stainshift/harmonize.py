@@ -69,10 +69,10 @@ class Context(Enum):
 
 
 def default_context(project: Project, src: str) -> Context:
-    """``cell`` for a whole-field domain, ``image`` otherwise. On bccd's fields (validation cells, 2 epochs of the
-    seed-0 CycleGAN) translating the whole field lost 0.38 accuracy against the raw windows and translating only
-    the cell's crop-size window lost 0.02 (n.s.): benchmarks/results/bccdf_diagnosis_val.md. Crop-domain images
-    are about the training crop's size, where the contexts hardly differ, and their results were measured whole."""
+    """``cell`` for a whole-field domain, ``image`` otherwise. Chosen on bccd's fields' validation cells (2 epochs of
+    the seed-0 CycleGAN; benchmarks/results/bccdf_diagnosis_val.md): against the raw windows the ``image`` context
+    lost 0.38 accuracy, ``crop`` 0.14 and ``cell`` 0.04 (n.s.). Crop-domain images are about the training crop's
+    size, where the contexts hardly differ, and their results were measured whole."""
     return Context.CELL if project.domain(src).fields else Context.IMAGE
 
 

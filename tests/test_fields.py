@@ -4,6 +4,7 @@ Fields are synthetic masks rendered by the simulator, so the true white cell of 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -166,3 +167,41 @@ def test_selection_frames_the_cell_in_the_translated_whole_field_as_evaluation_d
         direct = to_tensor(load_cell(sample, scale, 32))
         assert framed.shape == direct.shape == (3, 32, 32)
         assert torch.mean(torch.abs(framed - direct)) < 0.03
+
+
+def test_the_cell_context_translates_each_located_cells_window_on_its_own(tmp_path, field_tree):
+    """Fields default to the cell context: each located cell's training-crop window is translated alone (as the
+    GAN's training crops were) and pasted over the field translated in crop-size tiles."""
+    import torch
+
+    from stainshift.data.datasets import load_cell, to_tensor
+    from stainshift.data.scale import scale_factor
+    from stainshift.harmonize import Context, cell_centres, default_context, translate_images
+    from stainshift.models.registry import build_model
+
+    root, truth = field_tree
+    project, _ = add_domain(_project(tmp_path), "site", root / "site", fields=True)
+    assert default_context(project, "site") is Context.CELL
+    samples = samples_in(project, "site")
+    scale = scale_factor(project, "site")
+    centres = cell_centres(project, "site", samples, scale)
+    for sample, found in zip(samples, centres, strict=True):  # the located cells, at the common scale
+        x, y, diameter = truth[sample.key]
+        assert min(abs(cx - x * scale) + abs(cy - y * scale) for cx, cy in found) < 0.25 * diameter * scale
+    torch.manual_seed(0)
+    translator = build_model("cyclegan", "cpu", ngf=8, n_blocks=2).translator().eval()
+    field = to_tensor(load_cell(dataclasses.replace(samples[0], box=None), scale))[None]
+    crop = 32
+    cell = translate_images(translator, field, 512, 64, crop, [centres[0][:1]])[0]
+    tiles = translate_images(translator, field, 512, 64, crop)[0]
+    cx, cy = centres[0][0]
+    _, h, w = field.shape[1:]
+    x0, y0 = min(max(round(cx - crop / 2), 0), w - crop), min(max(round(cy - crop / 2), 0), h - crop)
+    with torch.inference_mode():
+        alone = translator(field[:, :, y0:y0 + crop, x0:x0 + crop])[0].clamp(0, 1)
+    inner = (slice(None), slice(y0 + 4, y0 + crop - 4), slice(x0 + 4, x0 + crop - 4))
+    assert torch.allclose(cell[inner], alone[:, 4:-4, 4:-4], atol=1e-5)  # inside the feather: the window alone
+    assert (tiles[inner] - cell[inner]).abs().mean() > 1e-3  # which the tiled field alone does not give
+    far = (slice(None), slice(0, 8), slice(0, 8)) if (x0 > 16 or y0 > 16) else (slice(None), slice(-8, None),
+                                                                                slice(-8, None))
+    assert torch.equal(cell[far], tiles[far])  # away from the cell, the crop-context field is kept
