@@ -7,9 +7,10 @@ small data the best classifier accuracy came at epochs 2-3 and fell after). Noth
 What is measured, for every kept epoch ``epochs/epoch_NNN.pt`` of the latest (or ``run_id``) run, on the SOURCE
 domain's *validation* split only (the GAN trained on the source train split; the test split stays untouched):
 
-- each image is translated as ``harmonize`` translates it: the whole image (a whole field, for a fields domain,
-  whose located cell's window is then cut from the output), rescaled by the domain's scale factor
-  (the project's common cell diameter), tiled above 512 px; then the output is centre-cropped (or reflect-padded)
+- each image is translated as ``harmonize`` translates it by default: the whole image (a whole field, for a fields
+  domain, in the ``cell`` context of :func:`stainshift.harmonize.default_context`, whose located cell's window is
+  then cut from the output), rescaled by the domain's scale factor (the project's common cell diameter), tiled
+  above 512 px; then the output is centre-cropped (or reflect-padded)
   to the classifier's ``input_size`` (without a classifier: the run's training ``crop_size``), as a classifier's
   dataset crops. Translating the crop alone would not do: instance normalization sees the whole input, so a crop's
   colours differ from the same region of the harmonized image (on the simulated demo, the epoch ranking changed);
