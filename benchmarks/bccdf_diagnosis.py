@@ -195,7 +195,8 @@ def main() -> None:
         v, lo, hi, verdict = item["minus_raw"]
         lines.append(f"| {item['images']} | {item['condition']} | " + " | ".join(f"{a:.3f}" for a in accs)
                      + f" | {v:+.3f} ({lo:+.3f} to {hi:+.3f}) {verdict} |")
-    lines += ["", f"Rows: the first six test cells, raw and as each translation (epoch {epochs[0]}) gives them.", "",
+    lines += ["", f"Rows: the first six {args.split} cells, raw and as each translation (epoch {epochs[0]}) gives "
+              "them.", "",
               f"![bccdf diagnosis]({stem}.jpg)", ""]
     atomic_write_text(RESULTS / f"{stem}.md", "\n".join(lines))
     print("\n".join(lines))

@@ -47,7 +47,7 @@ from stainshift import runs
 from stainshift.atomic import atomic_write_text
 from stainshift.data.batching import stream_shape_batches
 from stainshift.data.datasets import rescale, to_batch, to_uint8
-from stainshift.data.domains import read_sample, scan_domain
+from stainshift.data.domains import Sample, read_sample, scan_domain
 from stainshift.data.io import list_images, read_image, write_image
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
@@ -276,14 +276,14 @@ def translate_tiled(model: nn.Module, image: torch.Tensor, tile: int, overlap: i
     def crop(iy: int, ix: int) -> torch.Tensor:
         return image[None, :, ys[iy]:ys[iy] + tile, xs[ix]:xs[ix] + tile]
 
-    shared = _SharedInstanceNorm(model)
-    if not shared_norm:
-        shared.layers = []
-    if shared.layers:
+    shared = _SharedInstanceNorm(model) if shared_norm else None
+    if shared is not None and not shared.layers:
+        shared = None
+    if shared is not None:
         shared.measure([(crop(iy, ix), (*_owned(ys, iy, tile, h), *_owned(xs, ix, tile, w))) for iy, ix in windows])
     out = torch.zeros_like(image)
     weight = torch.zeros((1, h, w), dtype=image.dtype, device=image.device)
-    with shared.applied() if shared.layers else contextlib.nullcontext():
+    with shared.applied() if shared is not None else contextlib.nullcontext():
         for iy, ix in windows:
             y, x = ys[iy], xs[ix]
             piece = model(crop(iy, ix))[0].clamp(0, 1)
@@ -312,7 +312,7 @@ def context_crop(context: Context, translator: nn.Module, meta: dict[str, Any]) 
     """The tile size :func:`translate_images` takes for ``context``: the training crop of the epoch file (``crop``
     and ``cell`` contexts; None when the file does not record one, or for a pixel-wise translator, which has no
     context)."""
-    if context is Context.IMAGE or getattr(translator, "pixelwise", False):
+    if context not in (Context.CROP, Context.CELL) or getattr(translator, "pixelwise", False):
         return None
     seen = (meta.get("preprocessing") or {}).get("src") or {}
     size = seen.get("crop_size") or (meta.get("options") or {}).get("crop_size")
@@ -336,13 +336,15 @@ def translate_images(model: nn.Module, batch: torch.Tensor, tile: int, overlap: 
     return translate_batch(model, batch)
 
 
-def cell_centres(project: Project, src: str, samples: Sequence[Any], scale: float) -> list[list[tuple[float, float]]]:
-    """Per sample of a fields domain, its located white cells' centres (x, y) after rescaling by ``scale``."""
+def cell_centres(project: Project, src: str, samples: Sequence[Sample], scale: float
+                 ) -> list[list[tuple[float, float]]]:
+    """Per sample of a fields domain, its located white cells' centres (x, y) after rescaling by ``scale``,
+    smallest first, so that pasting in this order leaves the labelled (largest) cell's window on top."""
     from stainshift.data.fields import field_cells
 
-    cells = field_cells(project, src, samples)
-    return [[(c.centre[0] * scale, c.centre[1] * scale) for c in cells[s.key].cells] if s.key in cells else []
-            for s in samples]
+    cells = field_cells(project, src)  # the whole domain: a subset would drop the others from the cache
+    return [[(c.centre[0] * scale, c.centre[1] * scale) for c in reversed(cells[s.key].cells)]
+            if s.key in cells else [] for s in samples]
 
 
 @torch.inference_mode()
@@ -476,10 +478,18 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
         # the GAN saw cells at the common diameter: show them that way; a pixel-wise model needs no rescaling
         scale = 1.0 if translator.pixelwise else source_scale(project, r.src, meta)
         crop = context_crop(r.context, translator, meta)
-        if r.context is Context.CELL and crop is not None and r.input is None and project.domain(r.src).fields:
-            samples = scan_domain(project.domain(r.src))
-            # per input file, its cells' centres in full-size pixels (flush rescales them with the image)
-            centres_of = {s.path: c for s, c in zip(samples, cell_centres(project, r.src, samples, 1.0), strict=True)}
+        if r.context is not Context.IMAGE and crop is None and not translator.pixelwise:
+            warnings.warn(f"{path.name} records no training crop size: translating in the image context, not "
+                          f"{r.context.value}", stacklevel=2)
+        if r.context is Context.CELL and crop is not None:
+            if r.input is None and project.domain(r.src).fields:
+                samples = scan_domain(project.domain(r.src))
+                # per input file, its cells' centres in full-size pixels (flush rescales them with the image)
+                centres_of = {s.path: c for s, c in
+                              zip(samples, cell_centres(project, r.src, samples, 1.0), strict=True)}
+            else:
+                warnings.warn("the cell context needs the located cells of a fields domain (no --input); "
+                              "translating in the crop context", stacklevel=2)
     skipped: list[str] = []
     rows: list[dict[str, object]] = []
     protect = {f.resolve() for f in files}

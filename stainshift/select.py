@@ -12,8 +12,9 @@ domain's *validation* split only (the GAN trained on the source train split; the
   then cut from the output), rescaled by the domain's scale factor (the project's common cell diameter), tiled
   above 512 px; then the output is centre-cropped (or reflect-padded)
   to the classifier's ``input_size`` (without a classifier: the run's training ``crop_size``), as a classifier's
-  dataset crops. Translating the crop alone would not do: instance normalization sees the whole input, so a crop's
-  colours differ from the same region of the harmonized image (on the simulated demo, the epoch ranking changed);
+  dataset crops. Translating the classifier's crop alone, when harmonize does not, would not do: instance
+  normalization sees the whole input, so a crop's colours differ from the same region of the harmonized image (on
+  the simulated demo, the epoch ranking changed);
 - ``accuracy`` and ``macro_f1`` of the target-domain classifier on the translated images (classes matched by name;
   images of classes the classifier lacks are left out; macro-F1 averages the classes present in the labels);
 - ``ssim``: structure preservation, the mean SSIM between the grayscale input and grayscale output (window 11),
@@ -46,8 +47,8 @@ Rules (``rule``; default: ``labelled`` when a classifier is given, the source's 
 
 - ``labelled``: maximize macro-F1 among the epochs with ``ssim >= ssim_min``; epochs within ``tie_tol`` (absolute)
   of the best macro-F1 are tied, and the tie goes to the lowest colour distance, then the earliest epoch. By default
-  ``tie_tol`` is the binomial standard error of the best score, ``sqrt(p (1 - p) / n)`` for ``n`` labelled images
-  with the Agresti-Coull proportion ``p = (f n + 2) / (n + 4)`` (so a perfect score on 16 images still carries an
+  ``tie_tol`` is the binomial standard error of the best score, ``sqrt(p (1 - p) / n)`` for ``n`` labelled images,
+  taken at the Agresti-Coull proportion ``p = (f n + 2) / (n + 4)`` (so a perfect score on 16 images still carries an
   error of 0.075, not 0), at least 0.01: with 60 validation images and F1 near 0.7 that is 0.06, so differences of
   a few images, which are noise, do not decide and the colour distance does;
 - ``label-free``: minimize the feature Frechet distance among the epochs with ``ssim >= ssim_min`` (no labels
@@ -57,11 +58,12 @@ Rules (``rule``; default: ``labelled`` when a classifier is given, the source's 
 - ``segmentation`` (mask-to-image runs only): maximize ``dice`` among the epochs with ``ssim >= ssim_min`` (0 by
   default for these models); epochs within ``tie_tol`` (absolute, default 0.01) of the best are tied, and the tie
   goes to the lowest colour distance, then the earliest epoch;
-- both rules first leave out the epochs that fail the class guard (:mod:`stainshift.class_guard`; thresholds in
-  :mod:`stainshift.rules`): ``labelled`` an epoch with a class recalled below ``RECALL_MIN`` (a class that another
-  epoch recalls at ``RECALL_WITNESS`` or more), ``label-free`` one
-  whose predicted-class histogram drifts more than ``DRIFT_MAX`` from both the Reinhard-normalized source's and
-  the target's prior (columns ``min_recall``, ``worst_class``, ``drift``); if every epoch fails, none is left out;
+- ``labelled`` and ``label-free`` first leave out the epochs that fail the class guard
+  (:mod:`stainshift.class_guard`; thresholds in :mod:`stainshift.rules`): ``labelled`` an epoch with a class
+  recalled below ``RECALL_MIN`` (a class that another epoch recalls at ``RECALL_WITNESS`` or more), ``label-free``
+  one whose predicted-class histogram drifts more than ``DRIFT_MAX`` from both the Reinhard-normalized source's
+  and the target's prior (columns ``min_recall``, ``worst_class``, ``drift``); if every epoch fails, none is left
+  out;
 - if no epoch reaches ``ssim_min``, the epoch with the highest SSIM is picked and the result says so
   (``fallback: true``), as does ``stainshift select``.
 
@@ -200,7 +202,8 @@ class EpochScores:
     worst_class: str | None = None   # ... and its class
     recalls: dict[str, float] | None = None  # every such class's recall (the guard's witnesses are per class)
     drift: float | None = None       # predicted-class histogram: TV distance to the nearer reference (class guard)
-    dice: float | None = None        # segmentation rule: Dice on real validation masks of a U-Net trained on them
+    dice: float | None = None        # segmentation rule: real validation masks' Dice of a U-Net trained on the
+    #                                  epoch's images of the train masks
     seconds: float = 0.0
 
     @property
@@ -331,7 +334,7 @@ def choose_epoch(scores: Sequence[EpochScores], rule: str, ssim_min: float = DEF
         top = value(best)
         if tie_tol is None:
             n = max(best.n_labelled or best.n_images, 1)
-            p = (top * n + 2) / (n + 4)  # Agresti-Coull: the plain error vanishes at a score of 0 or 1
+            p = (top * n + 2) / (n + 4)  # Agresti-Coull's proportion: the plain error vanishes at 0 or 1
             tie_tol = max(DEFAULT_TIE_TOL, math.sqrt(p * (1 - p) / n))
         tied = [s for s in finite if value(s) >= top - tie_tol]
     elif higher:  # dice: absolute tolerance

@@ -205,3 +205,25 @@ def test_the_cell_context_translates_each_located_cells_window_on_its_own(tmp_pa
     far = (slice(None), slice(0, 8), slice(0, 8)) if (x0 > 16 or y0 > 16) else (slice(None), slice(-8, None),
                                                                                 slice(-8, None))
     assert torch.equal(cell[far], tiles[far])  # away from the cell, the crop-context field is kept
+
+
+def test_the_labelled_cell_is_pasted_last_so_a_neighbour_never_covers_its_window(tmp_path, field_tree):
+    import torch
+
+    from stainshift.harmonize import cell_centres, translate_images
+    from stainshift.models.registry import build_model
+
+    root, _ = field_tree
+    project, _ = add_domain(_project(tmp_path), "site", root / "site", fields=True)
+    samples = samples_in(project, "site")
+    located = field_cells(project, "site")
+    for sample, centres in zip(samples, cell_centres(project, "site", samples, 1.0), strict=True):
+        assert centres[-1] == located[sample.key].cells[0].centre  # the labelled (largest) cell comes last
+    torch.manual_seed(0)
+    translator = build_model("cyclegan", "cpu", ngf=8, n_blocks=2).translator().eval()
+    image = torch.rand(1, 3, 96, 128)
+    labelled, neighbour = (60.0, 48.0), (72.0, 52.0)  # windows of 32 px overlapping by most of their area
+    out = translate_images(translator, image, 512, 64, 32, [[neighbour, labelled]])[0]
+    with torch.inference_mode():
+        alone = translator(image[:, :, 32:64, 44:76])[0].clamp(0, 1)
+    assert torch.allclose(out[:, 36:60, 48:72], alone[:, 4:-4, 4:-4], atol=1e-5)
