@@ -106,7 +106,7 @@ def main() -> None:
     by: dict[tuple[str, str], list[np.ndarray]] = {}
     examples = {"bccdf raw window": raw["bccdf"][:6], "bccd raw crop": raw["bccd"][:6]}
     views = [classifier_view(r, scales["bccdf"], clf.input_size) for r in raw["bccdf"]]
-    field_centres = cell_centres(project, "bccdf", cells["bccdf"], 1.0)  # every located cell, full-size px
+    field_centres = cell_centres(project, "bccdf", [s.key for s in cells["bccdf"]], 1.0)  # every cell, full-size px
     for epoch in epochs:
         models, trained, crops = {}, {}, {}
         for d, run in gans.items():

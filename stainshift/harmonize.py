@@ -47,7 +47,7 @@ from stainshift import runs
 from stainshift.atomic import atomic_write_text
 from stainshift.data.batching import stream_shape_batches
 from stainshift.data.datasets import rescale, to_batch, to_uint8
-from stainshift.data.domains import Sample, read_sample, scan_domain
+from stainshift.data.domains import read_sample, scan_domain
 from stainshift.data.io import list_images, read_image, write_image
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
@@ -336,15 +336,14 @@ def translate_images(model: nn.Module, batch: torch.Tensor, tile: int, overlap: 
     return translate_batch(model, batch)
 
 
-def cell_centres(project: Project, src: str, samples: Sequence[Sample], scale: float
-                 ) -> list[list[tuple[float, float]]]:
-    """Per sample of a fields domain, its located white cells' centres (x, y) after rescaling by ``scale``,
+def cell_centres(project: Project, src: str, keys: Sequence[str], scale: float) -> list[list[tuple[float, float]]]:
+    """Per image key of a fields domain, its located white cells' centres (x, y) after rescaling by ``scale``,
     smallest first, so that pasting in this order leaves the labelled (largest) cell's window on top."""
     from stainshift.data.fields import field_cells
 
     cells = field_cells(project, src)  # the whole domain: a subset would drop the others from the cache
-    return [[(c.centre[0] * scale, c.centre[1] * scale) for c in reversed(cells[s.key].cells)]
-            if s.key in cells else [] for s in samples]
+    return [[(c.centre[0] * scale, c.centre[1] * scale) for c in reversed(cells[k].cells)] if k in cells else []
+            for k in keys]
 
 
 @torch.inference_mode()
@@ -483,10 +482,10 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
                           f"{r.context.value}", stacklevel=2)
         if r.context is Context.CELL and crop is not None:
             if r.input is None and project.domain(r.src).fields:
-                samples = scan_domain(project.domain(r.src))
-                # per input file, its cells' centres in full-size pixels (flush rescales them with the image)
-                centres_of = {s.path: c for s, c in
-                              zip(samples, cell_centres(project, r.src, samples, 1.0), strict=True)}
+                # per input file (its key: the path under the domain folder), its cells' centres in full-size
+                # pixels; flush rescales them with the image
+                keys = [f.relative_to(root).as_posix() for f in files]
+                centres_of = dict(zip(files, cell_centres(project, r.src, keys, 1.0), strict=True))
             else:
                 warnings.warn("the cell context needs the located cells of a fields domain (no --input); "
                               "translating in the crop context", stacklevel=2)

@@ -112,7 +112,7 @@ from stainshift import runs
 from stainshift.atomic import atomic_write_text, save_figure
 from stainshift.class_guard import class_recalls, histogram, histogram_drift
 from stainshift.data.batching import group_by_shape
-from stainshift.data.datasets import center_crop_tensor, load_cell, to_tensor
+from stainshift.data.datasets import center_crop_tensor, load_cell, to_tensor, to_uint8
 from stainshift.data.domains import Sample, crop_box
 from stainshift.data.scale import scale_factor
 from stainshift.data.splits import samples_in
@@ -593,7 +593,7 @@ def score_translations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str
         scorer.references = guard_references(ctx, scorer, whole, boxes, dst_val, size)
     context = default_context(project, src)  # as harmonize translates by default
     crop = context_crop(context, first, meta)
-    centres = cell_centres(project, src, src_val, source_scale(project, src, meta)) \
+    centres = cell_centres(project, src, [s.key for s in src_val], source_scale(project, src, meta)) \
         if context is Context.CELL and crop is not None else None
     scores = _score_epochs(ctx, scorer, epochs, first, source,
                            lambda translator: translate_and_crop(translator, whole, size, ctx.device, boxes=boxes,
@@ -742,14 +742,10 @@ class SegmenterDice:
         self.values, self.seed, self.iters = values, seed, iters
         self.train_labels = self._labels(train_masks)
         self.val_labels = self._labels(val_masks)
-        self.val_images = self._uint8(val_images)
+        self.val_images = np.stack(to_uint8(val_images))
 
     def _labels(self, masks: torch.Tensor) -> np.ndarray:
         return torch.bucketize(masks[:, 0].contiguous(), self.values).numpy().astype(np.int64)
-
-    @staticmethod
-    def _uint8(images: torch.Tensor) -> np.ndarray:
-        return images.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy()
 
     def __call__(self, train_images: torch.Tensor) -> float:
         from stainshift.synth.segmenter import dice_per_image, predict, train_segmenter
@@ -757,8 +753,9 @@ class SegmenterDice:
         classes = len(self.values)
         size = self.train_labels.shape[-1]
         with torch.enable_grad():
-            unet = train_segmenter([(self._uint8(train_images), self.train_labels)], self.seed, self.iters, size,
-                                   batch=8, classes=classes)
+            images = np.stack(to_uint8(train_images))
+            unet = train_segmenter([(images, self.train_labels)], self.seed, self.iters, size, batch=8,
+                                   classes=classes)
         foreground = range(1, classes)
         return float(dice_per_image(predict(unet, self.val_images), self.val_labels, foreground).mean())
 

@@ -184,7 +184,7 @@ def test_the_cell_context_translates_each_located_cells_window_on_its_own(tmp_pa
     assert default_context(project, "site") is Context.CELL
     samples = samples_in(project, "site")
     scale = scale_factor(project, "site")
-    centres = cell_centres(project, "site", samples, scale)
+    centres = cell_centres(project, "site", [s.key for s in samples], scale)
     for sample, found in zip(samples, centres, strict=True):  # the located cells, at the common scale
         x, y, diameter = truth[sample.key]
         assert min(abs(cx - x * scale) + abs(cy - y * scale) for cx, cy in found) < 0.25 * diameter * scale
@@ -217,7 +217,7 @@ def test_the_labelled_cell_is_pasted_last_so_a_neighbour_never_covers_its_window
     project, _ = add_domain(_project(tmp_path), "site", root / "site", fields=True)
     samples = samples_in(project, "site")
     located = field_cells(project, "site")
-    for sample, centres in zip(samples, cell_centres(project, "site", samples, 1.0), strict=True):
+    for sample, centres in zip(samples, cell_centres(project, "site", [s.key for s in samples], 1.0), strict=True):
         assert centres[-1] == located[sample.key].cells[0].centre  # the labelled (largest) cell comes last
     torch.manual_seed(0)
     translator = build_model("cyclegan", "cpu", ngf=8, n_blocks=2).translator().eval()
