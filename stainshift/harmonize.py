@@ -112,6 +112,7 @@ class HarmonizeResult:
     selection: dict | None = None  # for --epoch best: the selection record used (rule, classifier, reason)
     method: str = ""
     model: str | None = None  # the registered version used, pinned (models:/NAME/VERSION) when asked by alias
+    context: Context | None = None  # what a learned generator saw at once (after any fallback); None: pixel-wise
 
 
 # -- loading a method ---------------------------------------------------------------------------------------------
@@ -460,7 +461,7 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
     epoch: int | None = None
     ckpt_hash: str | None = None
     selection: dict | None = None
-    scale, crop, centres_of = 1.0, None, {}
+    scale, crop, centres_of, used = 1.0, None, {}, None
     learned = method.kind is Kind.LEARNED
     if not learned:
         model: nn.Module = fit_classical(project, r.method, r.dst, r.fit_images, project.seed).to(device)
@@ -477,16 +478,18 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
         # the GAN saw cells at the common diameter: show them that way; a pixel-wise model needs no rescaling
         scale = 1.0 if translator.pixelwise else source_scale(project, r.src, meta)
         crop = context_crop(r.context, translator, meta)
-        if r.context is not Context.IMAGE and crop is None and not translator.pixelwise:
+        used = None if translator.pixelwise else (r.context if crop is not None else Context.IMAGE)
+        if r.context is not Context.IMAGE and used is Context.IMAGE:
             warnings.warn(f"{path.name} records no training crop size: translating in the image context, not "
                           f"{r.context.value}", stacklevel=2)
-        if r.context is Context.CELL and crop is not None:
+        if used is Context.CELL:
             if r.input is None and project.domain(r.src).fields:
                 # per input file (its key: the path under the domain folder), its cells' centres in full-size
                 # pixels; flush rescales them with the image
                 keys = [f.relative_to(root).as_posix() for f in files]
                 centres_of = dict(zip(files, cell_centres(project, r.src, keys, 1.0), strict=True))
             else:
+                used = Context.CROP
                 warnings.warn("the cell context needs the located cells of a fields domain (no --input); "
                               "translating in the crop context", stacklevel=2)
     skipped: list[str] = []
@@ -508,7 +511,8 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
             target = out_dir / src_path.relative_to(root)
             write_image(target, out, protect=protect)
             rows.append({"input": str(src_path), "output": str(target), "method": r.method,
-                         "epoch": "" if epoch is None else epoch, "checkpoint": ckpt_hash or ""})
+                         "epoch": "" if epoch is None else epoch, "checkpoint": ckpt_hash or "",
+                         "context": "" if used is None else used.value})
 
     def readable() -> Iterator[tuple[Path, np.ndarray]]:
         for path in tqdm(files, desc=f"harmonize {r.method}", unit="img", disable=not r.progress):
@@ -528,10 +532,11 @@ def harmonize(project: Project, request: HarmonizeRequest) -> HarmonizeResult:
         manifest = write_partial(out_dir, *r.shard, rows, skipped)
     else:
         manifest = write_manifest(out_dir, rows)
-    return HarmonizeResult(out_dir, len(rows), manifest, epoch, ckpt_hash, skipped, selection, r.method, r.model)
+    return HarmonizeResult(out_dir, len(rows), manifest, epoch, ckpt_hash, skipped, selection, r.method, r.model,
+                           used)
 
 
-MANIFEST_FIELDS = ("input", "output", "method", "epoch", "checkpoint")
+MANIFEST_FIELDS = ("input", "output", "method", "epoch", "checkpoint", "context")
 
 
 def write_manifest(out_dir: Path, rows: Sequence[dict[str, object]]) -> Path:

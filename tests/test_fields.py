@@ -227,3 +227,62 @@ def test_the_labelled_cell_is_pasted_last_so_a_neighbour_never_covers_its_window
     with torch.inference_mode():
         alone = translator(image[:, :, 32:64, 44:76])[0].clamp(0, 1)
     assert torch.allclose(out[:, 36:60, 48:72], alone[:, 4:-4, 4:-4], atol=1e-5)
+
+
+def test_harmonize_translates_a_fields_domain_in_the_cell_context_end_to_end(tmp_path, field_tree):
+    """`harmonize` on a fields domain, as a user runs it after `train cyclegan`: the default context is `cell`, the
+    manifest says so, each located cell's window is the generator's output for that window alone, and the rest of
+    the field is the crop context's; `--context image` gives another field."""
+    import csv
+
+    import torch
+
+    from stainshift.cli.main import main
+    from stainshift.data.io import read_image
+    from stainshift.harmonize import Context, HarmonizeRequest, cell_centres, harmonize
+    from stainshift.models.registry import load_epoch
+    from stainshift.project import save_project
+    from stainshift.runs import epoch_file
+    from stainshift.train.loop import TrainRequest, train
+
+    from .conftest import TINY_CYCLEGAN
+
+    root, _ = field_tree
+    _fields(tmp_path / "other", per_class=3, seed=1)
+    project, _ = add_domain(_project(tmp_path), "site", root / "site", fields=True)
+    project, _ = add_domain(project, "other", tmp_path / "other")
+    for name in ("site", "other"):  # the common diameter: translated at full size, so windows are pixels
+        project = project.with_domain(dataclasses.replace(project.domain(name), cell_diameter=32.0))
+    save_project(project)
+    result = train(project, TrainRequest(src="site", dst="other", run_id="r", progress=False, track=False,
+                                      overrides={**TINY_CYCLEGAN, "epochs": 1, "keep_epochs": (1,)}))
+    cell = harmonize(project, HarmonizeRequest("site", "other", epoch=1, out=tmp_path / "cell", progress=False))
+    crop = harmonize(project, HarmonizeRequest("site", "other", epoch=1, out=tmp_path / "crop", progress=False,
+                                               context=Context.CROP))
+    assert cell.context is Context.CELL and crop.context is Context.CROP
+    rows = list(csv.DictReader(cell.manifest.open()))
+    assert len(rows) == cell.n_images == 6 and {r["context"] for r in rows} == {"cell"}
+    translator, _ = load_epoch(epoch_file(result.run_dir, 1))
+    translator.eval()
+    for row in rows:
+        source, out = read_image(row["input"]), read_image(row["output"])
+        assert out.shape == source.shape
+        key = os.path.relpath(row["input"], root / "site")
+        (cx, cy), *_ = reversed(cell_centres(project, "site", [key], 1.0)[0])  # the labelled cell, pasted last
+        h, w = source.shape[:2]
+        x0, y0 = min(max(round(cx - 16), 0), w - 32), min(max(round(cy - 16), 0), h - 32)
+        window = torch.from_numpy(source[y0:y0 + 32, x0:x0 + 32].copy()).permute(2, 0, 1)[None].float() / 255
+        with torch.inference_mode():
+            alone = (translator(window)[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round()
+        inner = out[y0 + 4:y0 + 28, x0 + 4:x0 + 28].astype(int)
+        assert np.abs(inner - alone[4:-4, 4:-4]).max() <= 1  # inside the feather: the window translated alone
+        kept = read_image(tmp_path / "crop" / key)
+        far = np.ones((h, w), bool)
+        far[max(y0 - 40, 0):y0 + 72, max(x0 - 40, 0):x0 + 72] = False  # clear of every located cell's window
+        assert np.array_equal(out[far], kept[far])  # elsewhere: the crop context's field
+    code = main(["harmonize", "--src", "site", "--dst", "other", "--epoch", "1", "--context", "image", "--out",
+                 str(tmp_path / "image"), "--project", str(project.file), "--quiet"])
+    image_rows = list(csv.DictReader((tmp_path / "image" / "manifest.csv").open()))
+    assert code == 0 and {r["context"] for r in image_rows} == {"image"}
+    first = rows[0]["output"].replace(str(tmp_path / "cell"), str(tmp_path / "image"))
+    assert not np.array_equal(read_image(first), read_image(rows[0]["output"]))

@@ -12,7 +12,7 @@ EXAMPLE = """examples:
   stainshift harmonize --model models:/stainshift-hgtp_to_clinic-cyclegan/1 --input new_smears/ --out out/
   torchrun --nproc_per_node 4 -m stainshift harmonize --src hgtp --dst clinic --method reinhard   # files split
 Output (default runs/<src>_to_<dst>/<method>/harmonized/) mirrors the input tree, same names, types and sizes,
-plus manifest.csv (input, output, method, epoch, checkpoint hash). Inputs are never overwritten.
+plus manifest.csv (input, output, method, epoch, checkpoint hash, context). Inputs are never overwritten.
 --model takes a harmonizer registered with `stainshift models register` (pair, method and epoch from the registry).
 Under torchrun each process translates every N-th file and rank 0 writes the one manifest."""
 
@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
             epoch += f" (best by the {chosen['rule']} rule{by})"
         if result.model is not None:
             epoch += f" ({result.model})"
+        if result.context is not None:
+            epoch += f", {result.context.value} context"
         print(f"harmonized {result.n_images} images with {result.method}{epoch} -> {result.out_dir} "
               f"(manifest: {result.manifest.name})")
     return 0
