@@ -7,7 +7,9 @@ project of its own under ``--work`` (not in git), with the recipe's own variable
 
 - ``paper_block_3``: ``pbc8`` = pbc_barcelona with all 8 classes (the recipe's default pair, lymphocyte ->
   erythroblast, needs the erythroblasts that ``real_sites.toml``'s 4-class ``pbc`` leaves out);
-- ``mask_to_image``: ``jtsc`` = jtsc_tecom with its nucleus/cytoplasm masks.
+- ``mask_to_image``: ``jtsc`` = jtsc_tecom with its nucleus/cytoplasm masks;
+- ``paper_blocks_1_2``: ``jtsc`` -> ``pbc`` (pbc_barcelona's 4 classes, as in ``real_sites.toml``), with one
+  benchmark classifier (resnet18) instead of the recipe's four.
 
 Writes ``benchmarks/results/recipes.md`` (commands, the time of every step, the selection tables the recipes wrote),
 ``recipes.json`` (provenance read at the start, step reports) and one picture per recipe
@@ -40,8 +42,11 @@ from stainshift.project import load_project  # noqa: E402
 
 RESULTS = HERE / "results"
 PIPELINES = HERE.parent / "pipelines"
-RECIPES = ("paper_block_3", "mask_to_image")
-SETS = {"paper_block_3": {"domain": "pbc8"}, "mask_to_image": {"domain": "jtsc"}}
+RECIPES = ("paper_block_3", "mask_to_image", "paper_blocks_1_2")
+# the recipes' own variables, except the domains and, for blocks 1-2, one benchmark classifier instead of four (the
+# cross-site benchmark measured the others; four take hours here)
+SETS = {"paper_block_3": {"domain": "pbc8"}, "mask_to_image": {"domain": "jtsc"},
+        "paper_blocks_1_2": {"src": "jtsc", "dst": "pbc", "classifiers": "resnet18"}}
 
 
 def data_root() -> Path:
@@ -62,6 +67,11 @@ seed = 0
 [domains.pbc8]
 path = "{data / 'pbc_barcelona'}"
 classes = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
+cell_diameter = 129.5
+
+[domains.pbc]
+path = "{data / 'pbc_barcelona'}"
+classes = ["neutrophil", "lymphocyte", "monocyte", "eosinophil"]
 cell_diameter = 129.5
 
 [domains.jtsc]
@@ -153,6 +163,19 @@ def _selection_table(project, pattern: str, columns: int = 9) -> str:
     return "\n".join(lines)
 
 
+def _section(markdown: Path, title: str) -> list[str]:
+    """One ``## title`` section of a Markdown file, without its heading."""
+    lines, keep = markdown.read_text().splitlines(), False
+    out = []
+    for line in lines:
+        if line.startswith("## "):
+            keep = line[3:].startswith(title)
+            continue
+        if keep:
+            out.append(line)
+    return "\n".join(out).strip().splitlines()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of {', '.join(RECIPES)}")
@@ -185,9 +208,10 @@ def main() -> None:
           f"`{meta['command']}`",
           f"- machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, torch threads "
           f"{meta['machine']['torch_threads']}; no GPU",
-          "- each recipe ran with its own variables (`stainshift pipeline run pipelines/<recipe>.toml --set "
-          "domain=...`) in a project written by the script (`pbc8`: pbc_barcelona, all 8 classes; `jtsc`: "
-          "jtsc_tecom with its masks)", ""]
+          "- each recipe ran with its own variables (`stainshift pipeline run pipelines/<recipe>.toml --set ...`, "
+          "the values below) in a project written by the script (`pbc8`: pbc_barcelona, all 8 classes; `pbc`: its "
+          "4 white-cell classes of the cross-site benchmark; `jtsc`: jtsc_tecom with its masks); blocks 1-2 with "
+          "one benchmark classifier (resnet18) instead of the recipe's four", ""]
     for name in recipes:
         recipe = load_recipe(PIPELINES / f"{name}.toml", sets[name])
         start = time.perf_counter()
@@ -211,6 +235,14 @@ def main() -> None:
             figure = block_3_figure(project, project.root / v["out"], 8, RESULTS / f"recipes_{name}.png")
             md += ["The kept epochs' scores from `rare select` (epoch 0 = the inputs; * = chosen):", "",
                    _selection_table(project, pair), ""]
+        elif name == "paper_blocks_1_2":
+            folder = project.runs / f"{v['src']}_to_{v['dst']}"
+            figure = RESULTS / f"recipes_{name}.png"
+            figure.write_bytes((folder / "benchmark" / "accuracy_vs_epoch.png").read_bytes())
+            md += [f"The benchmark step's summary ({v['src']} test split; `runs/{v['src']}_to_{v['dst']}/benchmark/"
+                   "benchmark.md`):", "", *_section(folder / "benchmark" / "benchmark.md", "Summary"), "",
+                   "Its selections:", "", *_section(folder / "benchmark" / "benchmark.md", "Selections"), "",
+                   f"The report step wrote `runs/{v['src']}_to_{v['dst']}/report/index.html`.", ""]
         else:
             pair = f"runs/{v['domain']}_to_{v['domain']}/{v['method']}/*/selection.csv"
             figure = mask_to_image_figure(project, v["domain"], project.root / v["out"], 8,
