@@ -189,6 +189,11 @@ def learned_runs(project: Project, r: BenchmarkRequest) -> dict[str, dict[int | 
                           f"train {method} --src {r.src} --dst {r.dst} --seed N`)", stacklevel=3)
         if found:
             out[method] = found
+    if r.gan_seeds is not None and not out:  # asked for GAN seeds: a table without any learned row is not that
+        prefix = f" whose id starts with '{r.run_prefix}'" if r.run_prefix else ""
+        raise StainshiftError(f"no trained run{prefix} with seed {', '.join(map(str, r.gan_seeds))} for {r.src} -> "
+                              f"{r.dst} (any learned method); train one first (`stainshift train cyclegan --src "
+                              f"{r.src} --dst {r.dst} --seed N`) or leave out --seeds")
     return out
 
 
@@ -344,9 +349,9 @@ def run_benchmark(project: Project, r: BenchmarkRequest, argv: list[str] | None 
         from stainshift.label_curve import check_shots
 
         check_shots(project, r.src, r.shots, class_names(project.domain(r.dst)))
+    learned = learned_runs(project, r)
     out = runs.benchmark_dir(project, r.src, r.dst)
     out.mkdir(parents=True, exist_ok=True)
-    learned = learned_runs(project, r)
     conditions = _conditions(project, r, learned)
     chosen: list[Chosen] = []
     selector = None

@@ -102,6 +102,11 @@ def test_benchmark_over_gan_seeds_reports_their_spread(tmp_path):
     with pytest.warns(UserWarning, match="no run with seed 7"):
         run_benchmark(project, BenchmarkRequest("hgtp", "clinic", gan_seeds=(0, 7),
                                                 **{**REQUEST, "stain_augment": ()}))
+    # seeds asked for and not one trained: refused before any work, not a table of classical rows only
+    with pytest.raises(StainshiftError, match=r"no trained run with seed 5, 6 for hgtp -> clinic.*--seed N"):
+        run_benchmark(project, BenchmarkRequest("hgtp", "clinic", gan_seeds=(5, 6), **REQUEST))
+    with pytest.raises(StainshiftError, match=r"no trained run whose id starts with 'cpu-' with seed 0"):
+        run_benchmark(project, BenchmarkRequest("hgtp", "clinic", gan_seeds=(0,), run_prefix="cpu-", **REQUEST))
 
 
 def test_benchmark_command_errors(tmp_path, capsys):
