@@ -294,6 +294,14 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
                          f"{vs} | {vs_aug} | {fd} | "
                          f"{', '.join(commits)} |")
     config = rows[0]["config"] if rows else {}
+    generated = [r for r in rows if parse_condition(r["condition"])[1] not in (None, "sim")]
+    for r in generated:  # the earliest parts named the budget "gen_iters"
+        r["per_20"] = r["config"].get("gen_iters_per_20", r["config"].get("gen_iters"))
+    per_20 = sorted({r["per_20"] for r in generated})
+    iterations = {k: sorted({r.get("generator_iterations", max(2, round(r["per_20"] * k / 20)))
+                             for r in generated if r["k"] == k}) for k in sorted({r["k"] for r in rows})}
+    generator_budget = (f"{per_20[0]} iterations per 20 pairs, so the same passes over the pairs at every k"
+                        if len(per_20) == 1 else "iterations per k listed under the table")
     (out / "synthesis_generators.json").write_text(json.dumps({"provenance": prov, "rows": summary}, indent=1))
     lines = [
         "# Mask-to-image generators as synthetic data for segmentation (jtsc_tecom)", "",
@@ -302,9 +310,8 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         "`synthesis_generators_parts/`.", "",
         f"A fixed test split of {N_TEST} real images; RD = k real image/mask pairs; the shape database and every "
         f"generator see only those k. SD = {config.get('n_synth')} images from synthetic single-cell masks: the "
-        f"simulator's renders (sim) or a generator trained on the k pairs "
-        f"({config.get('gen_iters_per_20', config.get('gen_iters'))} iterations per 20 pairs, so the same passes over "
-        "the pairs at every k, of its `cpu` preset; no epoch picked by any score). "
+        f"simulator's renders (sim) or a generator trained on the k pairs ({generator_budget}, of its `cpu` preset; "
+        "no epoch picked by any score). "
         "U-Net (ResNet18 encoder, from scratch), "
         f"{config.get('iters')} iterations of batch {config.get('batch')}. Dice = mean of cytoplasm and nucleus Dice "
         "per test image; value = mean over images and seeds, 95% paired bootstrap CI; 'vs RD' = paired difference, "
@@ -317,6 +324,8 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         "| k | training data | Dice [95% CI] | per seed | vs RD [95% CI] | vs RD+aug [95% CI] | "
         "FD (real-vs-real floor) | commits |",
         "|---|---|---|---|---|---|---|---|", *table, "",
+        "Generator iterations: " + "; ".join(f"k = {k}: {', '.join(map(str, v))}" for k, v in iterations.items() if v)
+        + ".", "",
         "Inception FID was not measured: no Inception weights file is on this machine (`select --fid-model PATH` "
         "takes one).", "", "![masks and generated images](synthesis_generators.png)", ""]
     (out / "synthesis_generators.md").write_text("\n".join(lines))
