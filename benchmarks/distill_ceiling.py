@@ -146,8 +146,8 @@ def main() -> None:
         fallback_share["train table"].append(share)
         own = ColourTable(args.bins)
         own.add(x, y)
-        image_y, _ = own.apply(x, train_y.permute(1, 2, 0).reshape(-1, 3).numpy().astype(np.float64))
-        fallback_share["per-image tables"].append(share)
+        image_y, own_share = own.apply(x, train_y.permute(1, 2, 0).reshape(-1, 3).numpy().astype(np.float64))
+        fallback_share["per-image tables"].append(own_share)
         test_y, _ = test_table.apply(x, by_student)
         made = {"original": x, "teacher": y, "student": s, "train table": train_y, "test table": test_y,
                 "per-image tables": image_y}
