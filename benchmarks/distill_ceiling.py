@@ -109,8 +109,8 @@ def main() -> None:
     epoch: str | int = args.epoch if args.epoch == "best" else int(args.epoch)
     rule = "label-free" if epoch == "best" else None
     teacher_file, teacher_epoch, _ = runs.resolve_epoch(project, args.src, args.dst, "cyclegan", epoch, None, rule)
-    student_run = distill(project, DistillRequest(args.src, args.dst, epoch=teacher_epoch,
-                                                  progress=not args.quiet)).run_dir
+    student_run = distill(project, DistillRequest(args.src, args.dst, epoch=teacher_epoch, resume=True,
+                                                  progress=not args.quiet)).run_dir  # resume: reuse a finished one
     teacher, meta = load_epoch(teacher_file)
     student = load_epoch(runs.epoch_file(student_run, runs.kept_epochs(student_run)[-1]))[0]
     teacher.eval()
