@@ -36,6 +36,7 @@ import torch
 from provenance import record, require_clean
 from synthesis import N_TEST, data_root, jtsc_site, load_pair, split, train
 
+from stainshift.atomic import atomic_write_text
 from stainshift.data.io import cell_regions, read_image, read_mask
 from stainshift.metrics import frechet_distance
 from stainshift.models.kinds import DataRegime
@@ -233,7 +234,7 @@ def main() -> None:
                 if name is not None and name in gen_seconds:
                     row["generator_seconds"] = gen_seconds[name]
                     row["generator_iterations"] = gen_iters[name]
-                path.write_text(json.dumps(row))
+                atomic_write_text(path, json.dumps(row))  # a part cut short must not count as done
                 if not args.quiet:
                     fd = f", FD {row['fd']:.2f} (floor {row['fd_floor']:.2f})" if "fd" in row else ""
                     print(f"  k={k} seed {seed} {cond:<16} Dice {dice.mean():.3f}{fd} ({row['seconds']:.0f} s)",
@@ -302,7 +303,7 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
                              for r in generated if r["k"] == k}) for k in sorted({r["k"] for r in rows})}
     generator_budget = (f"{per_20[0]} iterations per 20 pairs, so the same passes over the pairs at every k"
                         if len(per_20) == 1 else "iterations per k listed under the table")
-    (out / "synthesis_generators.json").write_text(json.dumps({"provenance": prov, "rows": summary}, indent=1))
+    atomic_write_text(out / "synthesis_generators.json", json.dumps({"provenance": prov, "rows": summary}, indent=1))
     lines = [
         "# Mask-to-image generators as synthetic data for segmentation (jtsc_tecom)", "",
         f"Tables written at commit {prov['commit']} (dirty: {prov['dirty']}), {prov['started']}, "
@@ -317,7 +318,9 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         "per test image; value = mean over images and seeds, 95% paired bootstrap CI; 'vs RD' = paired difference, "
         "on the seeds both conditions have (the 'per seed' column names them). "
         "FD = Frechet distance of the RD U-Net encoder's pooled features, 50 generated vs 50 real test images; "
-        "floor = the other 50 real test images vs the same 50.", "",
+        "floor = the other 50 real test images vs the same 50. A run that adds a generator to a k and seed "
+        "retrains that RD U-Net for its features, and the retrained one differs (CPU threads, machine), so read "
+        "each FD against its own floor, not across generators.", "",
         "'+aug' = the U-Net's flips, blur, sharpening, noise, channel inversion, brightness, contrast and "
         "desaturation on every training image (synthesis.py's augmentation); 'vs RD+aug' = paired difference to "
         "RD with the same augmentation.", "",
@@ -328,7 +331,7 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         + ".", "",
         "Inception FID was not measured: no Inception weights file is on this machine (`select --fid-model PATH` "
         "takes one).", "", "![masks and generated images](synthesis_generators.png)", ""]
-    (out / "synthesis_generators.md").write_text("\n".join(lines))
+    atomic_write_text(out / "synthesis_generators.md", "\n".join(lines))
 
 
 def picture(pictures: dict, path: Path) -> None:
