@@ -140,8 +140,7 @@ def _accuracy(project, seeds: list[int], students: dict[int, Path], quiet: bool)
             "teacher_epoch": teacher_epoch, "student_run": students[seed].name,
             "accuracy": {n: float(c.mean()) for n, c in correct.items()},
             "macro_f1": {n: float(rep.macro_f1) for n, rep in reports.items()},
-            "student_minus_teacher": {"value": diff.value, "low": diff.low, "high": diff.high,
-                                      "verdict": diff.verdict()},
+            "student_minus_teacher": diff.summary(),
             "ssim": {k: float(np.mean(v)) for k, v in ssim.items()},
             "benchmark_rows": {label: float(summary.loc[label, "accuracy"]) for label in summary.index
                                if label.startswith((f"cyclegan s{seed} e{teacher_epoch}", f"distilled s{seed}"))},

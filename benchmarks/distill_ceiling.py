@@ -220,11 +220,8 @@ def main() -> None:
         vs_student = boot.difference(correct[name], correct["student"]) if name == "conditioned student" else None
         rows.append({"condition": name, "accuracy": acc.value, "low": acc.low, "high": acc.high,
                      "macro_f1": r.macro_f1,
-                     "vs_teacher": None if diff is None else
-                     {"value": diff.value, "low": diff.low, "high": diff.high, "verdict": diff.verdict()},
-                     "vs_student": None if vs_student is None else
-                     {"value": vs_student.value, "low": vs_student.low, "high": vs_student.high,
-                      "verdict": vs_student.verdict()},
+                     "vs_teacher": None if diff is None else diff.summary(),
+                     "vs_student": None if vs_student is None else vs_student.summary(),
                      "mae_to_teacher": float(np.mean(mae[name])) if name in mae else 0.0,
                      "ssim_to_teacher": float(np.mean(ssim[name])) if name in ssim else 1.0})
     result = {"provenance": prov, "teacher": {"file": str(teacher_file), "epoch": teacher_epoch},

@@ -280,9 +280,7 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
                             "vs_rd": diff.value if diff else 0.0, "vs_rd_low": diff.low if diff else 0.0,
                             "vs_rd_high": diff.high if diff else 0.0,
                             "verdict": diff.verdict() if diff else "(reference)",
-                            "vs_rd_aug": None if aug_diff is None else
-                            {"value": aug_diff.value, "low": aug_diff.low, "high": aug_diff.high,
-                             "verdict": aug_diff.verdict()},
+                            "vs_rd_aug": None if aug_diff is None else aug_diff.summary(),
                             "fd": float(np.mean(fds)) if fds else None,
                             "fd_floor": float(np.mean(floors)) if floors else None, "commits": commits})
             vs = "reference" if diff is None else \

@@ -67,6 +67,10 @@ class Interval:
             return "worse"
         return "n.s."
 
+    def summary(self) -> dict[str, float | str]:
+        """``value``, ``low``, ``high`` and ``verdict``: the form results files record a difference in."""
+        return {"value": self.value, "low": self.low, "high": self.high, "verdict": self.verdict()}
+
 
 @dataclass(frozen=True, kw_only=True)
 class GapInterval(Interval):
