@@ -121,7 +121,7 @@ def test_colorization_trains_on_the_target_only(project):
 def test_ddp_gloo_two_processes(project):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     options = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "stainshift", "train", "cyclegan", "--src", "hgtp", "--dst", "clinic", "--epochs", "2",
            "--run-id", "ddp", "--keep-epochs", "2", "--no-track", "--quiet", "--device", "cpu",
            "--project", str(project.file), *options]
