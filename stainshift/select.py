@@ -43,7 +43,7 @@ real validation images and masks: the direct measure of what the images are wort
 per epoch on 2 CPU cores at 300 steps). Epoch 0's ``dice`` is the U-Net trained on the real train images.
 
 Rules (``rule``; default: ``labelled`` when a classifier is given, the source's labels being its class folders;
-``label-free`` otherwise):
+otherwise ``segmentation`` for mask-to-image runs, ``label-free`` for the others):
 
 - ``labelled``: maximize macro-F1 among the epochs with ``ssim >= ssim_min``; epochs within ``tie_tol`` (absolute)
   of the best macro-F1 are tied, and the tie goes to the lowest colour distance, then the earliest epoch. By default
@@ -769,6 +769,14 @@ DEFAULT_SSIM_MINS = {EpochScoring.TRANSLATION: DEFAULT_SSIM_MIN, EpochScoring.GE
 
 
 # -- the whole selection ------------------------------------------------------------------------------------------
+def default_rule(with_classifier: bool, scoring: EpochScoring) -> str:
+    """``labelled`` with a classifier; without one, a mask-to-image run is ranked by what its images are worth as
+    training data (``segmentation``), since the colour distance alone would say nothing about the cells' shapes."""
+    if with_classifier:
+        return "labelled"
+    return "segmentation" if scoring is EpochScoring.GENERATION else "label-free"
+
+
 def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
                  classifier: Classifier | str | Path | None = None, rule: str | None = None,
                  ssim_min: float | None = None, run_id: str | None = None, max_images: int | None = None,
@@ -778,8 +786,8 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
     """Score every kept epoch of the latest (or ``run_id``) ``method`` run of ``src -> dst`` and pick one.
 
     ``classifier``: a target-domain classifier (path for ``load_classifier``, or an object following
-    :class:`Classifier`), or None. ``rule``: ``labelled``, ``label-free`` or None (``labelled`` when a classifier is
-    given). ``max_images`` caps the images taken from each validation split (class by class). Writes
+    :class:`Classifier`), or None. ``rule``: ``labelled``, ``label-free``, ``segmentation`` or None
+    (:func:`default_rule`). ``max_images`` caps the images taken from each validation split (class by class). Writes
     ``selected.json``, ``selection.csv``, ``selection.png`` and the manifest / mlflow updates (``track=False``: no
     mlflow); see the module docstring. ``fid_model``: ``"fid-helper"`` or an Inception feature-extractor file, to
     add the (reported, not ranked) Inception FID column. ``segmenter_iters``: the U-Net steps per epoch of the
@@ -813,7 +821,7 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
                               "yourself (--epoch N) from the run's samples/ grids")
     dev = resolve_device(device)
     model, classifier_name = _classifier(project, classifier, dev)
-    rule = rule or ("labelled" if model is not None else "label-free")
+    rule = rule or default_rule(model is not None, scoring)
     context = ScoringContext(project, run, src, dst, method, runs.read_config(run), model, rule, max_images,
                              batch_size, dev, fid_model, progress, segmenter_iters)
     scores, extra = EPOCH_SCORERS[scoring](context)

@@ -30,8 +30,8 @@ def trained(tmp_path_factory) -> Project:
     project = simulated_project(tmp_path_factory.mktemp("gen"), per_class=6, split=(0.5, 0.25, 0.25), masks=True)
     assert main(["synth", "train", "pix2pix", "--domain", "clinic", "--preset", "tiny", "--run-id", "t",
                  "--no-track", *_flags(project)]) == 0
-    assert main(["select", "--src", "clinic", "--dst", "clinic", "--method", "pix2pix", "--no-track",
-                 *_flags(project)]) == 0
+    assert main(["select", "--src", "clinic", "--dst", "clinic", "--method", "pix2pix", "--no-track", "--rule",
+                 "label-free", *_flags(project)]) == 0
     return project
 
 
@@ -233,6 +233,7 @@ def test_generate_is_seeded_and_resumes_what_was_lost(trained, synthetic_masks, 
     ("ids", "class ids"),
     ("best-missing", "no epoch selected"),
     ("instance", "instance map"),
+    ("tiny", "from 8 to"),
 ])
 def test_generate_bad_input_is_one_line(trained, synthetic_masks, tmp_path, capsys, case, expected):
     command = ["synth", "generate", "--domain", "clinic", "--masks", str(synthetic_masks)]
@@ -252,6 +253,11 @@ def test_generate_bad_input_is_one_line(trained, synthetic_masks, tmp_path, caps
     elif case == "instance":
         args = ["synth", "generate", "--domain", "clinic", "--masks", str(synthetic_masks / "instance"), "--out",
                 str(tmp_path / "o"), "--run-id", "t", *_flags(trained)]
+    elif case == "tiny":
+        folder = tmp_path / "tiny"
+        write_image(folder / "a.png", np.full((4, 6), 128, np.uint8))
+        args = ["synth", "generate", "--domain", "clinic", "--masks", str(folder), "--out", str(tmp_path / "o"),
+                "--run-id", "t", *_flags(trained)]
     else:
         args = [*command, "--out", str(tmp_path / "o"), "--run-id", "second", *_flags(trained)]
         assert main(["synth", "train", "pix2pix", "--domain", "clinic", "--preset", "tiny", "--run-id", "second",
@@ -270,6 +276,30 @@ def test_synth_train_on_a_domain_without_masks_names_the_fix(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "has no masks" in err and "masks =" in err
 
 
+@pytest.mark.parametrize("method", ["pix2pix", "cyclegan"])
+@pytest.mark.parametrize("case, expected", [("ids", "class ids"), ("size", "must have their image's size")])
+def test_synth_train_on_masks_it_cannot_read_names_the_file(tmp_path, capsys, method, case, expected):
+    """Class-id masks would train a generator on all-background masks; the error comes before any epoch."""
+    project = simulated_project(tmp_path, per_class=3, split=(0.34, 0.33, 0.33), masks=True)
+    masks = sorted((project.root / "data" / "clinic" / "masks").rglob("*.png"))
+    if method == "cyclegan":  # unpaired: the masks come from hgtp, the images from clinic
+        masks = sorted((project.root / "data" / "hgtp" / "masks").rglob("*.png"))
+    for path in masks:
+        values = read_mask(path).astype(np.uint8)
+        if case == "ids":
+            changed = (values >= 78).astype(np.uint8) + (values >= 206).astype(np.uint8)
+        else:
+            changed = values[::2, ::2]  # drawn at half the image's pixels
+        write_image(path, changed)
+    extra = ["--masks-from", "hgtp"] if method == "cyclegan" else []
+    code = main(["synth", "train", method, "--domain", "clinic", *extra, "--preset", "tiny", "--epochs", "1",
+                 "--keep-epochs", "1", "--no-track", *_flags(project)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and expected in err, err
+    assert any(str(p) in err for p in masks)
+    assert not list(project.runs.rglob("*.pt"))  # refused before training, nothing half-written
+
+
 def test_unpaired_mask_cyclegan_learns_from_another_domains_masks(tmp_path, synthetic_masks, capsys):
     project = simulated_project(tmp_path, per_class=4, split=(0.5, 0.25, 0.25), masks=True)
     flags = _flags(project)
@@ -281,9 +311,11 @@ def test_unpaired_mask_cyclegan_learns_from_another_domains_masks(tmp_path, synt
     run = project.runs / "hgtp_to_clinic" / "maskcyclegan" / "u"
     assert json.loads((run / "config.json").read_text())["src"] == "hgtp"
     assert main(["select", "--src", "hgtp", "--dst", "clinic", "--method", "maskcyclegan", "--no-track",
-                 *flags]) == 0
+                 "--segmenter-iters", "20", *flags]) == 0
     record = json.loads((run / "selected.json").read_text())
     assert record["epoch"] in (1, 2) and record["scores"][0]["epoch"] == 0
+    # no classifier: a mask-to-image run is ranked by what its images teach a segmenter, not by colour alone
+    assert record["rule"] == "segmentation" and all(0 <= r["dice"] <= 1 for r in record["scores"])
     out = tmp_path / "g"
     assert main(["synth", "generate", "--domain", "clinic", "--masks-from", "hgtp", "--method", "maskcyclegan",
                  "--masks", str(synthetic_masks), "--out", str(out), *flags]) == 0

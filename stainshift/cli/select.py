@@ -9,7 +9,7 @@ EXAMPLE = """examples:
   stainshift select --src hgtp --dst clinic --rule label-free                # no classifier, no labels
   stainshift select --src hgtp --dst clinic --classifier model.pt --ssim-min 0.7 --run-id cpu-s0-20250101-120000
   stainshift select --src hgtp --dst clinic --classifier clinic-resnet18 --fid-model fid-helper   # + Inception FID
-  stainshift select --src cells --dst cells --method pix2pix --rule segmentation   # mask-to-image: segmenter Dice
+  stainshift select --src cells --dst cells --method pix2pix     # mask-to-image: segmenter Dice (its default)
 then: stainshift harmonize --src hgtp --dst clinic --method cyclegan --epoch best
 Scores the SOURCE validation split translated by each kept epoch: target-classifier accuracy / macro-F1, SSIM to the
 input (structure), colour distance and feature Frechet distance to the target's validation split. Rules:
@@ -19,8 +19,8 @@ Mask-to-image models (pix2pix, pix2pixhd: --src = --dst = their domain; maskcycl
 generate the validation images
 from their masks instead: feature / colour distance to the real train images (epoch 0: the real validation
 images, the real-vs-real floor), macro-F1 of the classifier on them, SSIM to the real image of each mask;
---rule segmentation trains a U-Net on the images each epoch makes from the train masks and ranks by its Dice on
-the real validation masks.
+--rule segmentation (their default without --classifier) trains a U-Net on the images each epoch makes from the
+train masks and ranks by its Dice on the real validation masks.
 Writes selected.json, selection.csv and selection.png in the run folder (and mlflow tags when the run is tracked)."""
 
 
@@ -46,9 +46,9 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="cyclegan", choices=names(Kind.LEARNED))
     p.add_argument("--classifier", metavar="PATH",
                    help="target-domain classifier: model.pt, its run folder, or a run name under runs/classifiers/")
-    p.add_argument("--rule", choices=RULES, help="labelled (needs --classifier; the default with one), label-free, "
-                   "or segmentation (mask-to-image runs: a U-Net trained on each epoch's images, Dice on real "
-                   "validation masks)")
+    p.add_argument("--rule", choices=RULES, help="labelled (needs --classifier; the default with one), label-free "
+                   "(the default without one), or segmentation (mask-to-image runs, their default without a "
+                   "classifier: a U-Net trained on each epoch's images, Dice on real validation masks)")
     p.add_argument("--ssim-min", type=_fraction,
                    help=f"minimum structure SSIM to the input for an epoch to be selectable (default "
                         f"{DEFAULT_SSIM_MIN}; mask-to-image models: 0, their SSIM is to the real image of the mask)")

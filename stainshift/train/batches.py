@@ -27,10 +27,14 @@ from torch.utils.data import Dataset
 
 from stainshift.data.datasets import LabelledCrops, PairedMaskCrops, UnpairedCrops, UnpairedMaskCrops
 from stainshift.data.domains import Sample
+from stainshift.data.io import read_image, read_mask
 from stainshift.data.splits import samples_in
-from stainshift.errors import StainshiftError
+from stainshift.errors import DataError, StainshiftError
 from stainshift.models.kinds import DataRegime
 from stainshift.project import Project
+from stainshift.synth.encoding import check_label_map
+
+MASKS_CHECKED = 64  # masks read before training to catch a folder in the wrong coding (class ids, instance maps)
 
 
 def class_weights(samples: Sequence[Sample], balanced: bool) -> torch.Tensor:
@@ -139,15 +143,31 @@ def training_samples(project: Project, regime: DataRegime, src: str, dst: str,
         if not masks:
             raise StainshiftError(f"domain '{src}' has no masks in its train split, which this model learns from; "
                                   f"name its masks folder with `masks = \"PATH\"` under [domains.{src}]")
+        check_mask_coding(masks)
         return TrainingSamples(regime, masks, dst_train)
     if regime is DataRegime.PAIRED_MASK:
         with_masks = [s for s in dst_train if s.mask is not None]
         if not with_masks:
             raise StainshiftError(f"domain '{dst}' has no masks, which this model learns from; name its masks "
                                   f"folder with `masks = \"PATH\"` under [domains.{dst}] (same layout and stems)")
+        check_mask_coding(with_masks)
         return TrainingSamples(regime, [], with_masks)
     classes = project.domain(dst).classes or tuple(sorted({s.label for s in dst_train}))
     return TrainingSamples(regime, [], dst_train, tuple(classes))
+
+
+def check_mask_coding(samples: Sequence[Sample]) -> None:
+    """Before any training: a one-line error when the masks are not value-coded (0 / 128 / 255), which the
+    generators would silently read as all background, or not of their image's size. Up to :data:`MASKS_CHECKED`
+    masks, spread over the list (the datasets check each crop's size again)."""
+    step = max(1, len(samples) // MASKS_CHECKED)
+    for sample in samples[::step][:MASKS_CHECKED]:
+        mask = read_mask(sample.mask)
+        check_label_map(mask, sample.mask)
+        h, w = read_image(sample.path).shape[:2]
+        if mask.shape != (h, w):
+            raise DataError(f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} px, its image {sample.path.name} "
+                            f"{w}x{h}; masks must have their image's size (draw or resize them at the image's pixels)")
 
 
 def epoch_dataset(data: TrainingSamples, seed: int, epoch: int, balanced: bool, crop: int,
