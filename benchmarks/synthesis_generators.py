@@ -299,6 +299,7 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
     per_20 = sorted({r["per_20"] for r in generated})
     iterations = {k: sorted({r.get("generator_iterations", max(2, round(r["per_20"] * k / 20)))
                              for r in generated if r["k"] == k}) for k in sorted({r["k"] for r in rows})}
+    timing = generator_timing(generated)
     generator_budget = (f"{per_20[0]} iterations per 20 pairs, so the same passes over the pairs at every k"
                         if len(per_20) == 1 else "iterations per k listed under the table")
     atomic_write_text(out / "synthesis_generators.json", json.dumps({"provenance": prov, "rows": summary}, indent=1))
@@ -327,9 +328,42 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         "|---|---|---|---|---|---|---|---|", *table, "",
         "Generator iterations: " + "; ".join(f"k = {k}: {', '.join(map(str, v))}" for k, v in iterations.items() if v)
         + ".", "",
+        "Generator training time (the `cpu` presets, from the parts: one row per generator, k and machine; each "
+        "generator trained once per seed and condition that needs it). The parts record neither thread counts nor "
+        "what else ran on the machine, so these are the costs these runs saw, not a controlled speed measurement "
+        "(that is `synth_models.md`'s table):", "",
+        "| generator | k | iterations | trainings | s / iteration (min-max) | minutes per training | machine |",
+        "|---|---|---|---|---|---|---|", *timing, "",
         "Inception FID was not measured: no Inception weights file is on this machine (`select --fid-model PATH` "
         "takes one).", "", "![masks and generated images](synthesis_generators.png)", ""]
     atomic_write_text(out / "synthesis_generators.md", "\n".join(lines))
+
+
+def generator_timing(generated: list[dict]) -> list[str]:
+    """Table rows of generator training speed from the parts that trained a generator (an SD part and its RD+SD
+    part share one training, so each (k, seed, generator, start) counts once)."""
+    trainings: dict[tuple, dict] = {}
+    for r in generated:
+        if "generator_seconds" in r:
+            _, name, _ = parse_condition(r["condition"])
+            iters = r.get("generator_iterations", max(2, round(r["per_20"] * r["k"] / 20)))
+            trainings[(r["k"], r["seed"], name, r["started"], r["condition"].endswith("+aug"))] = \
+                r | {"name": name, "iters": iters}
+    groups: dict[tuple, list[dict]] = {}
+    for r in trainings.values():
+        groups.setdefault((r["name"], r["k"], r["iters"], r.get("machine", "?")), []).append(r)
+    rows = []
+    for (name, k, iters, machine), runs in sorted(groups.items()):
+        per_iter = [r["generator_seconds"] / iters for r in runs]
+        minutes = [r["generator_seconds"] / 60 for r in runs]
+        rows.append(f"| {name} | {k} | {iters} | {len(runs)} | {_span(per_iter, '.2f')} | {_span(minutes, '.0f')} | "
+                    f"{machine} |")
+    return rows
+
+
+def _span(values: list[float], fmt: str) -> str:
+    low, high = format(min(values), fmt), format(max(values), fmt)
+    return low if low == high else f"{low}-{high}"
 
 
 def picture(pictures: dict, path: Path) -> None:
