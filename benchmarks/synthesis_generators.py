@@ -220,7 +220,8 @@ def main() -> None:
                 dice = dice_per_image(predict(unet, test_x), test_y)
                 row = {"k": k, "seed": seed, "condition": cond, "dice": dice.tolist(),
                        "seconds": round(time.time() - t0, 1), "commit": prov["commit"], "dirty": prov["dirty"],
-                       "started": prov["started"], "machine": prov["machine"]["cpu"], "config": config}
+                       "started": prov["started"], "machine": prov["machine"]["cpu"], "config": config,
+                       "torch_threads": torch.get_num_threads(), "load_1min": round(os.getloadavg()[0], 2)}
                 if cond == "RD":
                     rd_unet = unet
                 wants_fd = name is not None and not augmented  # the +aug rows share their SD images' FD
@@ -329,9 +330,9 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         "Generator iterations: " + "; ".join(f"k = {k}: {', '.join(map(str, v))}" for k, v in iterations.items() if v)
         + ".", "",
         "Generator training time (the `cpu` presets, from the parts: one row per generator, k and machine; each "
-        "generator trained once per seed and condition that needs it). The parts record neither thread counts nor "
-        "what else ran on the machine, so these are the costs these runs saw, not a controlled speed measurement "
-        "(that is `synth_models.md`'s table):", "",
+        "generator trained once per seed and condition that needs it). The parts before 104ecc3 record neither "
+        "thread counts nor what else ran on the machine, so these are the costs these runs saw, not a controlled "
+        "speed measurement (that is `synth_models.md`'s table):", "",
         "| generator | k | iterations | trainings | s / iteration (min-max) | minutes per training | machine |",
         "|---|---|---|---|---|---|---|", *timing, "",
         "Inception FID was not measured: no Inception weights file is on this machine (`select --fid-model PATH` "
