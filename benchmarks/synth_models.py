@@ -35,12 +35,18 @@ SPEED = [  # label, model, preset, overrides
                                                                             "num_downs": 7}),
     ("pix2pixhd cpu", "pix2pixhd", "cpu", {}),
     ("pix2pixhd paper @128", "pix2pixhd", "paper", {"crop_size": 128, "load_size": 143}),
+    ("maskcyclegan cpu (unpaired masks and images)", "maskcyclegan", "cpu", {}),
 ]
 MODELS = [  # run id, model, preset
     ("p2p", "pix2pix", "cpu"),
     ("p2p-noise", "pix2pix", "cpu-noise-global"),
     ("hd", "pix2pixhd", "cpu"),
+    ("mcg", "maskcyclegan", "cpu"),  # unpaired: jtsc's masks and jtsc's images drawn independently
 ]
+
+
+def unpaired(name: str) -> list[str]:
+    return ["--masks-from", "jtsc"] if name == "maskcyclegan" else []
 
 
 def speed(iters: int) -> list[dict]:
@@ -127,14 +133,16 @@ def main() -> None:
     runs, selections = {}, {}
     for run_id, name, preset in MODELS:
         t0 = time.time()
-        code = cli(["synth", "train", name, "--domain", "jtsc", "--preset", preset, "--epochs", str(args.epochs),
-                    "--epochs-decay", "0", "--keep-epochs", keep, "--run-id", run_id, "--no-track", *flags])
+        code = cli(["synth", "train", name, "--domain", "jtsc", *unpaired(name), "--preset", preset, "--epochs",
+                    str(args.epochs), "--epochs-decay", "0", "--keep-epochs", keep, "--run-id", run_id, "--no-track",
+                    *flags])
         if code != 0:
             raise SystemExit(f"synth train {name} failed")
         runs[run_id] = work / "runs" / "jtsc_to_jtsc" / name / run_id
         manifest = json.loads((runs[run_id] / "manifest.json").read_text())["epochs"]
         print(f"  trained {run_id}: {time.time() - t0:.0f} s", flush=True)
-        cli(["select", "--src", "jtsc", "--dst", "jtsc", "--method", name, "--run-id", run_id, "--no-track", *flags])
+        cli(["select", "--src", "jtsc", "--dst", "jtsc", "--method", name, "--run-id", run_id, "--rule", "label-free",
+             "--no-track", *flags])
         selections[run_id] = {"record": json.loads((runs[run_id] / "selected.json").read_text()),
                               "epoch_seconds": [e["seconds"] for e in manifest]}
     masks_dir = work / "masks"
@@ -144,8 +152,8 @@ def main() -> None:
     generated = {}
     for run_id, name, _ in MODELS:
         target = work / f"generated_{run_id}"
-        cli(["synth", "generate", "--domain", "jtsc", "--method", name, "--run-id", run_id, "--masks",
-             str(masks_dir), "--out", str(target), *flags])
+        cli(["synth", "generate", "--domain", "jtsc", *unpaired(name), "--method", name, "--run-id", run_id,
+             "--masks", str(masks_dir), "--out", str(target), *flags])
         generated[run_id] = json.loads((target / "manifest.json").read_text())
 
     # noise: does pix2pix use it?
@@ -170,8 +178,8 @@ def _tile(image: np.ndarray, size: int = 96) -> np.ndarray:
 
 
 def picture(runs: dict, items, epochs: int, path: Path) -> None:
-    """Rows: masks. Columns: the mask, pix2pix at each epoch, the noise model under 3 noise draws, pix2pixHD at its
-    last epoch under styles 0-3 and sampled."""
+    """Rows: masks. Columns: the mask, pix2pix at each epoch, the noise model under 3 noise draws, pix2pixHD at each
+    epoch (styles sampled), at its last epoch under every style cluster, maskcyclegan at each epoch."""
     colours = np.array([[255, 255, 255], [120, 170, 240], [90, 20, 120]], np.uint8)
     columns: list[tuple[str, list[np.ndarray]]] = []
     from stainshift.synth.encoding import regions
@@ -192,12 +200,15 @@ def picture(runs: dict, items, epochs: int, path: Path) -> None:
     noisy = load_epoch(runs["p2p-noise"] / "epochs" / f"epoch_{epochs:03d}.pt")[0]
     for s in range(3):
         columns.append((f"noise z{s}", run(noisy, s)))
+    for e in range(1, epochs + 1):
+        columns.append((f"hd e{e}", run(load_epoch(runs["hd"] / "epochs" / f"epoch_{e:03d}.pt")[0], 1)))
     hd = load_epoch(runs["hd"] / "epochs" / f"epoch_{epochs:03d}.pt")[0]
-    for k in range(min(4, getattr(hd, "n_styles", 0))):
+    for k in range(getattr(hd, "n_styles", 0)):
         hd.style = k
-        columns.append((f"hd style {k}", run(hd)))
+        columns.append((f"hd e{epochs} st{k}", run(hd)))
     hd.style = None
-    columns.append(("hd sampled", run(hd, 1)))
+    for e in range(1, epochs + 1):
+        columns.append((f"mcg e{e}", run(load_epoch(runs["mcg"] / "epochs" / f"epoch_{e:03d}.pt")[0])))
     size = 96
     header = np.full((18, size * len(columns), 3), 255, np.uint8)
     for c, (name, _) in enumerate(columns):
@@ -218,10 +229,11 @@ def markdown(p: dict, epochs: int) -> str:
         lines.append(f"| {r['label']} | {r['crop']} | {r['batch']} | {r['generator_params_M']} | "
                      f"{r['s_per_iter_min']:.2f} | {r['s_per_iter_median']:.2f} | {r['epoch_s_150']:.0f} |")
     lines += ["", f"## `synth train` on jtsc_tecom ({epochs} epochs each, `select` label-free)", "",
-              "`stainshift synth train MODEL --domain jtsc --epochs N`, then `stainshift select --src jtsc --dst jtsc "
-              "--method MODEL` (no classifier: colour distance of the validation images generated from their masks "
-              "to the real train images; epoch 0 = the real validation images, the floor), then `stainshift synth "
-              "generate` on synthetic masks of the domain's shapes.", "",
+              "`stainshift synth train MODEL --domain jtsc --epochs N` (maskcyclegan: `--masks-from jtsc`, so its "
+              "masks and images are drawn apart), then `stainshift select --src jtsc --dst jtsc "
+              "--method MODEL --rule label-free` (no classifier: colour distance of the validation images "
+              "generated from their masks to the real train images; epoch 0 = the real validation images, the "
+              "floor), then `stainshift synth generate` on synthetic masks of the domain's shapes.", "",
               "| run | model | s / epoch | selected epoch | colour distance by epoch (0 = real floor) | SSIM to the "
               "real image of the mask, by epoch |", "|---|---|---|---|---|---|"]
     model_of = {run_id: f"{name} `{preset}`" for run_id, name, preset in MODELS}
