@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from provenance import record, require_clean
 
+from stainshift.atomic import atomic_write_text
 from stainshift.cli.main import main as cli
 from stainshift.models.registry import build_model, load_epoch
 
@@ -168,8 +169,8 @@ def main() -> None:
     picture(runs, items, args.epochs, out / "synth_models.jpg")
     payload = {"provenance": prov, "speed": speed_rows, "selections": selections, "noise": noise,
                "generated": {k: v["config"] for k, v in generated.items()}}
-    (out / "synth_models.json").write_text(json.dumps(payload, indent=1, default=str))
-    (out / "synth_models.md").write_text(markdown(payload, args.epochs))
+    atomic_write_text(out / "synth_models.json", json.dumps(payload, indent=1, default=str))
+    atomic_write_text(out / "synth_models.md", markdown(payload, args.epochs))
     print((out / "synth_models.md").read_text())
 
 
