@@ -1,5 +1,6 @@
-"""pix2pixHD from masks: discriminator pyramid and feature matching, the edge channel, per-region style clusters, the
-local enhancer started from a global run, the perceptual loss from local files, and that training learns a pair."""
+"""pix2pixHD from masks: discriminator pyramid and feature matching, the edge channel (with instance edges where cells
+touch), per-region style clusters drawn per cell, the local enhancer started from a global run, the perceptual loss
+from local files, and that training learns a pair."""
 
 from __future__ import annotations
 
@@ -185,6 +186,58 @@ def test_a_fixed_style_is_deterministic_different_styles_differ_and_sampled_styl
     translator.style = 3
     with pytest.raises(StainshiftError, match="styles 0 to 2"):
         translator(x)
+
+
+def _two_touching_cells() -> tuple[torch.Tensor, torch.Tensor]:
+    """A 1 x 1 x 32 x 48 label map of two square cells side by side (cytoplasm touching, one region) and their ids."""
+    labels = torch.zeros(1, 1, 32, 48)
+    ids = torch.zeros(1, 32, 48, dtype=torch.long)
+    for k, (a, b) in enumerate(((4, 24), (24, 44)), start=1):
+        labels[..., 6:26, a:b] = 128
+        labels[..., 12:20, a + 6:a + 14] = 255
+        ids[:, 6:26, a:b] = 200 + k  # instance ids as `synth masks` writes them (class * stride + cell)
+    return labels, ids
+
+
+def test_an_instance_map_draws_the_border_between_touching_cells_and_styles_each_cell():
+    labels, ids = _two_touching_cells()
+    region_only = encode(labels, "onehot", edges=True)[0, 3]
+    with_ids = encode(labels, "onehot", edges=True, instances=ids)[0, 3]
+    assert region_only[16, 23] == -1 and region_only[16, 24] == -1  # one cytoplasm: no border between the cells
+    assert with_ids[16, 23] == 1 and with_ids[16, 24] == 1  # the instance edge on both sides of where they touch
+    assert torch.equal(with_ids.clamp(min=0) * (region_only > 0), region_only.clamp(min=0))  # a superset
+    single_labels, single_ids = labels[..., :24], (ids[..., :24] > 0).long()  # one cell: nothing new
+    single = encode(single_labels, "onehot", True, instances=single_ids)
+    assert torch.equal(single, encode(single_labels, "onehot", True))
+
+    translator = _styled_translator().translator().eval()
+    with torch.no_grad():
+        translator.style = 1
+        fixed = translator.translate_instances(labels, ids)
+        assert fixed.shape == (1, 3, 32, 48) and (fixed - translator(labels)).abs().max() > 1e-4  # the edge counts
+        _, cell = _cell()
+        one = translator.translate_instances(cell[None], (cell > 0).long())
+        assert torch.allclose(one, translator(cell[None]), atol=1e-6)  # a single cell: what the model learnt from
+        red = (cell == 0).long() * 101  # ids on background pixels (red cells) are not cells the label map draws
+        assert torch.allclose(translator.translate_instances(cell[None], (cell > 0).long() + red), one, atol=1e-6)
+        translator.style = None
+        torch.manual_seed(0)
+        again = translator.translate_instances(labels, ids)
+        torch.manual_seed(0)
+        assert torch.equal(again, translator.translate_instances(labels, ids))  # sampled styles follow the seed
+    # every region of every cell draws its own cluster: two cytoplasms differ for some draw, a fixed style is shared
+    bank = translator.styles
+    groups = torch.tensor([BACKGROUND, CYTOPLASM, NUCLEUS, CYTOPLASM, NUCLEUS])
+    draws = []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        draws.append(bank.group_vectors(groups, None))
+    assert any(not torch.equal(v[1], v[3]) for v in draws) and any(not torch.equal(v[2], v[4]) for v in draws)
+    assert all(any(torch.equal(v[1], c) for c in bank.centres[CYTOPLASM]) for v in draws)  # always a real centre
+    fixed_vectors = bank.group_vectors(groups, 2)
+    assert torch.equal(fixed_vectors[1], bank.centres[CYTOPLASM, 2]) and torch.equal(fixed_vectors[1], fixed_vectors[3])
+    with pytest.raises(StainshiftError, match="id map"):
+        translator.translate_instances(labels, ids[0])
 
 
 def test_style_from_a_real_image_and_zero_styles_before_any_clustering():

@@ -226,6 +226,23 @@ def test_generate_is_seeded_and_resumes_what_was_lost(trained, synthetic_masks, 
     assert np.array_equal(read_image(tmp_path / "b" / first), before)  # image i depends on (seed, i) alone
 
 
+def test_generate_with_pix2pixhd_styles_from_the_cli(trained, synthetic_masks, tmp_path):
+    """`synth generate --method pix2pixhd --style K`: cluster K for every cell, recorded in the manifest."""
+    flags = _flags(trained)
+    assert main(["synth", "train", "pix2pixhd", "--domain", "clinic", "--preset", "tiny", "--run-id", "hd",
+                 "--epochs", "1", "--keep-epochs", "1", "--no-track", *flags]) == 0
+    base = ["synth", "generate", "--domain", "clinic", "--method", "pix2pixhd", "--run-id", "hd", "--epoch", "1",
+            "--masks", str(synthetic_masks), *flags]
+    images = {}
+    for name, style, seed in (("a", "0", "1"), ("b", "0", "9"), ("c", "2", "1")):
+        assert main([*base, "--out", str(tmp_path / name), "--style", style, "--seed", seed]) == 0
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        assert manifest["config"]["style"] == int(style) and manifest["config"]["method"] == "pix2pixhd"
+        images[name] = [read_image(tmp_path / name / e["image"]) for e in manifest["images"]]
+    assert all(np.array_equal(a, b) for a, b in zip(images["a"], images["b"], strict=True))  # the seed draws nothing
+    assert any(not np.array_equal(a, c) for a, c in zip(images["a"], images["c"], strict=True))
+
+
 @pytest.mark.parametrize("case, expected", [
     ("other-epoch", "other arguments"),
     ("style", "no style clusters"),

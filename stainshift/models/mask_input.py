@@ -35,8 +35,8 @@ class MaskInputOptions(ModelOptions):
     def in_channels(self) -> int:
         return input_channels(self.mask_input, self.edges, self.noise_channels)
 
-    def encode(self, labels: torch.Tensor) -> torch.Tensor:
-        return encode(labels, self.mask_input, self.edges, self.noise_channels)
+    def encode(self, labels: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
+        return encode(labels, self.mask_input, self.edges, self.noise_channels, instances)
 
 
 class MaskTranslator(Translator):

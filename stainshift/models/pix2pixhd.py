@@ -301,6 +301,25 @@ class StyleBank(nn.Module):
             self.centres[r, :k] = torch.from_numpy(km.cluster_centers_[order]).to(self.centres)
             self.counts[r] = k
 
+    def _check_style(self, style: int) -> None:
+        if not 0 <= style < self.n_styles:
+            have = "no style clusters yet (train at least one epoch)" if not self.n_styles else \
+                f"styles 0 to {self.n_styles - 1}"
+            raise StainshiftError(f"style {style}: this pix2pixhd translator has {have}")
+
+    def group_vectors(self, group_regions: torch.Tensor, style: int | None) -> torch.Tensor:
+        """G x feat_num style vectors for G pixel groups (cells' regions) whose region indices are given: cluster
+        ``style`` of each group's region, or a random cluster per group (torch's global RNG)."""
+        counts = self.counts.cpu()[group_regions.cpu()]
+        if style is None:
+            pick = (torch.rand(len(counts)) * counts).long()
+        else:
+            self._check_style(style)
+            pick = torch.full((len(counts),), style)
+        pick = torch.minimum(pick, (counts - 1).clamp_min(0)).to(self.centres.device)
+        regions_ = group_regions.to(self.centres.device)
+        return self.centres[regions_, pick] * (counts > 0)[:, None].to(self.centres)
+
     def vectors(self, batch: int, style: int | None) -> torch.Tensor:
         """B x regions x feat_num style vectors: cluster ``style`` of every region, or a random cluster per image and
         region (torch's global RNG); zeros for regions without clusters."""
@@ -308,10 +327,7 @@ class StyleBank(nn.Module):
         if style is None:
             pick = (torch.rand(batch, len(counts)) * counts).long()
         else:
-            if not 0 <= style < self.n_styles:
-                have = "no style clusters yet (train at least one epoch)" if not self.n_styles else \
-                    f"styles 0 to {self.n_styles - 1}"
-                raise StainshiftError(f"style {style}: this pix2pixhd translator has {have}")
+            self._check_style(style)
             pick = torch.full((batch, len(counts)), style)
         pick = torch.minimum(pick, (counts - 1).clamp_min(0)).to(self.centres.device)
         out = self.centres[torch.arange(len(counts), device=pick.device), pick]  # B x regions x feat_num
@@ -352,9 +368,12 @@ class Pix2PixHDTranslator(Translator):
     def n_styles(self) -> int:
         return 0 if self.styles is None else self.styles.n_styles
 
-    def _paint(self, labels: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+    reads_instances = True  # :meth:`translate_instances` takes a cell-id map beside the label map
+
+    def _paint(self, labels: torch.Tensor, features: torch.Tensor | None,
+               instances: torch.Tensor | None = None) -> torch.Tensor:
         o = self.options
-        x = o.encode(labels)
+        x = o.encode(labels, instances)
         if features is not None:
             x = torch.cat([x, features.to(x.dtype)], 1)
         return self.generator(x).float().add(1).div(2).clamp(0, 1)
@@ -364,6 +383,31 @@ class Pix2PixHDTranslator(Translator):
             return self._paint(x, None)
         region = regions(x)
         return self._paint(x, paint_instances(self.styles.vectors(len(x), self.style), region))
+
+    def translate_instances(self, labels: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:
+        """A label map (B x 1 x H x W) with its cells' ids (B x H x W, 0 = no cell; ids on background pixels, such
+        as red cells', are ignored), as pix2pixHD reads instance maps: where two cells touch, the edge channel marks
+        the border, and every region of every cell draws its own style (``style`` K: cluster K for all). The models
+        learn from single-cell masks, where a cell and its regions coincide, so with a fixed style this is
+        :meth:`forward` there; on fields it keeps touching cells apart."""
+        if instances.shape != (labels.shape[0], *labels.shape[-2:]):
+            raise StainshiftError(f"translate_instances takes a Bx1xHxW label map and a BxHxW id map (got shapes "
+                                  f"{tuple(labels.shape)}, {tuple(instances.shape)})")
+
+        def paint(both: torch.Tensor) -> torch.Tensor:
+            x = both[:, :1]
+            region = regions(x)
+            ids = torch.where(region > 0, both[:, 1].long(), 0)  # cells the label map draws (not red cells)
+            if self.styles is None:
+                return self._paint(x, None, ids)
+            batch = torch.arange(len(x), device=x.device)[:, None, None]
+            group = (batch * (int(ids.max()) + 1) + ids) * N_REGIONS + region  # one group per image, cell, region
+            keys, inverse = torch.unique(group, return_inverse=True)
+            vectors = self.styles.group_vectors(keys % N_REGIONS, self.style)  # G x feat_num
+            return self._paint(x, vectors[inverse].permute(0, 3, 1, 2), ids)
+
+        both = torch.cat([labels.float(), instances[:, None].float()], 1)
+        return _padded(both, self.multiple, self.min_size, paint)
 
     def style_from(self, image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The encoder's per-region mean features of a real image (B x 3 x H x W in [0, 1]) over the regions of its

@@ -70,15 +70,22 @@ def input_channels(mask_input: MaskInput | str, edges: bool, noise_channels: int
 
 
 def encode(labels: torch.Tensor, mask_input: MaskInput | str = MaskInput.ONEHOT, edges: bool = False,
-           noise_channels: int = 0) -> torch.Tensor:
-    """The generator input of a label map, in [-1, 1] (noise channels N(0, 1), from torch's global RNG)."""
+           noise_channels: int = 0, instances: torch.Tensor | None = None) -> torch.Tensor:
+    """The generator input of a label map, in [-1, 1] (noise channels N(0, 1), from torch's global RNG).
+
+    ``instances`` (B x H x W cell ids, optional): the edge channel then also marks where one cell meets another,
+    as pix2pixHD's instance edges do, so two touching cells of the same region stay two cells. On the single-cell
+    masks the models train on, the cell's outline is already a region boundary, so this adds nothing there."""
     region = regions(labels)
     if MaskInput(mask_input) is MaskInput.ONEHOT:
         parts = [F.one_hot(region, N_REGIONS).permute(0, 3, 1, 2).float() * 2 - 1]
     else:
         parts = [_COLOURS.to(labels.device)[region].permute(0, 3, 1, 2)]
     if edges:
-        parts.append(region_edges(region) * 2 - 1)
+        edge = region_edges(region)
+        if instances is not None:
+            edge = torch.maximum(edge, region_edges(instances.to(region.device)))
+        parts.append(edge * 2 - 1)
     if noise_channels:
         b, _, h, w = labels.shape
         parts.append(torch.randn(b, noise_channels, h, w, device=labels.device))

@@ -225,7 +225,12 @@ def generate(project: Project, domain: str, masks: str | Path, out: str | Path, 
             else:
                 x = torch.from_numpy(small.astype(np.float32))[None, None].to(dev)
                 with torch.inference_mode():
-                    y = translator(x)[0].permute(1, 2, 0).clamp(0, 1).mul(255).round().byte().cpu().numpy()
+                    if getattr(translator, "reads_instances", False):  # pix2pixHD: touching cells stay apart
+                        ids = torch.from_numpy(rescale_mask(item.instance, factor).astype(np.int64))[None].to(dev)
+                        y = translator.translate_instances(x, ids)
+                    else:
+                        y = translator(x)
+                    y = y[0].permute(1, 2, 0).clamp(0, 1).mul(255).round().byte().cpu().numpy()
             h, w = item.values.shape
             if y.shape[:2] != (h, w):  # back to the mask's own pixel size, so image and mask files align
                 y = cv2.resize(y, (w, h), interpolation=cv2.INTER_AREA if y.shape[0] > h else cv2.INTER_LINEAR)
