@@ -14,13 +14,16 @@ in the options (``perceptual_hash``) when training starts and checked when the r
 one of the model's networks: it is not trained, not saved, and reloaded from the path.
 
 Styles: the encoder (an encoder-decoder image -> ``feat_num`` channels) is average-pooled per instance; the sites'
-masks label one cell per image without instance ids, so the instances are the regions of each image (background,
-cytoplasm, nucleus). While training, the per-region mean features of the real images are collected (as the encoder
-learns during the epoch, not re-encoded by the epoch's final encoder), and at the end of every epoch K-means
-(``n_clusters`` per region, fewer when there are fewer distinct samples; no area filter, so a small cell counts like
-a large one) turns them into style clusters, stored in the translator (every epoch file carries its own, largest
-cluster first). At inference each region of each image takes a random cluster (torch's global RNG), or cluster
-``style`` for all; before any clustering the style features are zero.
+masks label one cell per image without instance ids, so in training the instances are the regions of each image
+(background, cytoplasm, nucleus). At generation a field's instance map (``translate_instances``, which ``synth
+generate`` calls with the masks' cell ids) makes each region of each cell an instance with its own style, and adds
+the borders between touching cells to the edge channel, as the reference's instance edges do. While training, the
+per-region mean features of the real images are collected (as the encoder learns during the epoch, not re-encoded
+by the epoch's final encoder), and at the end of every epoch K-means (``n_clusters`` per region, fewer when there
+are fewer distinct samples; no area filter, so a small cell counts like a large one) turns them into style clusters,
+stored in the translator (every epoch file carries its own, largest cluster first). At inference each region of
+each image (of each cell, with an instance map) takes a random cluster (torch's global RNG), or cluster ``style``
+for all; before any clustering the style features are zero.
 
 Local enhancer: ``n_local_enhancers=1`` wraps the global generator (which keeps its ``ngf``; the enhancer's own
 layers have ngf / 2, so the reference's 64 / 32 recipe is ``ngf=64`` in both runs) and sees the mask at full size
