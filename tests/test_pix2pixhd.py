@@ -147,10 +147,31 @@ def test_an_epoch_ends_with_style_clusters_for_every_region_even_a_few_pixel_nuc
     counts = model.styles.counts.tolist()
     assert counts[BACKGROUND] == 3 and counts[CYTOPLASM] == 3  # 4 samples each, at most n_clusters
     assert counts[NUCLEUS] == 1  # one image had a nucleus, and its 4 pixels were enough
-    assert all(len(s) == 0 for s in model._style_samples)  # cleared: nothing carried over the epoch boundary
+    assert model._style_crops == []  # cleared: nothing carried over the epoch boundary
     assert model.styles.centres[NUCLEUS, 0].abs().sum() > 0 and model.styles.centres[NUCLEUS, 1:].abs().sum() == 0
     saved = model.translator().checkpoint()["translator"]
     assert torch.equal(saved["styles.counts"], model.styles.counts)  # every epoch file carries its clusters
+
+
+def test_style_clusters_come_from_the_epochs_final_encoder():
+    """The reference clusters the training set's features under the trained encoder: here the epoch's crops are
+    encoded again when the epoch ends, not taken from the encoder as it was at each step."""
+    model = _tiny(n_clusters=8)  # more clusters than samples: every sample is its own centre
+    batches = [_batch(_cell(0.0), _cell(0.2)), _batch(_cell(0.1), _cell(0.3))]
+    images = torch.cat([b["image"] for b in batches])
+    region = regions(torch.cat([b["mask"] for b in batches]))
+    with torch.no_grad():
+        first_encoder, _ = model.E.instance_features(images * 2 - 1, region, 3)
+    for b in batches:
+        model.train_step(b)
+    with torch.no_grad():  # the crops as kept (8-bit) under the encoder after the last step
+        final_encoder, _ = model.E.instance_features((images * 255).round() / 255 * 2 - 1, region, 3)
+    model.end_epoch()
+    for r in (BACKGROUND, CYTOPLASM, NUCLEUS):
+        centres = model.styles.centres[r, :model.styles.counts[r]]
+        assert len(centres) == 4
+        assert all(torch.isclose(centres, f, atol=1e-5).all(1).any() for f in final_encoder[:, r])
+        assert not all(torch.isclose(centres, f, atol=1e-4).all(1).any() for f in first_encoder[:, r])
 
 
 def _styled_translator() -> Pix2PixHD:

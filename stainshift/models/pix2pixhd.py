@@ -18,12 +18,12 @@ masks label one cell per image without instance ids, so in training the instance
 (background, cytoplasm, nucleus). At generation a field's instance map (``translate_instances``, which ``synth
 generate`` calls with the masks' cell ids) makes each region of each cell an instance with its own style, and adds
 the borders between touching cells to the edge channel, as the reference's instance edges do. While training, the
-per-region mean features of the real images are collected (as the encoder learns during the epoch, not re-encoded
-by the epoch's final encoder), and at the end of every epoch K-means (``n_clusters`` per region, fewer when there
-are fewer distinct samples; no area filter, so a small cell counts like a large one) turns them into style clusters,
-stored in the translator (every epoch file carries its own, largest cluster first). At inference each region of
-each image (of each cell, with an instance map) takes a random cluster (torch's global RNG), or cluster ``style``
-for all; before any clustering the style features are zero.
+epoch's real crops are kept (up to ``STYLE_CROPS``); at the end of every epoch the epoch's final encoder encodes
+them (as the reference encodes its training set with the trained encoder), and K-means (``n_clusters`` per region,
+fewer when there are fewer distinct samples; no area filter, so a small cell counts like a large one) turns their
+per-region means into style clusters, stored in the translator (every epoch file carries its own, largest cluster
+first). At inference each region of each image (of each cell, with an instance map) takes a random cluster (torch's
+global RNG), or cluster ``style`` for all; before any clustering the style features are zero.
 
 Local enhancer: ``n_local_enhancers=1`` wraps the global generator (which keeps its ``ngf``; the enhancer's own
 layers have ngf / 2, so the reference's 64 / 32 recipe is ``ngf=64`` in both runs) and sees the mask at full size
@@ -64,6 +64,7 @@ from stainshift.synth.encoding import N_REGIONS, input_channels, regions
 PERCEPTUAL_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)  # reference VGGLoss, shallow to deep
 REGION_NAMES = ("background", "cytoplasm", "nucleus")
 KMEANS_SEED, KMEANS_INIT = 0, 4
+STYLE_CROPS = 1024  # real crops of an epoch its style clusters are fitted on (memory: 1024 x 3 x crop^2 bytes)
 _VGG19_STAGES = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))  # torchvision vgg19.features: up to relu1_1 ... relu5_1
 _PERCEPTUAL_FIX = ("pass perceptual=PATH of a VGG19 state dict (torchvision vgg19 keys) or of a stainshift "
                    "classifier model.pt, or leave perceptual unset for no perceptual loss")
@@ -492,8 +493,8 @@ class Pix2PixHD(TranslationModel):
         self.perceptual = load_perceptual(o.perceptual) if o.perceptual is not None else None
         generator = [self.G] + ([self.E] if self.E is not None else [])
         self._setup_optimizers({"G": self._params(*generator), "D": self._params(self.D)})
-        # per region, the real images' mean encoder features of this epoch; empty at every epoch boundary
-        self._style_samples: list[list[torch.Tensor]] = [[] for _ in range(N_REGIONS)]
+        # this epoch's real crops (uint8 images, region maps) for the style clusters; empty at every epoch boundary
+        self._style_crops: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def networks(self) -> dict[str, nn.Module]:
         nets: dict[str, nn.Module] = {"G": self.G, "D": self.D}
@@ -543,8 +544,8 @@ class Pix2PixHD(TranslationModel):
         with self.autocast():
             if self.E is not None:
                 region = regions(labels)
-                means, counts = self.E.instance_features(real, region, N_REGIONS)
-                self._collect(means, counts)
+                means, _ = self.E.instance_features(real, region, N_REGIONS)
+                self._collect(real, region)
                 x = torch.cat([x, paint_instances(means, region).to(x.dtype)], 1)
             fake = self.G(x)
 
@@ -572,19 +573,36 @@ class Pix2PixHD(TranslationModel):
         values = torch.stack([v.detach().float() for v in named.values()]).tolist()  # one device sync
         return dict(zip(named, values, strict=True))
 
-    def _collect(self, means: torch.Tensor, counts: torch.Tensor) -> None:
-        """Keep the per-region mean features (B x regions x feat_num) of the regions present in each image."""
-        means, present = means.detach().float().cpu(), (counts > 0).cpu()
-        for r in range(N_REGIONS):
-            if present[:, r].any():
-                self._style_samples[r].append(means[present[:, r], r])
+    def _collect(self, real: torch.Tensor, region: torch.Tensor) -> None:
+        """Keep the epoch's first :data:`STYLE_CROPS` real crops (as 8-bit, on the CPU) with their region maps."""
+        room = STYLE_CROPS - sum(len(c[0]) for c in self._style_crops)
+        if room > 0:
+            image = real[:room].detach().float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+            self._style_crops.append((image, region[:room].to(torch.uint8).cpu()))
+
+    @torch.no_grad()
+    def style_samples(self) -> list[list[torch.Tensor]]:
+        """Per region, the mean features of the epoch's crops under the encoder as it is now (the reference encodes
+        the training set with the trained encoder; features taken while the encoder was still learning would mix
+        the epoch's early and late encoders)."""
+        samples: list[list[torch.Tensor]] = [[] for _ in range(N_REGIONS)]
+        device = next(self.E.parameters()).device
+        for image, region in self._style_crops:
+            real = image.to(device).float().div(127.5).sub(1)
+            means, counts = self.E.instance_features(real, region.to(device).long(), N_REGIONS)
+            means, present = means.float().cpu(), (counts > 0).cpu()
+            for r in range(N_REGIONS):
+                if present[:, r].any():
+                    samples[r].append(means[present[:, r], r])
+        return samples
 
     def end_epoch(self) -> None:
-        """Advance the learning rates; cluster this epoch's style features into the style bank."""
+        """Advance the learning rates; cluster the epoch's crops, encoded by the epoch's final encoder, into the
+        style bank."""
         super().end_epoch()
         if self.styles is not None:
-            self.styles.fit(self._style_samples)
-            self._style_samples = [[] for _ in range(N_REGIONS)]
+            self.styles.fit(self.style_samples())
+            self._style_crops = []
 
     # -- starting from a global run ----------------------------------------------------------------------------------
     def load_initial(self, ckpt: dict[str, Any]) -> list[str]:
