@@ -330,35 +330,36 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         "Generator iterations: " + "; ".join(f"k = {k}: {', '.join(map(str, v))}" for k, v in iterations.items() if v)
         + ".", "",
         "Generator training time (the `cpu` presets, from the parts: one row per generator, k and machine; each "
-        "generator trained once per seed and condition that needs it). The parts before 104ecc3 record neither "
+        "generator trained once per seed and condition that needs it). The parts before 12e6255 record neither "
         "thread counts nor what else ran on the machine, so these are the costs these runs saw, not a controlled "
         "speed measurement (that is `synth_models.md`'s table):", "",
-        "| generator | k | iterations | trainings | s / iteration (min-max) | minutes per training | machine |",
-        "|---|---|---|---|---|---|---|", *timing, "",
+        "| generator | k | iterations | trainings | s / iteration (min-max) | minutes per training | machine | "
+        "torch threads |",
+        "|---|---|---|---|---|---|---|---|", *timing, "",
         "Inception FID was not measured: no Inception weights file is on this machine (`select --fid-model PATH` "
         "takes one).", "", "![masks and generated images](synthesis_generators.png)", ""]
     atomic_write_text(out / "synthesis_generators.md", "\n".join(lines))
 
 
 def generator_timing(generated: list[dict]) -> list[str]:
-    """Table rows of generator training speed from the parts that trained a generator (an SD part and its RD+SD
-    part share one training, so each (k, seed, generator, start) counts once)."""
+    """Table rows of generator training speed from the parts that trained a generator (the SD, RD+SD and +aug parts
+    of one run share one training, so each (k, seed, generator, start) counts once)."""
     trainings: dict[tuple, dict] = {}
     for r in generated:
         if "generator_seconds" in r:
             _, name, _ = parse_condition(r["condition"])
             iters = r.get("generator_iterations", max(2, round(r["per_20"] * r["k"] / 20)))
-            trainings[(r["k"], r["seed"], name, r["started"], r["condition"].endswith("+aug"))] = \
-                r | {"name": name, "iters": iters}
+            trainings[(r["k"], r["seed"], name, r["started"])] = r | {"name": name, "iters": iters}
     groups: dict[tuple, list[dict]] = {}
     for r in trainings.values():
-        groups.setdefault((r["name"], r["k"], r["iters"], r.get("machine", "?")), []).append(r)
+        threads = str(r.get("torch_threads", "not recorded"))
+        groups.setdefault((r["name"], r["k"], r["iters"], r.get("machine", "?"), threads), []).append(r)
     rows = []
-    for (name, k, iters, machine), runs in sorted(groups.items()):
+    for (name, k, iters, machine, threads), runs in sorted(groups.items()):
         per_iter = [r["generator_seconds"] / iters for r in runs]
         minutes = [r["generator_seconds"] / 60 for r in runs]
         rows.append(f"| {name} | {k} | {iters} | {len(runs)} | {_span(per_iter, '.2f')} | {_span(minutes, '.0f')} | "
-                    f"{machine} |")
+                    f"{machine} | {threads} |")
     return rows
 
 

@@ -729,28 +729,24 @@ def score_generations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str,
 class SegmenterDice:
     """The segmentation rule's score: a U-Net (:mod:`stainshift.synth.segmenter`) trained for ``iters`` steps on
     images drawn from the training masks, then its mean foreground Dice on the real validation images and masks.
-    The same seed for every epoch, so epochs differ only by their images. Label ids: the masks' distinct values."""
-
-    MAX_LABELS = 16
+    The same seed for every epoch, so epochs differ only by their images. Labels: the regions the generators read
+    (background, cytoplasm, nucleus, :func:`stainshift.synth.encoding.regions`), so noisy mask values (BCCD's
+    compression) count as the region they quantise to."""
 
     def __init__(self, train_masks: torch.Tensor, val_masks: torch.Tensor, val_images: torch.Tensor, seed: int,
                  iters: int) -> None:
-        values = torch.unique(torch.cat([train_masks.flatten(), val_masks.flatten()]))
-        if len(values) > self.MAX_LABELS:
-            raise StainshiftError(f"the masks hold {len(values)} label values; the segmentation rule needs semantic "
-                                  f"masks (at most {self.MAX_LABELS} labels, e.g. 0/128/255), not instance masks")
-        self.values, self.seed, self.iters = values, seed, iters
-        self.train_labels = self._labels(train_masks)
-        self.val_labels = self._labels(val_masks)
+        from stainshift.synth.encoding import regions
+
+        self.seed, self.iters = seed, iters
+        self.train_labels = regions(train_masks).numpy().astype(np.int64)
+        self.val_labels = regions(val_masks).numpy().astype(np.int64)
         self.val_images = np.stack(to_uint8(val_images))
 
-    def _labels(self, masks: torch.Tensor) -> np.ndarray:
-        return torch.bucketize(masks[:, 0].contiguous(), self.values).numpy().astype(np.int64)
-
     def __call__(self, train_images: torch.Tensor) -> float:
+        from stainshift.synth.encoding import N_REGIONS
         from stainshift.synth.segmenter import dice_per_image, predict, train_segmenter
 
-        classes = len(self.values)
+        classes = N_REGIONS
         size = self.train_labels.shape[-1]
         with torch.enable_grad():
             images = np.stack(to_uint8(train_images))
@@ -769,9 +765,16 @@ DEFAULT_SSIM_MINS = {EpochScoring.TRANSLATION: DEFAULT_SSIM_MIN, EpochScoring.GE
 
 
 # -- the whole selection ------------------------------------------------------------------------------------------
+def _masked_train(project: Project, src: str, dst: str, method: str) -> list[Sample]:
+    """The train images with masks of the domain a mask-to-image run learnt its masks from."""
+    domain = src if model_class(method).data_regime.masks_from_source else dst
+    return [s for s in samples_in(project, domain, "train") if s.mask is not None]
+
+
 def default_rule(with_classifier: bool, scoring: EpochScoring) -> str:
     """``labelled`` with a classifier; without one, a mask-to-image run is ranked by what its images are worth as
-    training data (``segmentation``), since the colour distance alone would say nothing about the cells' shapes."""
+    training data (``segmentation``; ``label-free`` when its domain has fewer than 2 train masks), since the colour
+    distance alone would say nothing about the cells' shapes."""
     if with_classifier:
         return "labelled"
     return "segmentation" if scoring is EpochScoring.GENERATION else "label-free"
@@ -821,7 +824,10 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
                               "yourself (--epoch N) from the run's samples/ grids")
     dev = resolve_device(device)
     model, classifier_name = _classifier(project, classifier, dev)
-    rule = rule or default_rule(model is not None, scoring)
+    if rule is None:
+        rule = default_rule(model is not None, scoring)
+        if rule == "segmentation" and len(_masked_train(project, src, dst, method)) < 2:
+            rule = "label-free"  # nothing to train a segmenter on; the explicit rule says so as an error
     context = ScoringContext(project, run, src, dst, method, runs.read_config(run), model, rule, max_images,
                              batch_size, dev, fid_model, progress, segmenter_iters)
     scores, extra = EPOCH_SCORERS[scoring](context)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stainshift.data.io import cell_regions, list_images, read_image, read_mask, write_image
+from stainshift.data.io import cell_regions, image_size, list_images, read_image, read_mask, write_image
 from stainshift.errors import ImageReadError, ImageWriteError
 
 from .conftest import cell_image
@@ -84,6 +84,7 @@ def test_exif_orientation_is_applied(tmp_path):
     out = read_image(tmp_path / "r.jpg")
     assert out.shape[:2] == (20, 10)
     assert out[:5].mean() > 200 and out[-5:].mean() < 50  # the stripe is now at the top
+    assert image_size(tmp_path / "r.jpg") == (10, 20)  # from the header, oriented as read_image returns it
 
 
 @pytest.mark.parametrize(

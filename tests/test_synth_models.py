@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from pycocotools import mask as mask_utils
 
 from stainshift.cli.main import main
@@ -173,7 +175,10 @@ def test_segmenter_dice_prefers_images_that_follow_their_masks():
             image += (m == value) * np.asarray(colour, np.float32)[None, :, None, None]
         return torch.from_numpy(image + rng.normal(0, 0.03, image.shape).astype(np.float32)).clamp(0, 1)
 
-    train, val = torch.from_numpy(masks[:8]), torch.from_numpy(masks[8:])
+    # the masks as a site stores them, with compression noise (BCCD): 30-odd distinct values, still three regions
+    noisy = np.clip(masks + (masks > 0) * rng.integers(-12, 1, masks.shape), 0, 255).astype(np.float32)
+    assert len(np.unique(noisy)) > 16
+    train, val = torch.from_numpy(noisy[:8]), torch.from_numpy(noisy[8:])
     score = SegmenterDice(train, val, draw(masks[8:]), seed=0, iters=60)
     faithful = score(draw(masks[:8]))
     shuffled = score(draw(np.roll(masks[:8], 1, axis=0)))  # each image drawn from the next cell's mask
@@ -241,6 +246,17 @@ def test_generate_with_pix2pixhd_styles_from_the_cli(trained, synthetic_masks, t
         images[name] = [read_image(tmp_path / name / e["image"]) for e in manifest["images"]]
     assert all(np.array_equal(a, b) for a, b in zip(images["a"], images["b"], strict=True))  # the seed draws nothing
     assert any(not np.array_equal(a, c) for a, c in zip(images["a"], images["c"], strict=True))
+    # the instance map reaches the generator: the same masks with each cell cut into two touching cells
+    split = tmp_path / "split"
+    shutil.copytree(synthetic_masks, split)
+    for path in sorted((split / "instance").glob("*.png")):
+        ids = np.array(Image.open(path)).astype(np.int64)
+        right = (ids > 0) & (np.arange(ids.shape[1])[None, :] >= ids.shape[1] // 2)
+        Image.fromarray((ids + right).astype(np.uint16)).save(path)  # id + 1: another cell of the same class
+    assert main([*base, "--masks", str(split), "--out", str(tmp_path / "d"), "--style", "0", "--seed", "1"]) == 0
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    halves = [read_image(tmp_path / "d" / e["image"]) for e in manifest["images"]]
+    assert all(not np.array_equal(a, d) for a, d in zip(images["a"], halves, strict=True))
 
 
 @pytest.mark.parametrize("case, expected", [

@@ -183,6 +183,18 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(_to_rgb(path, array.astype(np.uint8, copy=False)))
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image as :func:`read_image` returns it (EXIF orientation applied), from its header."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        h, w = read_image(path).shape[:2]  # the one-line error of the file's problem
+        return w, h
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """Read a mask as an integer label map of shape (H, W).
 

@@ -112,6 +112,7 @@ class Translator(nn.Module):
     model_name: str
     options: ModelOptions
     pixelwise: bool = False   # each output pixel depends on its input pixel alone (so any scale gives the same map)
+    reads_instances: bool = False  # mask models with ``translate_instances(labels, cell_ids)`` (pix2pixHD)
     multiple: int
     min_size: int
     in_channels: int

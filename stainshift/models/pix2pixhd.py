@@ -22,7 +22,8 @@ epoch's real crops are kept (up to ``STYLE_CROPS``); at the end of every epoch t
 them (as the reference encodes its training set with the trained encoder), and K-means (``n_clusters`` per region,
 fewer when there are fewer distinct samples; no area filter, so a small cell counts like a large one) turns their
 per-region means into style clusters, stored in the translator (every epoch file carries its own, largest cluster
-first). At inference each region of each image (of each cell, with an instance map) takes a random cluster (torch's
+first; under DDP each rank fits on its own share of the epoch, and rank 0's clusters are saved). At inference
+each region of each image (of each cell, with an instance map) takes a random cluster (torch's
 global RNG), or cluster ``style`` for all; before any clustering the style features are zero.
 
 Local enhancer: ``n_local_enhancers=1`` wraps the global generator (which keeps its ``ngf``; the enhancer's own
@@ -64,7 +65,7 @@ from stainshift.synth.encoding import N_REGIONS, input_channels, regions
 PERCEPTUAL_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)  # reference VGGLoss, shallow to deep
 REGION_NAMES = ("background", "cytoplasm", "nucleus")
 KMEANS_SEED, KMEANS_INIT = 0, 4
-STYLE_CROPS = 1024  # real crops of an epoch its style clusters are fitted on (memory: 1024 x 3 x crop^2 bytes)
+STYLE_CROPS = 1024  # real crops of an epoch its style clusters are fitted on (memory: 1024 x 4 x crop^2 bytes)
 _VGG19_STAGES = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))  # torchvision vgg19.features: up to relu1_1 ... relu5_1
 _PERCEPTUAL_FIX = ("pass perceptual=PATH of a VGG19 state dict (torchvision vgg19 keys) or of a stainshift "
                    "classifier model.pt, or leave perceptual unset for no perceptual loss")
@@ -372,7 +373,7 @@ class Pix2PixHDTranslator(Translator):
     def n_styles(self) -> int:
         return 0 if self.styles is None else self.styles.n_styles
 
-    reads_instances = True  # :meth:`translate_instances` takes a cell-id map beside the label map
+    reads_instances = True
 
     def _paint(self, labels: torch.Tensor, features: torch.Tensor | None,
                instances: torch.Tensor | None = None) -> torch.Tensor:
@@ -410,7 +411,10 @@ class Pix2PixHDTranslator(Translator):
             vectors = self.styles.group_vectors(keys % N_REGIONS, self.style)  # G x feat_num
             return self._paint(x, vectors[inverse].permute(0, 3, 1, 2), ids)
 
-        both = torch.cat([labels.float(), instances[:, None].float()], 1)
+        if labels.shape[0] == 0:
+            return labels.new_zeros((0, 3, *labels.shape[-2:]))
+        _, compact = torch.unique(instances, return_inverse=True)  # small ids, exact through float padding
+        both = torch.cat([labels.float(), compact[:, None].float()], 1)
         return _padded(both, self.multiple, self.min_size, paint)
 
     def style_from(self, image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -587,6 +591,8 @@ class Pix2PixHD(TranslationModel):
         the epoch's early and late encoders)."""
         samples: list[list[torch.Tensor]] = [[] for _ in range(N_REGIONS)]
         device = next(self.E.parameters()).device
+        was_training = self.E.training
+        self.E.eval()  # a batch-norm encoder must neither use these crops' statistics nor update its running ones
         for image, region in self._style_crops:
             real = image.to(device).float().div(127.5).sub(1)
             means, counts = self.E.instance_features(real, region.to(device).long(), N_REGIONS)
@@ -594,6 +600,7 @@ class Pix2PixHD(TranslationModel):
             for r in range(N_REGIONS):
                 if present[:, r].any():
                     samples[r].append(means[present[:, r], r])
+        self.E.train(was_training)
         return samples
 
     def end_epoch(self) -> None:

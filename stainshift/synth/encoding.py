@@ -100,16 +100,17 @@ def semantic_to_values(semantic: np.ndarray) -> np.ndarray:
     return lut[semantic.astype(np.uint8)]
 
 
-def check_label_map(mask: np.ndarray, path: str | Path) -> None:
-    """A one-line error for masks a generator would read as empty: class ids 0-3 instead of values."""
+def check_label_map(mask: np.ndarray, path: str | Path, fix: str | None = None) -> None:
+    """A one-line error for masks a generator would read as empty: class or colour ids instead of values, or 16-bit
+    instance ids. ``fix``: what to do instead (default: the advice for ``synth generate --masks``)."""
+    fix = fix or ("pass the folder `stainshift synth masks` wrote (its semantic/ is converted) or value-coded masks "
+                  "(0 background, 128 cytoplasm, 255 nucleus)")
     if mask.ndim != 2:
         raise DataError(f"{path}: a mask for a generator has one channel (got shape {mask.shape}); save it as an "
                         "8-bit grey PNG with 0 background, 128 cytoplasm, 255 nucleus")
     top = int(mask.max()) if mask.size else 0
     if top > 255:
-        raise DataError(f"{path}: mask values reach {top}: this looks like an instance map (16-bit ids); pass the "
-                        "folder `stainshift synth masks` wrote, or value-coded 8-bit masks (0 / 128 / 255)")
+        raise DataError(f"{path}: mask values reach {top}: this looks like an instance map (16-bit ids); {fix}")
     if 0 < top < CYTOPLASM_MIN:
         raise DataError(f"{path}: mask values reach only {top}, so every pixel reads as background; this looks "
-                        "like class ids (0-3): pass the folder `stainshift synth masks` wrote (its semantic/ is "
-                        "converted) or value-coded masks (0 background, 128 cytoplasm, 255 nucleus)")
+                        f"like class ids (0-3) or a colour-coded mask read as colour ids; {fix}")

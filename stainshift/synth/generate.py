@@ -42,7 +42,7 @@ from stainshift.synth.encoding import check_label_map, regions, semantic_to_valu
 from stainshift.synth.masks import INSTANCE_STRIDE, RED_CELL, RED_CLASS_ID, SEMANTIC
 
 KIND = "stainshift generated images"
-GENERATION_VERSION = 1
+GENERATION_VERSION = 2
 FIELD = "field"  # class folder of masks that hold other than exactly one white cell
 MAX_SIDE = 8192
 
@@ -225,7 +225,7 @@ def generate(project: Project, domain: str, masks: str | Path, out: str | Path, 
             else:
                 x = torch.from_numpy(small.astype(np.float32))[None, None].to(dev)
                 with torch.inference_mode():
-                    if getattr(translator, "reads_instances", False):  # pix2pixHD: touching cells stay apart
+                    if translator.reads_instances:  # pix2pixHD: touching cells stay apart
                         ids = torch.from_numpy(rescale_mask(item.instance, factor).astype(np.int64))[None].to(dev)
                         y = translator.translate_instances(x, ids)
                     else:

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from stainshift.data.datasets import LabelledCrops, PairedMaskCrops, UnpairedCrops, UnpairedMaskCrops
 from stainshift.data.domains import Sample
-from stainshift.data.io import read_image, read_mask
+from stainshift.data.io import image_size, read_mask
 from stainshift.data.splits import samples_in
 from stainshift.errors import DataError, StainshiftError
 from stainshift.models.kinds import DataRegime
@@ -159,12 +159,14 @@ def training_samples(project: Project, regime: DataRegime, src: str, dst: str,
 def check_mask_coding(samples: Sequence[Sample]) -> None:
     """Before any training: a one-line error when the masks are not value-coded (0 / 128 / 255), which the
     generators would silently read as all background, or not of their image's size. Up to :data:`MASKS_CHECKED`
-    masks, spread over the list (the datasets check each crop's size again)."""
-    step = max(1, len(samples) // MASKS_CHECKED)
-    for sample in samples[::step][:MASKS_CHECKED]:
+    masks, evenly spaced over the list (:class:`PairedMaskCrops` checks every crop's size again)."""
+    masks = list({str(s.mask): s for s in samples}.values())  # fields share one mask between their cells
+    picks = sorted({round(i * (len(masks) - 1) / max(1, MASKS_CHECKED - 1)) for i in range(MASKS_CHECKED)})
+    for sample in (masks[i] for i in picks if i < len(masks)):
         mask = read_mask(sample.mask)
-        check_label_map(mask, sample.mask)
-        h, w = read_image(sample.path).shape[:2]
+        check_label_map(mask, sample.mask, "re-save the domain's masks as 8-bit grey PNGs (0 background, 128 "
+                        "cytoplasm, 255 nucleus) or point its `masks =` at such a folder")
+        w, h = image_size(sample.path)
         if mask.shape != (h, w):
             raise DataError(f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} px, its image {sample.path.name} "
                             f"{w}x{h}; masks must have their image's size (draw or resize them at the image's pixels)")
