@@ -155,6 +155,21 @@ def test_the_segmentation_rule_ranks_epochs_by_a_segmenters_dice_on_real_masks(t
     assert json.loads(runs.selection_file(run, "label-free", None, "clinic").read_text())["rule"] == "label-free"
 
 
+def test_the_default_rule_falls_back_to_label_free_without_two_train_masks(tmp_path):
+    from stainshift import runs
+    from stainshift.data.splits import samples_in
+
+    project = simulated_project(tmp_path, per_class=3, split=(0.34, 0.33, 0.33), masks=True)
+    flags = _flags(project)
+    assert main(["synth", "train", "pix2pix", "--domain", "clinic", "--preset", "tiny", "--run-id", "f", "--epochs",
+                 "1", "--keep-epochs", "1", "--no-track", *flags]) == 0
+    for sample in samples_in(load_project(project.file), "clinic", "train")[1:]:
+        sample.mask.unlink()  # one train mask left: nothing to train a segmenter on
+    assert main(["select", "--src", "clinic", "--dst", "clinic", "--method", "pix2pix", "--no-track", *flags]) == 0
+    run = runs.method_dir(project, "clinic", "clinic", "pix2pix") / "f"
+    assert json.loads(runs.selected_file(run).read_text())["rule"] == "label-free"
+
+
 def test_segmenter_dice_prefers_images_that_follow_their_masks():
     """Images drawn from their own masks teach the U-Net; the same images under other masks do not."""
     from stainshift.select import SegmenterDice
