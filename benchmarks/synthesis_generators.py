@@ -298,8 +298,8 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
     for r in generated:  # the earliest parts named the budget "gen_iters"
         r["per_20"] = r["config"].get("gen_iters_per_20", r["config"].get("gen_iters"))
     per_20 = sorted({r["per_20"] for r in generated})
-    iterations = {k: sorted({r.get("generator_iterations", max(2, round(r["per_20"] * k / 20)))
-                             for r in generated if r["k"] == k}) for k in sorted({r["k"] for r in rows})}
+    iterations = {k: sorted({_generator_iterations(r) for r in generated if r["k"] == k})
+                  for k in sorted({r["k"] for r in rows})}
     timing = generator_timing(generated)
     generator_budget = (f"{per_20[0]} iterations per 20 pairs, so the same passes over the pairs at every k"
                         if len(per_20) == 1 else "iterations per k listed under the table")
@@ -348,8 +348,7 @@ def generator_timing(generated: list[dict]) -> list[str]:
     for r in generated:
         if "generator_seconds" in r:
             _, name, _ = parse_condition(r["condition"])
-            iters = r.get("generator_iterations", max(2, round(r["per_20"] * r["k"] / 20)))
-            trainings[(r["k"], r["seed"], name, r["started"])] = r | {"name": name, "iters": iters}
+            trainings[(r["k"], r["seed"], name, r["started"])] = r | {"name": name, "iters": _generator_iterations(r)}
     groups: dict[tuple, list[dict]] = {}
     for r in trainings.values():
         threads = str(r.get("torch_threads", "not recorded"))
@@ -361,6 +360,11 @@ def generator_timing(generated: list[dict]) -> list[str]:
         rows.append(f"| {name} | {k} | {iters} | {len(runs)} | {_span(per_iter, '.2f')} | {_span(minutes, '.0f')} | "
                     f"{machine} | {threads} |")
     return rows
+
+
+def _generator_iterations(r: dict) -> int:
+    """A generator part's iterations (the earliest parts recorded only the budget per 20 pairs)."""
+    return r.get("generator_iterations", max(2, round(r["per_20"] * r["k"] / 20)))
 
 
 def _span(values: list[float], fmt: str) -> str:

@@ -680,8 +680,8 @@ def score_generations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str,
     classified as a neutrophil. Epoch 0 is the real validation images themselves: the real-vs-real floor of every
     distance."""
     project, model = ctx.project, ctx.classifier
-    domain = ctx.src if model_class(ctx.method).data_regime.masks_from_source else ctx.dst  # where the masks are
-    val = _subset([s for s in samples_in(project, domain, "val") if s.mask is not None], ctx.max_images)
+    domain = _masks_domain(ctx.src, ctx.dst, ctx.method)
+    val = _subset(_with_masks(project, domain, "val"), ctx.max_images)
     reference = _subset(samples_in(project, ctx.dst, "train"), ctx.max_images or 200)
     if not val:
         raise StainshiftError(f"domain '{domain}' has no validation images with masks; a mask-to-image model is "
@@ -709,7 +709,7 @@ def score_generations(ctx: ScoringContext) -> tuple[list[EpochScores], dict[str,
 
     extra, counts = None, {}
     if ctx.rule == "segmentation":
-        train = _subset([s for s in samples_in(project, domain, "train") if s.mask is not None],
+        train = _subset(_with_masks(project, domain, "train"),
                         ctx.max_images or 200)
         if len(train) < 2:
             raise StainshiftError(f"domain '{domain}' has {len(train)} training images with masks; the "
@@ -765,19 +765,25 @@ DEFAULT_SSIM_MINS = {EpochScoring.TRANSLATION: DEFAULT_SSIM_MIN, EpochScoring.GE
 
 
 # -- the whole selection ------------------------------------------------------------------------------------------
-def _masked_train(project: Project, src: str, dst: str, method: str) -> list[Sample]:
-    """The train images with masks of the domain a mask-to-image run learnt its masks from."""
-    domain = src if model_class(method).data_regime.masks_from_source else dst
-    return [s for s in samples_in(project, domain, "train") if s.mask is not None]
+def _masks_domain(src: str, dst: str, method: str) -> str:
+    """The domain whose masks a mask-to-image run learnt from (and generates)."""
+    return src if model_class(method).data_regime.masks_from_source else dst
 
 
-def default_rule(with_classifier: bool, scoring: EpochScoring) -> str:
+def _with_masks(project: Project, domain: str, split: str) -> list[Sample]:
+    return [s for s in samples_in(project, domain, split) if s.mask is not None]
+
+
+def default_rule(project: Project, src: str, dst: str, method: str, with_classifier: bool) -> str:
     """``labelled`` with a classifier; without one, a mask-to-image run is ranked by what its images are worth as
-    training data (``segmentation``; ``label-free`` when its domain has fewer than 2 train masks), since the colour
-    distance alone would say nothing about the cells' shapes."""
+    training data (``segmentation``; ``label-free`` when its domain has fewer than 2 train masks to train a
+    segmenter on), since the colour distance alone would say nothing about the cells' shapes."""
     if with_classifier:
         return "labelled"
-    return "segmentation" if scoring is EpochScoring.GENERATION else "label-free"
+    if model_class(method).scoring is not EpochScoring.GENERATION:
+        return "label-free"
+    enough = len(_with_masks(project, _masks_domain(src, dst, method), "train")) >= 2
+    return "segmentation" if enough else "label-free"
 
 
 def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
@@ -824,10 +830,7 @@ def select_epoch(project: Project, src: str, dst: str, method: str = "cyclegan",
                               "yourself (--epoch N) from the run's samples/ grids")
     dev = resolve_device(device)
     model, classifier_name = _classifier(project, classifier, dev)
-    if rule is None:
-        rule = default_rule(model is not None, scoring)
-        if rule == "segmentation" and len(_masked_train(project, src, dst, method)) < 2:
-            rule = "label-free"  # nothing to train a segmenter on; the explicit rule says so as an error
+    rule = rule or default_rule(project, src, dst, method, model is not None)
     context = ScoringContext(project, run, src, dst, method, runs.read_config(run), model, rule, max_images,
                              batch_size, dev, fid_model, progress, segmenter_iters)
     scores, extra = EPOCH_SCORERS[scoring](context)

@@ -328,15 +328,8 @@ class StyleBank(nn.Module):
     def vectors(self, batch: int, style: int | None) -> torch.Tensor:
         """B x regions x feat_num style vectors: cluster ``style`` of every region, or a random cluster per image and
         region (torch's global RNG); zeros for regions without clusters."""
-        counts = self.counts.cpu()
-        if style is None:
-            pick = (torch.rand(batch, len(counts)) * counts).long()
-        else:
-            self._check_style(style)
-            pick = torch.full((batch, len(counts)), style)
-        pick = torch.minimum(pick, (counts - 1).clamp_min(0)).to(self.centres.device)
-        out = self.centres[torch.arange(len(counts), device=pick.device), pick]  # B x regions x feat_num
-        return out * (self.counts > 0)[None, :, None].to(out.dtype)
+        n = len(self.counts)
+        return self.group_vectors(torch.arange(n).repeat(batch), style).reshape(batch, n, -1)
 
 
 # -- translator -----------------------------------------------------------------------------------------------------

@@ -161,8 +161,8 @@ def check_mask_coding(samples: Sequence[Sample]) -> None:
     generators would silently read as all background, or not of their image's size. Up to :data:`MASKS_CHECKED`
     masks, evenly spaced over the list (:class:`PairedMaskCrops` checks every crop's size again)."""
     masks = list({str(s.mask): s for s in samples}.values())  # fields share one mask between their cells
-    picks = sorted({round(i * (len(masks) - 1) / max(1, MASKS_CHECKED - 1)) for i in range(MASKS_CHECKED)})
-    for sample in (masks[i] for i in picks if i < len(masks)):
+    n = min(len(masks), MASKS_CHECKED)
+    for sample in (masks[i * len(masks) // n] for i in range(n)):
         mask = read_mask(sample.mask)
         check_label_map(mask, sample.mask, "re-save the domain's masks as 8-bit grey PNGs (0 background, 128 "
                         "cytoplasm, 255 nucleus) or point its `masks =` at such a folder")
