@@ -2,6 +2,11 @@
 CLI (synth train, select, synth masks, synth generate), how much pix2pix's noise input changes its outputs, and a
 picture of masks beside each model's images per epoch and per pix2pixHD style cluster.
 
+pix2pixHD's two options beyond the global generator run here too: the local enhancer in its two stages (a global run
+on half-size crops, then `--init-from` it with `n_local_enhancers=1`, the global part frozen for the first epoch, as
+the reference's `niter_fix_global`) and the perceptual loss from the features of a classifier the benchmark trains on
+the domain first (no VGG19 file is on this machine).
+
     python benchmarks/synth_models.py              # -> benchmarks/results/synth_models.{md,json,jpg}
     python benchmarks/synth_models.py --quick --allow-dirty   # smoke run under /tmp
 
@@ -36,6 +41,8 @@ SPEED = [  # label, model, preset, overrides
                                                                             "num_downs": 7}),
     ("pix2pixhd cpu", "pix2pixhd", "cpu", {}),
     ("pix2pixhd paper @128", "pix2pixhd", "paper", {"crop_size": 128, "load_size": 143}),
+    ("pix2pixhd cpu + local enhancer (global part at 48 px)", "pix2pixhd", "cpu", {"n_local_enhancers": 1}),
+    ("pix2pixhd cpu + perceptual loss (classifier features)", "pix2pixhd", "cpu", {"perceptual": "CLASSIFIER"}),
     ("maskcyclegan cpu (unpaired masks and images)", "maskcyclegan", "cpu", {}),
 ]
 MODELS = [  # run id, model, preset
@@ -43,17 +50,34 @@ MODELS = [  # run id, model, preset
     ("p2p-noise", "pix2pix", "cpu-noise-global"),
     ("hd", "pix2pixhd", "cpu"),
     ("mcg", "maskcyclegan", "cpu"),  # unpaired: jtsc's masks and jtsc's images drawn independently
+    ("hd-half", "pix2pixhd", "cpu"),  # the local enhancer's first stage: the global generator on half-size crops
+    ("hd-local", "pix2pixhd", "cpu"),  # its second stage, from hd-half
+    ("hd-perc", "pix2pixhd", "cpu"),  # with the perceptual loss of the benchmark's classifier
 ]
+LOCAL_FROZEN_EPOCHS = 1  # niter_fix_global of hd-local
 
 
 def unpaired(name: str) -> list[str]:
     return ["--masks-from", "jtsc"] if name == "maskcyclegan" else []
 
 
-def speed(iters: int) -> list[dict]:
+def train_args(run_id: str, name: str, runs: dict[str, Path], classifier: Path) -> list[str]:
+    """The `synth train` flags of a run beyond its model and preset."""
+    if run_id == "hd-half":
+        return ["--set", "load_size=54", "--set", "crop_size=48"]
+    if run_id == "hd-local":
+        return ["--set", "n_local_enhancers=1", "--set", f"niter_fix_global={LOCAL_FROZEN_EPOCHS}",
+                "--init-from", str(runs["hd-half"])]
+    if run_id == "hd-perc":
+        return ["--set", f"perceptual={classifier}"]
+    return unpaired(name)
+
+
+def speed(iters: int, classifier: Path) -> list[dict]:
     rows = []
     for label, name, preset, overrides in SPEED:
         torch.manual_seed(0)
+        overrides = {k: str(classifier) if v == "CLASSIFIER" else v for k, v in overrides.items()}
         model = build_model(name, preset, **overrides)
         o = model.options
         gen = torch.Generator().manual_seed(0)
@@ -113,11 +137,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--speed-iters", type=int, default=5)
     parser.add_argument("--n-masks", type=int, default=8)
+    parser.add_argument("--classifier-epochs", type=int, default=3, help="epochs of the perceptual loss's classifier")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--allow-dirty", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.epochs, args.speed_iters, args.n_masks = 1, 1, 3
+        args.epochs, args.speed_iters, args.n_masks, args.classifier_epochs = 1, 1, 3, 1
     require_clean(args.allow_dirty or args.quick, "synth_models.py")
     prov = record(vars(args))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -126,17 +151,23 @@ def main() -> None:
     work = Path("/tmp/synth_models_quick_runs") if args.quick else HERE / "runs" / "synth_models"
     out.mkdir(parents=True, exist_ok=True)
 
-    print("speed", flush=True)
-    speed_rows = speed(args.speed_iters)
     project_file = write_project(work, data)
     flags = ["--project", str(project_file), "--quiet"]
+    classifier = work / "runs" / "classifiers" / "perceptual" / "model.pt"
+    if not classifier.exists():  # the perceptual loss network: the domain's own classifier, as a user without VGG19
+        code = cli(["classify", "train", "--domain", "jtsc", "--epochs", str(args.classifier_epochs), "--name",
+                    "perceptual", "--no-track", *flags])
+        if code != 0:
+            raise SystemExit("classify train failed")
+    print("speed", flush=True)
+    speed_rows = speed(args.speed_iters, classifier)
     keep = ",".join(str(e) for e in range(1, args.epochs + 1))
     runs, selections = {}, {}
     for run_id, name, preset in MODELS:
         t0 = time.time()
-        code = cli(["synth", "train", name, "--domain", "jtsc", *unpaired(name), "--preset", preset, "--epochs",
-                    str(args.epochs), "--epochs-decay", "0", "--keep-epochs", keep, "--run-id", run_id, "--no-track",
-                    *flags])
+        code = cli(["synth", "train", name, "--domain", "jtsc", *train_args(run_id, name, runs, classifier),
+                    "--preset", preset, "--epochs", str(args.epochs), "--epochs-decay", "0", "--keep-epochs", keep,
+                    "--run-id", run_id, "--no-track", *flags])
         if code != 0:
             raise SystemExit(f"synth train {name} failed")
         runs[run_id] = work / "runs" / "jtsc_to_jtsc" / name / run_id
@@ -180,7 +211,8 @@ def _tile(image: np.ndarray, size: int = 96) -> np.ndarray:
 
 def picture(runs: dict, items, epochs: int, path: Path) -> None:
     """Rows: masks. Columns: the mask, pix2pix at each epoch, the noise model under 3 noise draws, pix2pixHD at each
-    epoch (styles sampled), at its last epoch under every style cluster, maskcyclegan at each epoch."""
+    epoch (styles sampled), at its last epoch under every style cluster, then maskcyclegan, pix2pixHD's local
+    enhancer and pix2pixHD with the perceptual loss at each epoch."""
     colours = np.array([[255, 255, 255], [120, 170, 240], [90, 20, 120]], np.uint8)
     columns: list[tuple[str, list[np.ndarray]]] = []
     from stainshift.synth.encoding import regions
@@ -208,8 +240,9 @@ def picture(runs: dict, items, epochs: int, path: Path) -> None:
         hd.style = k
         columns.append((f"hd e{epochs} st{k}", run(hd)))
     hd.style = None
-    for e in range(1, epochs + 1):
-        columns.append((f"mcg e{e}", run(load_epoch(runs["mcg"] / "epochs" / f"epoch_{e:03d}.pt")[0])))
+    for run_id, short in (("mcg", "mcg"), ("hd-local", "local"), ("hd-perc", "perc")):
+        for e in range(1, epochs + 1):
+            columns.append((f"{short} e{e}", run(load_epoch(runs[run_id] / "epochs" / f"epoch_{e:03d}.pt")[0], 1)))
     size = 96
     header = np.full((18, size * len(columns), 3), 255, np.uint8)
     for c, (name, _) in enumerate(columns):
@@ -238,6 +271,10 @@ def markdown(p: dict, epochs: int) -> str:
               "| run | model | s / epoch | selected epoch | colour distance by epoch (0 = real floor) | SSIM to the "
               "real image of the mask, by epoch |", "|---|---|---|---|---|---|"]
     model_of = {run_id: f"{name} `{preset}`" for run_id, name, preset in MODELS}
+    model_of["hd-half"] += " on 48 px crops (the local enhancer's first stage)"
+    model_of["hd-local"] += (f" + local enhancer, `--init-from` hd-half, its global part frozen for "
+                             f"{LOCAL_FROZEN_EPOCHS} epoch")
+    model_of["hd-perc"] += " + perceptual loss of a jtsc classifier (`classify train`, ResNet18 from scratch)"
     for run_id, s in p["selections"].items():
         rec = s["record"]
         scores = rec["scores"]
