@@ -55,22 +55,22 @@ MODELS = [  # run id, model, preset
     ("hd-perc", "pix2pixhd", "cpu"),  # with the perceptual loss of the benchmark's classifier
 ]
 LOCAL_FROZEN_EPOCHS = 1  # niter_fix_global of hd-local
+TRAIN_FLAGS = {  # a run's `synth train` flags beyond its model and preset (placeholders: see fill_paths)
+    "hd-half": ["--set", "load_size=54", "--set", "crop_size=48"],
+    "hd-local": ["--set", "n_local_enhancers=1", "--set", f"niter_fix_global={LOCAL_FROZEN_EPOCHS}",
+                 "--init-from", "RUN:hd-half"],
+    "hd-perc": ["--set", "perceptual=CLASSIFIER"],
+}
 
 
 def unpaired(name: str) -> list[str]:
     return ["--masks-from", "jtsc"] if name == "maskcyclegan" else []
 
 
-def train_args(run_id: str, name: str, runs: dict[str, Path], classifier: Path) -> list[str]:
-    """The `synth train` flags of a run beyond its model and preset."""
-    if run_id == "hd-half":
-        return ["--set", "load_size=54", "--set", "crop_size=48"]
-    if run_id == "hd-local":
-        return ["--set", "n_local_enhancers=1", "--set", f"niter_fix_global={LOCAL_FROZEN_EPOCHS}",
-                "--init-from", str(runs["hd-half"])]
-    if run_id == "hd-perc":
-        return ["--set", f"perceptual={classifier}"]
-    return unpaired(name)
+def fill_paths(flags: list[str], runs: dict[str, Path], classifier: Path) -> list[str]:
+    """TRAIN_FLAGS with their placeholders replaced: RUN:<id> by that run's folder, CLASSIFIER by the classifier."""
+    return [str(runs[f.removeprefix("RUN:")]) if f.startswith("RUN:") else f.replace("CLASSIFIER", str(classifier))
+            for f in flags]
 
 
 def speed(iters: int, classifier: Path) -> list[dict]:
@@ -165,7 +165,8 @@ def main() -> None:
     runs, selections = {}, {}
     for run_id, name, preset in MODELS:
         t0 = time.time()
-        code = cli(["synth", "train", name, "--domain", "jtsc", *train_args(run_id, name, runs, classifier),
+        code = cli(["synth", "train", name, "--domain", "jtsc", *unpaired(name),
+                    *fill_paths(TRAIN_FLAGS.get(run_id, []), runs, classifier),
                     "--preset", preset, "--epochs", str(args.epochs), "--epochs-decay", "0", "--keep-epochs", keep,
                     "--run-id", run_id, "--no-track", *flags])
         if code != 0:
