@@ -50,13 +50,14 @@ MODELS = [  # run id, model, preset
     ("p2p-noise", "pix2pix", "cpu-noise-global"),
     ("hd", "pix2pixhd", "cpu"),
     ("mcg", "maskcyclegan", "cpu"),  # unpaired: jtsc's masks and jtsc's images drawn independently
-    ("hd-half", "pix2pixhd", "cpu"),  # the local enhancer's first stage: the global generator on half-size crops
+    ("hd-half", "pix2pixhd", "cpu"),  # the local enhancer's first stage: the global generator at half the scale
     ("hd-local", "pix2pixhd", "cpu"),  # its second stage, from hd-half
     ("hd-perc", "pix2pixhd", "cpu"),  # with the perceptual loss of the benchmark's classifier
 ]
 LOCAL_FROZEN_EPOCHS = 1  # niter_fix_global of hd-local
+HALF_SCALE = {"hd-half"}  # runs trained and scored from half_scale.toml (cells of half the diameter)
 TRAIN_FLAGS = {  # a run's `synth train` flags beyond its model and preset (placeholders: see fill_paths)
-    "hd-half": ["--set", "load_size=54", "--set", "crop_size=48"],
+    "hd-half": ["--set", "crop_size=48"],
     "hd-local": ["--set", "n_local_enhancers=1", "--set", f"niter_fix_global={LOCAL_FROZEN_EPOCHS}",
                  "--init-from", "RUN:hd-half"],
     "hd-perc": ["--set", "perceptual=CLASSIFIER"],
@@ -99,13 +100,14 @@ def speed(iters: int, classifier: Path) -> list[dict]:
     return rows
 
 
-def write_project(folder: Path, data: Path) -> Path:
+def write_project(folder: Path, data: Path, name: str = "stainshift.toml", cell_diameter: float = 74.6) -> Path:
+    """The project file; another ``cell_diameter`` (same runs folder) trains at another scale."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "stainshift.toml"
+    path = folder / name
     path.write_text(f"""[project]
 runs = "runs"
 tracking_uri = "sqlite:///runs/mlflow.db"
-cell_diameter = 74.6
+cell_diameter = {cell_diameter}
 split = [0.6, 0.2, 0.2]
 seed = 0
 
@@ -153,6 +155,8 @@ def main() -> None:
 
     project_file = write_project(work, data)
     flags = ["--project", str(project_file), "--quiet"]
+    # the local enhancer's first stage at half the scale: cells of half the diameter, the same runs folder
+    half_flags = ["--project", str(write_project(work, data, "half_scale.toml", 74.6 / 2)), "--quiet"]
     classifier = work / "runs" / "classifiers" / "perceptual" / "model.pt"
     if not classifier.exists():  # the perceptual loss network: the domain's own classifier, as a user without VGG19
         code = cli(["classify", "train", "--domain", "jtsc", "--epochs", str(args.classifier_epochs), "--name",
@@ -165,17 +169,18 @@ def main() -> None:
     runs, selections = {}, {}
     for run_id, name, preset in MODELS:
         t0 = time.time()
+        project_flags = half_flags if run_id in HALF_SCALE else flags
         code = cli(["synth", "train", name, "--domain", "jtsc", *unpaired(name),
                     *fill_paths(TRAIN_FLAGS.get(run_id, []), runs, classifier),
                     "--preset", preset, "--epochs", str(args.epochs), "--epochs-decay", "0", "--keep-epochs", keep,
-                    "--run-id", run_id, "--no-track", *flags])
+                    "--run-id", run_id, "--no-track", *project_flags])
         if code != 0:
             raise SystemExit(f"synth train {name} failed")
         runs[run_id] = work / "runs" / "jtsc_to_jtsc" / name / run_id
         manifest = json.loads((runs[run_id] / "manifest.json").read_text())["epochs"]
         print(f"  trained {run_id}: {time.time() - t0:.0f} s", flush=True)
         cli(["select", "--src", "jtsc", "--dst", "jtsc", "--method", name, "--run-id", run_id, "--rule", "label-free",
-             "--no-track", *flags])
+             "--no-track", *project_flags])
         selections[run_id] = {"record": json.loads((runs[run_id] / "selected.json").read_text()),
                               "epoch_seconds": [e["seconds"] for e in manifest]}
     masks_dir = work / "masks"
@@ -184,6 +189,8 @@ def main() -> None:
              "--out", str(masks_dir), *flags])
     generated = {}
     for run_id, name, _ in MODELS:
+        if run_id in HALF_SCALE:  # a stage, and the synthetic masks are drawn at the full scale
+            continue
         target = work / f"generated_{run_id}"
         cli(["synth", "generate", "--domain", "jtsc", *unpaired(name), "--method", name, "--run-id", run_id,
              "--masks", str(masks_dir), "--out", str(target), *flags])
@@ -272,7 +279,8 @@ def markdown(p: dict, epochs: int) -> str:
               "| run | model | s / epoch | selected epoch | colour distance by epoch (0 = real floor) | SSIM to the "
               "real image of the mask, by epoch |", "|---|---|---|---|---|---|"]
     model_of = {run_id: f"{name} `{preset}`" for run_id, name, preset in MODELS}
-    model_of["hd-half"] += " on 48 px crops (the local enhancer's first stage)"
+    model_of["hd-half"] += (" at half the scale (cells 37 px), 48 px crops: the local enhancer's first stage, "
+                            "scored at that scale")
     model_of["hd-local"] += (f" + local enhancer, `--init-from` hd-half, its global part frozen for "
                              f"{LOCAL_FROZEN_EPOCHS} epoch")
     model_of["hd-perc"] += " + perceptual loss of a jtsc classifier (`classify train`, ResNet18 from scratch)"
