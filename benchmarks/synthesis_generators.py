@@ -396,7 +396,8 @@ def write_results(parts: Path, out: Path, prov: dict, n_boot: int) -> None:
         "Generator iterations: " + "; ".join(f"k = {k}: {', '.join(map(str, v))}" for k, v in iterations.items() if v)
         + ".", "",
         "Generator training time (the `cpu` presets, from the parts: one row per generator, k and machine; each "
-        "generator trained once per seed and condition that needs it). The parts before 12e6255 record neither "
+        "generator trained once per seed and condition that needs it, and again for a `--fid-only` part). "
+        "The parts before 12e6255 record neither "
         "thread counts nor what else ran on the machine, so these are the costs these runs saw, not a controlled "
         "speed measurement (that is `synth_models.md`'s table):", "",
         "| generator | k | iterations | trainings | s / iteration (min-max) | minutes per training | machine | "
@@ -419,16 +420,19 @@ def fid_table(rows: list[dict]) -> tuple[list[dict], list[str]]:
     for k in sorted({r["k"] for r in with_fid}):
         for source in sorted({parse_condition(r["condition"])[1] for r in with_fid if r["k"] == k}):
             of = [r for r in with_fid if r["k"] == k and parse_condition(r["condition"])[1] == source]
-            per_seed = {}
+            per_seed, retrained = {}, set()
             for seed in sorted({r["seed"] for r in of}):
                 trainings = {round(r["fid"], 6) for r in of if r["seed"] == seed}  # one value per training
                 per_seed[seed] = float(np.mean(sorted(trainings)))
+                if source != "sim" and any(r["condition"].startswith("FID-") for r in of if r["seed"] == seed):
+                    retrained.add(seed)
             floor = of[0]["fid_floor"]
             commits = sorted({f"{r['commit']} ({r.get('machine', '?')})" for r in of})
             summary.append({"k": k, "source": source, "fid": float(np.mean(list(per_seed.values()))),
-                            "per_seed": per_seed, "floor": floor, "commits": commits})
+                            "per_seed": per_seed, "retrained_seeds": sorted(retrained), "floor": floor,
+                            "commits": commits})
             lines.append(f"| {k} | {source} | {np.mean(list(per_seed.values())):.1f} | "
-                         + " / ".join(f"s{q} {v:.1f}" for q, v in per_seed.items())
+                         + " / ".join(f"s{q} {v:.1f}{'*' if q in retrained else ''}" for q, v in per_seed.items())
                          + f" | {floor:.1f} | {', '.join(commits)} |")
     return summary, [
         "## Image quality: Inception FID", "",
@@ -436,8 +440,11 @@ def fid_table(rows: list[dict]) -> tuple[list[dict], list[str]]:
         "same 50 generated and 50 real test images as FD; floor = the other 50 real test images vs those 50. With "
         "50 images in 2048 dimensions FID is strongly biased upwards (paper 004 reports a floor of about 140 on its "
         "own set), so read each value against the floor, not against published FIDs. The features are fixed, so "
-        "unlike FD these compare across generators and runs. Only parts run with `--fid-model` have one (the per "
-        "seed column names them); `--fid-only` parts train the generator again for its images alone.", "",
+        "unlike FD these compare across generators and runs. Only parts run with `--fid-model` have one. "
+        "A value is of the images a U-Net of the Dice table trained on (a +aug row's, for the generators measured "
+        "with `--fid-model` in their +aug rows), except where marked *: a `--fid-only` part, which trained the "
+        "generator again (same seed, iterations and masks; CPU training is not bit-for-bit repeatable) for its "
+        "images alone. The simulator's images are rendered again identically.", "",
         "| k | synthetic images | FID (mean over seeds) | per seed | real-vs-real floor | commits |",
         "|---|---|---|---|---|---|", *lines]
 
