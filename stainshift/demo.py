@@ -53,7 +53,7 @@ class DemoSettings:
         # sized on this 2-core machine (benchmarks/results/demo.md): quick < 2 min, full < 10 min
         if quick:
             return cls(per_class=20, classifier_epochs=6, finetune_epochs=3, gan_epochs=3,
-                       gan_options=(("crop_size", 48), ("load_size", 54)), seed=seed)
+                       gan_options=(("crop_size", 48),), seed=seed)
         return cls(per_class=60, seed=seed)
 
 

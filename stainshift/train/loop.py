@@ -123,9 +123,9 @@ class Trainer:
         self.dist: Dist = init_from_env(self.device)
         project.domain(request.src), project.domain(request.dst)  # one-line errors for unknown domains first
         if "load_size" in request.overrides and project.cell_diameter:
-            raise StainshiftError(f"{project.file}: load_size has no effect in a project with a cell_diameter (scale "
-                                  "harmonization sets the training scale); drop --set load_size, or train at "
-                                  "another scale from a project file with another [project] cell_diameter")
+            warnings.warn(f"{project.file}: load_size has no effect in a project with a cell_diameter (scale "
+                          "harmonization sets the training scale); to train at another scale, use a project file "
+                          "with another [project] cell_diameter", stacklevel=2)
         self.entry = entry(request.method)
         self.regime = model_class(request.method).data_regime
         self.data = training_samples(project, self.regime, request.src, request.dst, request.classes)
