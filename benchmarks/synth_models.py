@@ -3,7 +3,7 @@ CLI (synth train, select, synth masks, synth generate), how much pix2pix's noise
 picture of masks beside each model's images per epoch and per pix2pixHD style cluster.
 
 pix2pixHD's two options beyond the global generator run here too: the local enhancer in its two stages (a global run
-on half-size crops, then `--init-from` it with `n_local_enhancers=1`, the global part frozen for the first epoch, as
+at half the scale, then `--init-from` it with `n_local_enhancers=1`, the global part frozen for the first epoch, as
 the reference's `niter_fix_global`) and the perceptual loss from the features of a classifier the benchmark trains on
 the domain first (no VGG19 file is on this machine).
 
@@ -34,6 +34,7 @@ from stainshift.models.registry import build_model, load_epoch
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 EPOCH_IMAGES = 150
+JTSC_DIAMETER = 74.6  # px, jtsc_tecom's cells (cell_diameters.md)
 SPEED = [  # label, model, preset, overrides
     ("pix2pix cpu (U-Net 5, ngf 32, 96 px, batch 4)", "pix2pix", "cpu", {}),
     ("pix2pix cpu-noise-global (+2 noise channels, global D)", "pix2pix", "cpu-noise-global", {}),
@@ -100,7 +101,8 @@ def speed(iters: int, classifier: Path) -> list[dict]:
     return rows
 
 
-def write_project(folder: Path, data: Path, name: str = "stainshift.toml", cell_diameter: float = 74.6) -> Path:
+def write_project(folder: Path, data: Path, name: str = "stainshift.toml", cell_diameter: float = JTSC_DIAMETER
+                  ) -> Path:
     """The project file; another ``cell_diameter`` (same runs folder) trains at another scale."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
@@ -115,7 +117,7 @@ seed = 0
 path = "{data / 'jtsc_tecom'}"
 masks = "{data / 'jtsc_tecom' / 'masks'}"
 classes = ["neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil"]
-cell_diameter = 74.6
+cell_diameter = {JTSC_DIAMETER}
 """)
     return path
 
@@ -156,7 +158,7 @@ def main() -> None:
     project_file = write_project(work, data)
     flags = ["--project", str(project_file), "--quiet"]
     # the local enhancer's first stage at half the scale: cells of half the diameter, the same runs folder
-    half_flags = ["--project", str(write_project(work, data, "half_scale.toml", 74.6 / 2)), "--quiet"]
+    half_flags = ["--project", str(write_project(work, data, "half_scale.toml", JTSC_DIAMETER / 2)), "--quiet"]
     classifier = work / "runs" / "classifiers" / "perceptual" / "model.pt"
     if not classifier.exists():  # the perceptual loss network: the domain's own classifier, as a user without VGG19
         code = cli(["classify", "train", "--domain", "jtsc", "--epochs", str(args.classifier_epochs), "--name",

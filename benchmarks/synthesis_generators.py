@@ -144,12 +144,20 @@ def unet_features(unet, images: np.ndarray) -> np.ndarray:
     return torch.cat(feats).numpy()
 
 
+def fid_fields(fid: dict, images: np.ndarray) -> dict:
+    """A part's FID entries: the textbook FID of the first 50 ``images`` against the second real half, its floor."""
+    generated = inception_features(fid["model"], images[:N_TEST // 2])
+    return {"fid": frechet_distance(generated, fid["real_b"], shrinkage=0), "fid_floor": fid["floor"],
+            "fid_model": {"file": fid["file"], "hash": fid["hash"]}}
+
+
 def fid_only_parts(parts: Path, k: int, seed: int, sources: list[str], sd: dict, real_x: np.ndarray,
                    real_y: np.ndarray, synth_y: np.ndarray, fid: dict, args, prov: dict) -> None:
     """A part per source whose images at (k, seed) no part has an FID for: the generator trained as for the U-Net
     parts (the same seed and iterations), run on the same synthetic masks, and the FID of its first 50 images."""
-    have = {parse_condition(r["condition"])[1] for r in map(json.loads, map(Path.read_text, parts.glob("*.json")))
-            if r["k"] == k and r["seed"] == seed and "fid" in r}
+    have = {parse_condition(r["condition"])[1] for r in map(json.loads, map(Path.read_text,
+                                                                           parts.glob(f"k{k}_s{seed}_*.json")))
+            if "fid" in r}
     for source in sources:
         if source in have:
             continue
@@ -159,10 +167,7 @@ def fid_only_parts(parts: Path, k: int, seed: int, sources: list[str], sd: dict,
             model, row["generator_seconds"] = train_generator(source, real_x, real_y, seed,
                                                               row["generator_iterations"], args.quiet)
             sd[source] = generate(model, synth_y)
-        images = sd[source][:N_TEST // 2]
-        row.update(fid=frechet_distance(inception_features(fid["model"], images), fid["real_b"], shrinkage=0),
-                   fid_floor=fid["floor"], fid_model={"file": fid["file"], "hash": fid["hash"]},
-                   commit=prov["commit"], dirty=prov["dirty"], started=prov["started"],
+        row.update(fid_fields(fid, sd[source]), commit=prov["commit"], dirty=prov["dirty"], started=prov["started"],
                    machine=prov["machine"]["cpu"], config=prov["config"], torch_threads=torch.get_num_threads(),
                    load_1min=round(os.getloadavg()[0], 2))
         atomic_write_text(part_file(parts, k, seed, row["condition"]), json.dumps(row))
@@ -262,7 +267,7 @@ def main() -> None:
             pictures.setdefault(k, {"masks": synth_y[:6], **{g: v[:6] for g, v in sd.items()}})
             for g, v in sd.items():
                 pictures[k].setdefault(g, v[:6])
-            rd_unet = None
+            rd_unet, fids = None, {}  # fids: one per source of images, shared by its conditions
             for cond in conditions:
                 path = part_file(parts, k, seed, cond)
                 if path.exists() and not args.quick:
@@ -289,10 +294,9 @@ def main() -> None:
                     row["fd"] = frechet_distance(unet_features(rd_unet, sd[name][:half]), f_test_b)
                     row["fd_floor"] = frechet_distance(f_test_a, f_test_b)
                 if fid is not None and name is not None:
-                    generated = inception_features(fid["model"], sd[name][:half])
-                    row["fid"] = frechet_distance(generated, fid["real_b"], shrinkage=0)
-                    row["fid_floor"] = fid["floor"]
-                    row["fid_model"] = {"file": fid["file"], "hash": fid["hash"]}
+                    if name not in fids:
+                        fids[name] = fid_fields(fid, sd[name])
+                    row.update(fids[name])
                 if name is not None and name in gen_seconds:
                     row["generator_seconds"] = gen_seconds[name]
                     row["generator_iterations"] = gen_iters[name]
