@@ -222,6 +222,8 @@ def main() -> None:
     seeds = [int(v) for v in args.seeds.split(",")]
     generators = [g for g in args.generators.split(",") if g]
     aug_generators = [g for g in args.aug_generators.split(",") if g]
+    if args.fid_only:
+        aug_generators = []  # no U-Net is trained, so there is nothing to augment
     if not set(aug_generators) <= set(generators):
         parser.error(f"--aug-generators {args.aug_generators}: each must also be in --generators")
     conditions = conditions_for(generators, aug_generators)

@@ -67,17 +67,20 @@ class DistillResult:
     checks: dict[str, float]
 
 
-def student_run_id(method: str, epoch: int, preset: str, seed: int, teacher_sha: str) -> str:
+def student_run_id(method: str, epoch: int, preset: str, seed: int, teacher_sha: str, condition: str = "none") -> str:
     """E.g. ``cyclegan-e3-cpu-s0-1a2b3c4d``: the teacher's method, epoch and file hash, the student's preset and
-    seed; deterministic, so a rerun finds (and with --resume continues) the same student."""
-    return f"{method}-e{epoch}-{preset}-s{seed}-{teacher_sha[:8]}"
+    seed (and ``-image-stats`` for a conditioned student); deterministic, so a rerun finds (and with --resume
+    continues) the same student."""
+    return f"{method}-e{epoch}-{preset}-s{seed}-{teacher_sha[:8]}" + ("" if condition == "none" else f"-{condition}")
 
 
 def _teacher(project: Project, r: DistillRequest) -> tuple[Path, int, dict | None, int, str]:
     """The teacher's epoch file, epoch, selection record, the student's seed and the student's run id."""
     path, epoch, selection = runs.resolve_epoch(project, r.src, r.dst, r.teacher, r.epoch, r.teacher_run, r.rule)
     seed = r.seed if r.seed is not None else int(runs.read_config(path.parent.parent).get("seed", 0))
-    return path, epoch, selection, seed, student_run_id(r.teacher, epoch, r.preset, seed, checkpoints.file_hash(path))
+    condition = str(r.overrides.get("condition", "none"))
+    return path, epoch, selection, seed, student_run_id(r.teacher, epoch, r.preset, seed, checkpoints.file_hash(path),
+                                                        condition)
 
 
 def student_run(project: Project, request: DistillRequest) -> Path:

@@ -247,6 +247,9 @@ def export(project: Project | None, request: ExportRequest) -> ExportResult:
     if found.kind is not Kind.LEARNED or found.consumes is not Modality.RGB or found.produces is not Modality.RGB:
         raise StainshiftError(f"{path}: a {translator.model_name} translator turns {found.consumes.value} into "
                               f"{found.produces.value}; export takes RGB-to-RGB translators")
+    if getattr(translator, "conditioned", False):
+        raise StainshiftError(f"{path}: a conditioned student (condition image-stats) builds a colour table per "
+                              "image, which the ONNX graph does not; export a plain student (condition none)")
     side = min_side(translator)
     inputs, described = verification_inputs(project, r.src or meta.get("src"), meta, r.images, side)
     model = OnnxTranslator(translator).eval()

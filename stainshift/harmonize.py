@@ -333,6 +333,8 @@ def translate_images(model: nn.Module, batch: torch.Tensor, tile: int, overlap: 
                 paste_cell(model, batch[i], out[i], centre, crop)
         return out
     if max(batch.shape[2:]) > tile:
+        if getattr(model, "image_statistics", False):  # its map depends on the whole image: never tiled
+            return torch.cat([translate_batch(model, image[None]) for image in batch])
         return torch.stack([translate_tiled(model, image, tile, overlap) for image in batch])
     return translate_batch(model, batch)
 

@@ -185,3 +185,74 @@ def test_a_moved_project_still_resumes_its_student(tmp_path):
                                             track=False, resume=True, overrides={"epochs": 3, "keep_epochs": (3,)}))
     assert resumed.run_dir == tmp_path / "there" / run.relative_to(tmp_path / "here")
     assert resumed.epoch == 3 and runs.kept_epochs(resumed.run_dir) == [2, 3]
+
+
+def _conditioned(lut_size: int = 33, seed: int = 0):
+    torch.manual_seed(seed)
+    return model_class("distilled").new_translator(DistilledOptions(lut_size=lut_size,
+                                                                    condition="image-stats")).eval()
+
+
+@pytest.mark.parametrize("lut_size", [0, 33])
+def test_conditioned_student_recolours_each_image_by_its_own_colours_and_draws_no_structure(project, lut_size):
+    """The image-stats student maps a colour by its image's statistics: one map within an image (shuffling the
+    pixels shuffles the output), another for an image with other colours; the plain student has one map for all."""
+    x = _batch(_image(project))
+    h, w = x.shape[2:]
+    order = torch.randperm(h * w, generator=torch.Generator().manual_seed(0))
+    shuffled = x.flatten(2)[:, :, order].reshape(x.shape)
+    darker = x.clone()
+    darker[..., : h // 2, :] *= 0.5  # the top half darkened: other statistics, the bottom half's colours unchanged
+    student, plain = _conditioned(lut_size), _student(lut_size)
+    assert sum(p.numel() for p in student.parameters()) == 1475
+    with torch.inference_mode():
+        out = student(x)
+        assert torch.allclose(out.flatten(2)[:, :, order].reshape(x.shape), student(shuffled), atol=1e-5)
+        # each image by its own statistics, whatever it is batched with
+        both = student(torch.cat([x, darker]))
+        assert torch.allclose(both[:1], out, atol=1e-5) and torch.allclose(both[1:], student(darker), atol=1e-5)
+        bottom = slice(h // 2 + 1, None)
+        assert (both[1:, :, bottom] - out[..., bottom, :]).abs().max() * 255 > 1  # same colours, other map
+        assert torch.allclose(plain(darker)[..., bottom, :], plain(x)[..., bottom, :], atol=1e-5)
+        if lut_size:
+            assert (out - student.run_network(x)).abs().max() * 255 < 2.0  # its per-image table
+    if lut_size:
+        with pytest.raises(StainshiftError, match="one colour table per image"):
+            student.translate_8bit(_image(project))
+
+
+def test_a_conditioned_student_translates_a_large_image_whole_not_in_tiles(project):
+    """Tiles have their own statistics: harmonize runs an image-stats student on the whole image (bounded memory:
+    the network reads the pixels in chunks)."""
+    from stainshift.harmonize import translate_images, translate_tiled
+
+    x = _batch(_image(project))
+    x = torch.cat([x, x.flip(-1) * 0.6], -1)  # halves of different colours
+    student = _conditioned(0)
+    student.CHUNK = 97  # several chunks, one not full
+    with torch.inference_mode():
+        whole = student(x)
+        assert torch.allclose(translate_images(student, x, tile=16, overlap=4), whole, atol=1e-5)
+        assert (translate_tiled(student, x[0], 16, 4)[None] - whole).abs().max() * 255 > 1  # what tiling would do
+
+
+def test_distill_a_conditioned_student_from_the_cli(project, tmp_path, capsys):
+    assert main(["distill", "--src", "hgtp", "--dst", "clinic", "--epoch", "last", "--preset", "tiny",
+                 "--set", "condition=image-stats", "--no-track", "--quiet", "--project", str(project.file)]) == 0
+    teacher_file = runs.epoch_file(runs.find_run(project, "hgtp", "clinic", "cyclegan"), 2)
+    run = runs.method_dir(project, "hgtp", "clinic", "distilled") / \
+        f"cyclegan-e2-tiny-s0-{checkpoints.file_hash(teacher_file)[:8]}-image-stats"
+    assert runs.kept_epochs(run) == [2]  # its own run, next to the plain student's
+    assert json.loads((run / "distill.json").read_text())["checks"]["lut_vs_network_max"] < 2.0
+    student = load_epoch(runs.epoch_file(run, 2))[0]
+    assert student.options.condition == "image-stats"
+    x = _batch(_image(project))
+    with torch.inference_mode():
+        target = load_epoch(teacher_file)[0](x)
+        assert (student(x) - target).abs().mean() < (x - target).abs().mean()
+    assert main(["export", "--src", "hgtp", "--dst", "clinic", "--method", "distilled", "--run-id", run.name,
+                 "--epoch", "last", "--out", str(tmp_path / "s.onnx"), "--project", str(project.file)]) == 2
+    assert "conditioned student" in capsys.readouterr().err and not (tmp_path / "s.onnx").exists()
+    with pytest.raises(StainshiftError, match="condition 'pixel' is not one of none, image-stats"):
+        distill(project, DistillRequest("hgtp", "clinic", epoch="last", preset="tiny", progress=False, track=False,
+                                        overrides={"condition": "pixel"}))

@@ -5,6 +5,11 @@ an image but cannot draw, move or erase structure: two pixels of the same colour
 trained with L1 to a teacher's outputs (the teacher is a kept epoch of a cyclegan / colorization / cut run, named by
 ``teacher``) on the source's train split, like any other model of the registry (``stainshift distill`` does that).
 
+With ``condition="image-stats"`` the network also sees its image's colour mean and SD per channel (9 -> 32 -> 32 -> 3,
+1,475 parameters): still one colour map within an image, so still no structure drawn, but a different map for each
+image's colours, the way the teacher recolours each image differently (``benchmarks/results/distill_ceiling.md``).
+Its statistics are the whole image's at inference and the training crop's in training.
+
 For inference the network is baked into a 3-D colour lookup table (``lut_size``^3 colours, trilinear interpolation
 through ``grid_sample``), and for 8-bit images that table can be expanded to every one of the 2^24 colours so a
 pixel costs one gather. The tables are functions of the weights alone, rebuilt whenever they may have changed (a
@@ -29,6 +34,8 @@ from stainshift.losses import l1_loss
 from stainshift.models.base import ModelOptions, TranslationModel, Translator
 
 OPTIMIZERS = ("sgd", "adam")
+CONDITIONS = ("none", "image-stats")  # what the network sees besides the pixel's colour
+N_STATS = 6                           # image-stats: per-channel mean and SD
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,11 +54,14 @@ class DistilledOptions(ModelOptions):
     layers: int = 3                # 1x1 convolutions (3: 3 -> 32 -> 32 -> 3)
     optimizer: str = "sgd"
     lut_size: int = 33             # colours per axis of the inference lookup table; 0 = run the network
+    condition: str = "none"        # one of CONDITIONS
 
     def check(self) -> list[str]:
         problems = []
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+        if self.condition not in CONDITIONS:
+            problems.append(f"condition {self.condition!r} is not one of {', '.join(CONDITIONS)}")
         if self.channels < 1 or self.layers < 2:
             problems.append("channels must be >= 1 and layers >= 2")
         if self.lut_size != 0 and not 2 <= self.lut_size <= 257:
@@ -60,14 +70,30 @@ class DistilledOptions(ModelOptions):
 
 
 def pixel_network(o: DistilledOptions) -> nn.Sequential:
-    """1x1 convolutions with ReLUs between them: [-1, 1] RGB in, [-1, 1] RGB out (unbounded)."""
-    widths = [3, *[o.channels] * (o.layers - 1), 3]
+    """1x1 convolutions with ReLUs between them: [-1, 1] RGB (and the image's statistics) in, [-1, 1] RGB out
+    (unbounded)."""
+    widths = [3 + (N_STATS if o.condition == "image-stats" else 0), *[o.channels] * (o.layers - 1), 3]
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(widths)):
         layers.append(nn.Conv2d(a, b, kernel_size=1))
         if i < len(widths) - 2:
             layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
+
+
+def image_stats(x: torch.Tensor) -> torch.Tensor:
+    """Per image of a B x 3 x H x W [0, 1] batch: its channels' means and SDs (B x 6)."""
+    flat = x.flatten(2)
+    return torch.cat([flat.mean(2), flat.std(2, unbiased=False)], 1)
+
+
+def network_inputs(x: torch.Tensor, condition: str, stats: torch.Tensor | None = None) -> torch.Tensor:
+    """What the network reads for a B x 3 x H x W [0, 1] batch, in [-1, 1]: the colours, and with
+    ``image-stats`` each image's statistics (``stats``, B x 6, default the batch images' own) at every pixel."""
+    if condition == "none":
+        return x * 2 - 1
+    s = image_stats(x) if stats is None else stats
+    return torch.cat([x, s[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1) * 2 - 1
 
 
 def lut_grid(size: int) -> torch.Tensor:
@@ -86,10 +112,11 @@ def apply_lut(lut: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class DistilledTranslator(Translator):
-    """The student: the lookup table in eval mode (when ``lut_size`` > 0 and ``use_lut``), the network otherwise."""
+    """The student: the lookup table in eval mode (when ``lut_size`` > 0 and ``use_lut``), the network otherwise.
+    A conditioned student has one table per image, built from that image's statistics."""
 
     pixelwise = True
-
+    CHUNK = 1 << 20  # pixels per network call: bounded memory on large fields
     def __init__(self, model_name: str, network: nn.Sequential, options: DistilledOptions) -> None:
         super().__init__(model_name, options, multiple=1)
         self.network = network
@@ -97,16 +124,38 @@ class DistilledTranslator(Translator):
         self._lut: torch.Tensor | None = None
         self._table_8bit: np.ndarray | None = None
 
-    def run_network(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x * 2 - 1).float().add(1).div(2).clamp(0, 1)
+    @property
+    def conditioned(self) -> bool:
+        return self.options.condition != "none"
 
-    def lut(self) -> torch.Tensor:
-        """The lookup table of the current weights (built on first use after a weight load or mode switch)."""
-        if self._lut is None:
+    @property
+    def image_statistics(self) -> bool:
+        """Whether an image must be translated whole (not in tiles): the map depends on the whole image."""
+        return self.conditioned
+
+    def run_network(self, x: torch.Tensor, stats: torch.Tensor | None = None) -> torch.Tensor:
+        """The network on a B x 3 x H x W [0, 1] batch (``stats``: the images' statistics, default their own),
+        a bounded number of pixels per call."""
+        cond = self.options.condition
+        s = image_stats(x) if stats is None and self.conditioned else stats
+        flat = x.flatten(2)
+        out = [self.network(network_inputs(flat[:, :, i:i + self.CHUNK, None], cond, s)).float()
+               for i in range(0, flat.shape[2], self.CHUNK)]
+        return torch.cat(out, 2).reshape(x.shape).add(1).div(2).clamp(0, 1)
+
+    def lut(self, stats: torch.Tensor | None = None) -> torch.Tensor:
+        """The lookup table of the current weights (built on first use after a weight load or mode switch); a
+        conditioned student's is that of one image's ``stats`` (1 x 6), built on every call."""
+        if self.conditioned and stats is None:
+            raise StainshiftError("a conditioned student's colour table depends on the image: pass its statistics")
+        if self._lut is None or self.conditioned:
             size = self.options.lut_size
             with torch.no_grad():
-                colours = self.run_network(lut_grid(size).to(self.network[0].weight.device))
-            self._lut = colours.reshape(1, 3, size, size, size)
+                colours = self.run_network(lut_grid(size).to(self.network[0].weight.device), stats)
+            table = colours.reshape(1, 3, size, size, size)
+            if self.conditioned:
+                return table
+            self._lut = table
         return self._lut
 
     def table_8bit(self) -> np.ndarray:
@@ -114,6 +163,9 @@ class DistilledTranslator(Translator):
         the trilinear lookup then becomes one gather per pixel (:meth:`translate_8bit`)."""
         if self.options.lut_size == 0:
             raise StainshiftError("this student has no colour table (lut_size 0); train it with --set lut_size=33")
+        if self.conditioned:
+            raise StainshiftError("a conditioned student (condition image-stats) has one colour table per image, "
+                                  "so no single 8-bit table; translate with the student itself")
         if self._table_8bit is None:
             lut = self.lut()
             levels = torch.arange(256, dtype=torch.float32, device=lut.device) / 255
@@ -135,6 +187,9 @@ class DistilledTranslator(Translator):
 
     def translate_padded(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_lut and not self.training:
+            if self.conditioned:
+                stats = image_stats(x)
+                return torch.cat([apply_lut(self.lut(stats[i:i + 1]), x[i:i + 1]) for i in range(len(x))]).clamp(0, 1)
             return apply_lut(self.lut(), x).clamp(0, 1)
         return self.run_network(x)
 
@@ -217,6 +272,6 @@ class Distilled(TranslationModel):
             target = teacher(x).clamp(0, 1) * 2 - 1
         self.student.train()
         self.optimizers["student"].zero_grad(set_to_none=True)
-        loss = l1_loss(self.student(x * 2 - 1), target)
+        loss = l1_loss(self.student(network_inputs(x, self.options.condition)), target)
         self._step("student", loss, self._params(self.student))
         return {"L1": float(loss.detach())}
