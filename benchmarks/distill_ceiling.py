@@ -31,6 +31,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ from stainshift.classify.evaluate import evaluate_arrays  # noqa: E402
 from stainshift.data.datasets import rescale, to_batch  # noqa: E402
 from stainshift.data.domains import read_sample  # noqa: E402
 from stainshift.data.splits import samples_in  # noqa: E402
-from stainshift.distill import DistillRequest, distill  # noqa: E402
+from stainshift.distill import DistillRequest, distill, student_run  # noqa: E402
 from stainshift.harmonize import source_scale, translate_batch  # noqa: E402
 from stainshift.metrics import ssim_gray  # noqa: E402
 from stainshift.models.registry import load_epoch  # noqa: E402
@@ -112,11 +113,13 @@ def main() -> None:
     epoch: str | int = args.epoch if args.epoch == "best" else int(args.epoch)
     rule = "label-free" if epoch == "best" else None
     teacher_file, teacher_epoch, _ = runs.resolve_epoch(project, args.src, args.dst, "cyclegan", epoch, None, rule)
-    students = {condition: distill(project, DistillRequest(  # resume: reuse a finished one
-        args.src, args.dst, epoch=teacher_epoch, resume=True, progress=not args.quiet,
-        overrides={} if condition == "none" else {"condition": condition})).run_dir
-        for condition in ("none", CONDITIONED)}
-    student_run = students["none"]
+    students = {}
+    for condition in ("none", CONDITIONED):
+        request = DistillRequest(args.src, args.dst, epoch=teacher_epoch, progress=not args.quiet,
+                                 overrides={} if condition == "none" else {"condition": condition})
+        resume = student_run(project, request).exists()  # reuse a finished one
+        students[condition] = distill(project, replace(request, resume=resume)).run_dir
+    plain_run = students["none"]
     teacher, meta = load_epoch(teacher_file)
     student, conditioned = (load_epoch(runs.epoch_file(run, runs.kept_epochs(run)[-1]))[0].eval()
                             for run in students.values())
@@ -181,7 +184,7 @@ def main() -> None:
                      "mae_to_teacher": float(np.mean(mae[name])) if name in mae else 0.0,
                      "ssim_to_teacher": float(np.mean(ssim[name])) if name in ssim else 1.0})
     result = {"provenance": prov, "teacher": {"file": str(teacher_file), "epoch": teacher_epoch},
-              "student_run": student_run.name, "conditioned_run": students[CONDITIONED].name,
+              "student_run": plain_run.name, "conditioned_run": students[CONDITIONED].name,
               "classifier": str(classifier), "scale": scale,
               "n_train": len(samples_in(project, args.src, "train")), "n_test": len(test),
               "fallback_share": {k: float(np.mean(v)) for k, v in fallback_share.items()},
